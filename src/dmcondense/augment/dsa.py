@@ -1,0 +1,256 @@
+"""Differentiable Siamese augmentation (DSA): draw parameters, then apply them, batched.
+
+A draw ("group") picks one family from the strategy and holds the parameters of every family,
+so the amount of randomness consumed depends only on the number of draws. `apply` maps each
+image to a group through `index`: give all images of a class the same group and real and
+synthetic images of that class get the identical transform (Siamese); give each image its own
+group and every image is augmented independently (evaluation).
+
+Integer pixel quantities (crop shift, cutout box) are kept as uniform numbers in [0, 1) and
+turned into pixels inside `apply`, from the actual H and W of the images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+FAMILIES: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
+
+# Columns of the single uniform draw of `DSA.sample`: one row per group, always all of them.
+_COLUMNS = {
+    "family": slice(0, 1),
+    "brightness": slice(1, 2),
+    "saturation": slice(2, 3),
+    "contrast": slice(3, 4),
+    "crop": slice(4, 6),
+    "cutout": slice(6, 8),
+    "flip": slice(8, 9),
+    "scale": slice(9, 11),
+    "rotate": slice(11, 12),
+}
+_NUM_UNIFORMS = 12
+
+
+class DSA:
+    """DSA with one family per group, chosen uniformly from the '_'-joined `strategy`.
+
+    Parameter keys returned by `sample(n, g)` (first dim n):
+      family      long  index into `FAMILIES` (always one of this strategy's families)
+      brightness  added offset, (u - 0.5) * brightness
+      saturation  factor on the deviation from the per-pixel channel mean, u * saturation
+      contrast    factor on the deviation from the image mean, u + contrast
+      crop        [n, 2] uniforms in [0, 1) -> integer (row, col) shift in [-s, s] pixels
+      cutout      [n, 2] uniforms in [0, 1) -> (row, col) centre of the cut square
+      flip        bool, flip horizontally
+      scale       [n, 2] (x, y) stretch factors in [1/scale, scale]
+      rotate      angle in degrees, in [-rotate, rotate]
+    """
+
+    def __init__(
+        self,
+        strategy: str = "color_crop_cutout_flip_scale_rotate",
+        brightness: float = 1.0,
+        saturation: float = 2.0,
+        contrast: float = 0.5,
+        crop: float = 0.125,
+        cutout: float = 0.5,
+        flip: float = 0.5,
+        scale: float = 1.2,
+        rotate: float = 15.0,
+    ) -> None:
+        names = [name for name in strategy.split("_") if name]
+        unknown = [name for name in names if name not in FAMILIES]
+        if not names or unknown:
+            raise ValueError(
+                f"unknown DSA strategy {strategy!r} (bad names: {unknown}); "
+                f"use a '_'-joined subset of {list(FAMILIES)}"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"DSA strategy {strategy!r} repeats a family")
+        self.strategy = strategy
+        self.families: tuple[str, ...] = tuple(names)
+        self.brightness = brightness
+        self.saturation = saturation
+        self.contrast = contrast
+        self.crop = crop
+        self.cutout = cutout
+        self.flip = flip
+        self.scale = scale
+        self.rotate = rotate
+
+    def __repr__(self) -> str:
+        return f"DSA(strategy={self.strategy!r})"
+
+    # ------------------------------------------------------------------ drawing
+    def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """`n` independent groups, on `generator.device`; consumes n * 12 uniforms, always."""
+        u = torch.rand(n, _NUM_UNIFORMS, generator=generator, device=generator.device)
+
+        def col(key: str) -> torch.Tensor:
+            block = u[:, _COLUMNS[key]]
+            return block.squeeze(1) if block.shape[1] == 1 else block
+
+        ids = torch.tensor([FAMILIES.index(f) for f in self.families], device=u.device)
+        choice = (col("family") * len(self.families)).long().clamp_(max=len(self.families) - 1)
+        low = 1.0 / self.scale
+        return {
+            "family": ids[choice],
+            "brightness": (col("brightness") - 0.5) * self.brightness,
+            "saturation": col("saturation") * self.saturation,
+            "contrast": col("contrast") + self.contrast,
+            "crop": col("crop"),
+            "cutout": col("cutout"),
+            "flip": col("flip") < self.flip,
+            "scale": low + col("scale") * (self.scale - low),
+            "rotate": (col("rotate") - 0.5) * 2.0 * self.rotate,
+        }
+
+    # ----------------------------------------------------------------- applying
+    def apply(
+        self,
+        x: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Augment `x` [N, C, H, W]; image i uses group `index[i]` (default: group i)."""
+        n = x.shape[0]
+        if index is None:
+            index = torch.arange(n, device=x.device)
+        index = index.to(device=x.device, dtype=torch.long)
+        if index.shape != (n,):
+            raise ValueError(f"index must have shape ({n},), got {tuple(index.shape)}")
+        per_image = {key: value.to(x.device)[index] for key, value in params.items()}
+
+        pieces, positions = [], []
+        for name in self.families:
+            where = torch.nonzero(per_image["family"] == FAMILIES.index(name)).squeeze(1)
+            if where.numel() == 0:
+                continue
+            chosen = {key: value[where] for key, value in per_image.items()}
+            pieces.append(getattr(self, f"_{name}")(x[where], chosen).to(x.dtype))
+            positions.append(where)
+        if not pieces:  # n == 0
+            return x
+        if len(pieces) == 1:
+            return pieces[0]  # every image took the same family, in order
+        # Undo the grouping by family with one gather (out-of-place, so autograd is intact).
+        order = torch.cat(positions)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(n, device=x.device)
+        return torch.cat(pieces)[inverse]
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Per-image mode (evaluation): every image gets its own draw."""
+        return self.apply(x, self.sample(x.shape[0], generator))
+
+    # --------------------------------------------------------------- families
+    @staticmethod
+    def _color(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        def per_image(value: torch.Tensor) -> torch.Tensor:
+            return value.to(x.dtype).view(-1, 1, 1, 1)
+
+        x = x + per_image(p["brightness"])
+        channel_mean = x.mean(dim=1, keepdim=True)
+        x = (x - channel_mean) * per_image(p["saturation"]) + channel_mean
+        image_mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return (x - image_mean) * per_image(p["contrast"]) + image_mean
+
+    def _crop(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        n, _, h, w = x.shape
+        max_shift = torch.tensor(
+            [int(h * self.crop + 0.5), int(w * self.crop + 0.5)], device=x.device
+        )
+        # Uniform over the integers -s..s, computed from the uniform in [0, 1).
+        shift = (p["crop"].float() * (2 * max_shift + 1)).long()
+        shift = torch.minimum(shift, 2 * max_shift) - max_shift
+        # Read from a 1-pixel zero border; out-of-image sources land on it.
+        rows = (torch.arange(h, device=x.device) + shift[:, :1] + 1).clamp(0, h + 1)
+        cols = (torch.arange(w, device=x.device) + shift[:, 1:] + 1).clamp(0, w + 1)
+        padded = F.pad(x, [1, 1, 1, 1])
+        batch = torch.arange(n, device=x.device).view(n, 1, 1)
+        gathered = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+        return gathered.permute(0, 3, 1, 2)
+
+    def _cutout(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        _, _, h, w = x.shape
+        size_h, size_w = int(h * self.cutout + 0.5), int(w * self.cutout + 0.5)
+        # Centre ranges over 0..H (0..H-1 for odd sizes), so the square may hang over an edge.
+        span = torch.tensor([h + 1 - size_h % 2, w + 1 - size_w % 2], device=x.device)
+        centre = torch.minimum((p["cutout"].float() * span).long(), span - 1)
+        top = (centre[:, 0] - size_h // 2).view(-1, 1, 1)
+        left = (centre[:, 1] - size_w // 2).view(-1, 1, 1)
+        r = torch.arange(h, device=x.device).view(1, h, 1)
+        c = torch.arange(w, device=x.device).view(1, 1, w)
+        inside = (r >= top) & (r < top + size_h) & (c >= left) & (c < left + size_w)
+        return x * (~inside).unsqueeze(1).to(x.dtype)
+
+    @staticmethod
+    def _flip(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.where(p["flip"].view(-1, 1, 1, 1), x.flip(3), x)
+
+    @staticmethod
+    def _scale(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        factors = p["scale"].to(_at_least_float32(x.dtype))
+        zero = torch.zeros_like(factors[:, 0])
+        theta = torch.stack(
+            [
+                torch.stack([factors[:, 0], zero, zero], dim=1),
+                torch.stack([zero, factors[:, 1], zero], dim=1),
+            ],
+            dim=1,
+        )
+        return _warp(x, theta)
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        # Trigonometry in at least float32, whatever the image dtype (bf16 would be too coarse).
+        angle = p["rotate"].to(_at_least_float32(x.dtype)) * (math.pi / 180.0)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        zero = torch.zeros_like(cos)
+        theta = torch.stack(
+            [torch.stack([cos, -sin, zero], dim=1), torch.stack([sin, cos, zero], dim=1)],
+            dim=1,
+        )
+        return _warp(x, theta)
+
+
+def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Resample `x` through the affine maps `theta` [N, 2, 3]; zero outside the image.
+
+    Sampling runs in at least float32: a bf16 grid is off by a sizeable fraction of a pixel
+    near the border (autocast does the same for grid_sample).
+    """
+    work = _at_least_float32(x.dtype)
+    grid = F.affine_grid(theta.to(work), list(x.shape), align_corners=True)
+    return F.grid_sample(x.to(work), grid, align_corners=True).to(x.dtype)
+
+
+class NoAugment:
+    """The identity with DSA's interface, for runs without augmentation."""
+
+    strategy = "none"
+    families: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return "NoAugment()"
+
+    def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return {}
+
+    def apply(
+        self,
+        x: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return x
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return x

@@ -1,0 +1,2 @@
+"""Data: data set specs, sources (torchvision, TinyImageNet, image folders, the built-in
+MNIST sample) and the per-class DataModule."""
