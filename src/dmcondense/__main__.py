@@ -1,0 +1,3 @@
+from dmcondense.train import main
+
+main()

@@ -1,0 +1,85 @@
+"""Command-line checks that run before Hydra, so a typo gets one line that says what to fix
+instead of a stack trace."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def fail(error: BaseException | str) -> NoReturn:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def groups() -> dict[str, list[str]]:
+    """Config group -> its option names, read from conf/."""
+    return {
+        d.name: sorted(p.stem for p in d.glob("*.yaml"))
+        for d in sorted(CONF_DIR.iterdir())
+        if d.is_dir() and d.name != "hydra"
+    }
+
+
+def _values(override) -> list[str]:
+    if override.is_sweep_override():
+        return [str(v) for v in override.sweep_string_iterator()]
+    value = override.value()
+    return [] if value is None else [str(value)]
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def check_command_line(argv: list[str], config_name: str = "config") -> None:
+    """Exit with one line when an override names an unknown group option or key."""
+    words = [a for a in argv if not a.startswith("-") and "=" in a]
+    try:
+        overrides = OverridesParser.create().parse_overrides(words)
+    except Exception as error:  # Hydra's grammar errors are long; keep their first line
+        fail(f"cannot parse the command line: {error}")
+    options = groups()
+    first_choice = []
+    for o in overrides:
+        key = o.key_or_group
+        if key.startswith("hydra") or o.is_add() or o.is_delete() or o.is_force_add():
+            continue
+        if key in options:
+            for value in _values(o):
+                if value not in options[key] and value != "null":
+                    fail(f"unknown {key} '{value}'{_suggest(value, options[key])}; "
+                         f"choose one of: {', '.join(options[key])}")
+            chosen = _values(o)
+            if chosen:
+                first_choice.append(f"{key}={chosen[0]}")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=first_choice)
+    known = _all_keys(OmegaConf.to_container(cfg, resolve=False))
+    for o in overrides:
+        key = o.key_or_group
+        if key.startswith("hydra") or key in options or o.is_add() or o.is_force_add():
+            continue
+        if key not in known:
+            fail(f"unknown key '{key}'{_suggest(key, sorted(known))}; check the spelling, "
+                 f"or add it with +{key}=... if you mean a new key")
+
+
+def _all_keys(node, prefix: str = "") -> set[str]:
+    keys = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            path = f"{prefix}{k}"
+            keys.add(path)
+            keys |= _all_keys(v, path + ".")
+    return keys

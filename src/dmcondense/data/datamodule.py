@@ -1,0 +1,134 @@
+"""The per-class DataModule: each step, `batch_real` real images of every class.
+
+The store keeps the training split as uint8 (a quarter of float32) and is moved once to the
+training device, so on a GPU the real data stays resident there. The dataloader yields only
+the step number and the sampled indices; the gather happens after the batch reaches the
+device (`on_after_batch_transfer`), so no image crosses the host-device link per step.
+
+Draws are keyed by (seed, "real", step) over all classes, and each rank keeps the rows of its
+own classes: the same images are drawn whatever the number of ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from dmcondense.data.imageset import ImageSet
+from dmcondense.data.sources import load_split
+from dmcondense.rng import generator
+
+
+class ClassIndex:
+    """Indices of each class's images, padded into one [classes, max_count] table."""
+
+    def __init__(self, labels: torch.Tensor, num_classes: int) -> None:
+        self.counts = torch.bincount(labels, minlength=num_classes)
+        order = torch.argsort(labels, stable=True)
+        starts = torch.cumsum(self.counts, 0) - self.counts
+        width = int(self.counts.max())
+        position = torch.arange(width)
+        valid = position < self.counts[:, None]
+        table = starts[:, None] + position.clamp(max=width - 1)
+        self.table = torch.where(valid, order[table.clamp(max=len(order) - 1)], -1)
+        self.valid = valid
+
+    def sample(self, per_class: int, g: torch.Generator) -> torch.Tensor:
+        """`per_class` distinct indices of every class, [classes, per_class]."""
+        keys = torch.rand(self.table.shape, generator=g)
+        keys = keys.masked_fill(~self.valid, 2.0)  # never picked while a real one is left
+        picks = keys.topk(per_class, dim=1, largest=False).indices
+        return self.table.gather(1, picks)
+
+
+class StepStream(IterableDataset):
+    """Yields {step, classes, indices} for steps start..stop-1; worker w takes every n-th step."""
+
+    def __init__(
+        self, index: ClassIndex, classes: torch.Tensor, per_class: int, seed: int, start: int, stop: int
+    ) -> None:
+        self.index, self.classes, self.per_class = index, classes, per_class
+        self.seed, self.start, self.stop = seed, start, stop
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        first, stride = (0, 1) if info is None else (info.id, info.num_workers)
+        for step in range(self.start + first, self.stop, stride):
+            picks = self.index.sample(self.per_class, generator(self.seed, "real", step))
+            yield {"step": step, "classes": self.classes, "indices": picks[self.classes]}
+
+
+def rank_classes(num_classes: int, rank: int, world_size: int) -> torch.Tensor:
+    """The contiguous slice of classes that `rank` matches."""
+    return torch.tensor_split(torch.arange(num_classes), world_size)[rank]
+
+
+class ClassBatchDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        source: str,
+        data_dir: str,
+        num_classes: int,
+        batch_real: int,
+        iterations: int,
+        seed: int,
+        download: bool = False,
+        source_kwargs: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.source, self.data_dir, self.download = source, data_dir, download
+        self.source_kwargs = dict(source_kwargs or {})
+        self.num_classes, self.batch_real = num_classes, batch_real
+        self.iterations, self.seed = iterations, seed
+        self.train_set: ImageSet | None = None
+        self._store: torch.Tensor | None = None
+
+    def load(self, split: str) -> ImageSet:
+        return load_split(self.source, self.data_dir, split, self.download, **self.source_kwargs)
+
+    def prepare_data(self) -> None:
+        if self.download:  # once per node, before any rank reads
+            self.load("train")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train = self.load("train")
+        if train.num_classes != self.num_classes:
+            raise ValueError(
+                f"{self.source} has {train.num_classes} classes but the dataset config says "
+                f"{self.num_classes}; fix dataset.num_classes"
+            )
+        counts = train.class_counts()
+        if int(counts.min()) == 0:
+            empty = [train.class_names[c] for c in torch.nonzero(counts == 0).flatten().tolist()]
+            raise ValueError(f"classes without training images: {', '.join(empty)}")
+        self.train_set, self.index = train, ClassIndex(train.labels, train.num_classes)
+        self.per_class = min(self.batch_real, int(counts.min()))
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        start = trainer.global_step if trainer else 0  # resumes where the checkpoint left off
+        stream = StepStream(
+            self.index,
+            rank_classes(self.num_classes, rank, world),
+            self.per_class,
+            self.seed,
+            start,
+            self.iterations,
+        )
+        return DataLoader(stream, batch_size=None)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        device = batch["indices"].device
+        if self._store is None or self._store.device != device:
+            self._store = self.train_set.images.to(device)
+        batch["images"] = self._store[batch["indices"]]  # uint8 [classes, per_class, C, H, W]
+        return batch
+
+    def real_images(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.train_set.images[indices]

@@ -1,0 +1,81 @@
+"""The synthetic.pt schema, atomic writes, pictures, exports and `load_synthetic`.
+
+synthetic.pt (format 1) is a dict saved with torch.save:
+    format       int, 1
+    images       float32 [classes * ipc, C, H, W], normalised with mean/std, class-major
+    labels       int64 [classes * ipc]
+    class_names  list[str]
+    mean, std    list[float], one per channel (images * std + mean is in [0, 1])
+    ipc          int
+    step         int, the condensation steps done when it was written
+    init_indices int64 [classes * ipc] or None: the training-split images `init=real` started
+                 from (the random-real baseline of the same run)
+    config       dict, the resolved run config
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import TensorDataset
+from torchvision.utils import make_grid, save_image
+
+FORMAT = 1
+
+
+def atomic_write(path: str | Path, write: Any) -> Path:
+    """Call write(tmp_path) then rename onto `path`: a crash never leaves a truncated file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_synthetic(path: str | Path, record: dict) -> Path:
+    record = {"format": FORMAT, **record}
+    return atomic_write(path, lambda tmp: torch.save(record, tmp))
+
+
+def denormalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    shape = (1, -1, 1, 1)
+    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(shape)
+    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(shape)
+    return (images * std + mean).clamp(0, 1)
+
+
+def image_grid(images01: torch.Tensor, ipc: int) -> torch.Tensor:
+    """One row per class (class-major images in [0, 1])."""
+    return make_grid(images01.detach().float().cpu(), nrow=ipc, padding=1, pad_value=1.0)
+
+
+def save_grid(path: str | Path, images01: torch.Tensor, ipc: int) -> Path:
+    grid = image_grid(images01, ipc)
+    return atomic_write(path, lambda tmp: save_image(grid, tmp, format="png"))
+
+
+def load_synthetic(path: str | Path) -> tuple[TensorDataset, dict]:
+    """A condensed set as a Dataset of (normalised image, label), plus its metadata.
+
+    `path` is a synthetic.pt file or a run folder that holds one.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "synthetic.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no synthetic set at {path}; pass a synthetic.pt or its run folder")
+    record = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a dmcondense synthetic.pt (format {FORMAT})")
+    meta = {k: v for k, v in record.items() if k not in ("images", "labels")}
+    return TensorDataset(record["images"], record["labels"]), meta
