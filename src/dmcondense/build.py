@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.imageset import ImageSet
+from dmcondense.data.sources import SOURCES
 from dmcondense.errors import ConfigError
 from dmcondense.evaluation.protocol import Protocol
 from dmcondense.models.registry import MODELS, build_model
@@ -36,18 +37,29 @@ def embedding_network(cfg: DictConfig) -> torch.nn.Module:
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}'; choose one of {', '.join(MODELS)}")
     d = cfg.dataset
-    net = build_model(name, d.channels, d.num_classes, d.image_size, **model_kwargs(cfg, name))
+    try:
+        net = build_model(name, d.channels, d.num_classes, d.image_size, **model_kwargs(cfg, name))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"model {name}: {error}") from error
     if not hasattr(net, "embed"):
         raise ConfigError(f"model '{name}' has no embed(); use convnet or convnet_bn to condense")
     return net
 
 
 def augmenter(cfg: DictConfig):
-    return instantiate(cfg.augment)
+    try:
+        return instantiate(cfg.augment)
+    except Exception as error:  # Hydra wraps the constructor's ValueError/TypeError
+        cause = error.__cause__ or error
+        raise ConfigError(f"augment: {cause}") from error
 
 
 def datamodule(cfg: DictConfig) -> ClassBatchDataModule:
     d = cfg.dataset
+    if d.source not in SOURCES:
+        raise ConfigError(
+            f"unknown dataset.source '{d.source}'; choose one of {', '.join(SOURCES)}"
+        )
     source_kwargs = {}
     if d.source == "imagefolder":
         source_kwargs = {"image_size": d.image_size}

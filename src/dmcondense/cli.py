@@ -12,7 +12,19 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from dmcondense.errors import ConfigError, NonFiniteLossError
+
 CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+# Problems of the user's input or environment: reported as one line, not a traceback.
+USER_ERRORS = (
+    ConfigError,
+    NonFiniteLossError,
+    FileNotFoundError,
+    NotADirectoryError,
+    PermissionError,
+    IsADirectoryError,
+)
 
 
 def fail(error: BaseException | str) -> NoReturn:
@@ -58,8 +70,10 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
         if key in options:
             for value in _values(o):
                 if value not in options[key] and value != "null":
-                    fail(f"unknown {key} '{value}'{_suggest(value, options[key])}; "
-                         f"choose one of: {', '.join(options[key])}")
+                    fail(
+                        f"unknown {key} '{value}'{_suggest(value, options[key])}; "
+                        f"choose one of: {', '.join(options[key])}"
+                    )
             chosen = _values(o)
             if chosen:
                 first_choice.append(f"{key}={chosen[0]}")
@@ -71,8 +85,10 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
         if key.startswith("hydra") or key in options or o.is_add() or o.is_force_add():
             continue
         if key not in known:
-            fail(f"unknown key '{key}'{_suggest(key, sorted(known))}; check the spelling, "
-                 f"or add it with +{key}=... if you mean a new key")
+            fail(
+                f"unknown key '{key}'{_suggest(key, sorted(known))}; check the spelling, "
+                f"or add it with +{key}=... if you mean a new key"
+            )
 
 
 def _all_keys(node, prefix: str = "") -> set[str]:

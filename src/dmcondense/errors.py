@@ -10,4 +10,10 @@ class ConfigError(ValueError):
 def require_positive(**values: int) -> None:
     for key, value in values.items():
         if value is None or int(value) < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {value}; set {key}=N with N >= 1")
+            raise ConfigError(
+                f"{key} must be a positive integer, got {value}; set {key}=N with N >= 1"
+            )
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the synthetic images stopped being finite; the last good set is kept."""

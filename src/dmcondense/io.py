@@ -35,6 +35,9 @@ def atomic_write(path: str | Path, write: Any) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are for sharing
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -73,7 +76,9 @@ def load_synthetic(path: str | Path) -> tuple[TensorDataset, dict]:
     if path.is_dir():
         path = path / "synthetic.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"no synthetic set at {path}; pass a synthetic.pt or its run folder")
+        raise FileNotFoundError(
+            f"no synthetic set at {path}; pass a synthetic.pt or its run folder"
+        )
     record = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise ValueError(f"{path} is not a dmcondense synthetic.pt (format {FORMAT})")

@@ -9,11 +9,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from dmcondense.errors import NonFiniteLossError
 from dmcondense.io import image_grid, save_grid, save_synthetic
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 class SyntheticWriter(L.Callback):
@@ -31,8 +28,13 @@ class SyntheticWriter(L.Callback):
             )
         save_synthetic(
             self.run_dir / "synthetic.pt",
-            {"images": images, "labels": module.labels.cpu(), "ipc": module.ipc, "step": step,
-             **self.metadata},
+            {
+                "images": images,
+                "labels": module.labels.cpu(),
+                "ipc": module.ipc,
+                "step": step,
+                **self.metadata,
+            },
         )
         save_grid(self.run_dir / "synthetic.png", module.denormalised(), module.ipc)
 

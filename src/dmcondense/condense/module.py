@@ -44,7 +44,10 @@ class DistributionMatching(L.LightningModule):
         shape = (1, -1, 1, 1)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(shape))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(shape))
-        # Held in a tuple so it is not a submodule: its weights are redrawn each step, never learned.
+        # (x / 255 - mean) / std as x * scale - shift
+        self.register_buffer("pixel_scale", 1.0 / (255.0 * self.std), persistent=False)
+        self.register_buffer("pixel_shift", self.mean / self.std, persistent=False)
+        # A tuple hides it from nn.Module: its weights are redrawn each step, never learned.
         self._net = (embed_net.requires_grad_(False),)
         self.augment = augment
         self.lr_img, self.momentum, self.seed = lr_img, momentum, seed
@@ -60,22 +63,24 @@ class DistributionMatching(L.LightningModule):
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [N, C, H, W] -> float, normalised on the device that holds them."""
-        return (images.float().div_(255.0) - self.mean) / self.std
+        return images.float().mul_(self.pixel_scale).sub_(self.pixel_shift)  # two in-place passes
 
     def draw_network(self, step: int) -> nn.Module:
-        return reset_parameters(self.embed_net, generator(self.seed, "net", step, device=self.device))
+        return reset_parameters(
+            self.embed_net, generator(self.seed, "net", step, device=self.device)
+        )
 
     def embed(self, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return net.embed(images).flatten(1)
 
-    def step_loss(
-        self, step: int, classes: torch.Tensor, real: torch.Tensor
-    ) -> torch.Tensor:
+    def step_loss(self, step: int, classes: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """Matching loss of one step for `classes` with uint8 real images [k, n, C, H, W]."""
         net = self.draw_network(step)
-        params = self.augment.sample(self.num_classes, generator(self.seed, "augment", step, device=self.device))
+        params = self.augment.sample(
+            self.num_classes, generator(self.seed, "augment", step, device=self.device)
+        )
         k, n = real.shape[:2]
         real_groups = classes.repeat_interleave(n)
         with torch.no_grad():
@@ -91,7 +96,13 @@ class DistributionMatching(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.step_loss(batch["step"], batch["classes"], batch["images"])
         # Each rank holds its classes' share; the logged figure is the sum over all classes.
-        self.log("train/loss", loss, prog_bar=True, reduce_fx="sum", sync_dist=self.trainer.world_size > 1)
+        self.log(
+            "train/loss",
+            loss,
+            prog_bar=True,
+            reduce_fx="sum",
+            sync_dist=self.trainer.world_size > 1,
+        )
         # DDP averages gradients over ranks; each rank holds a disjoint slice of classes,
         # so scaling by the world size turns that average into the full sum over classes.
         return loss * self.trainer.world_size

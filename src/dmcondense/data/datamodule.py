@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from dmcondense.data.imageset import ImageSet
 from dmcondense.data.sources import load_split
+from dmcondense.errors import ConfigError
 from dmcondense.rng import generator
 
 
@@ -48,7 +49,13 @@ class StepStream(IterableDataset):
     """Yields {step, classes, indices} for steps start..stop-1; worker w takes every n-th step."""
 
     def __init__(
-        self, index: ClassIndex, classes: torch.Tensor, per_class: int, seed: int, start: int, stop: int
+        self,
+        index: ClassIndex,
+        classes: torch.Tensor,
+        per_class: int,
+        seed: int,
+        start: int,
+        stop: int,
     ) -> None:
         self.index, self.classes, self.per_class = index, classes, per_class
         self.seed, self.start, self.stop = seed, start, stop
@@ -97,15 +104,16 @@ class ClassBatchDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         train = self.load("train")
+        # ConfigError (a ValueError): the entry points print it as one line, not a traceback.
         if train.num_classes != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.source} has {train.num_classes} classes but the dataset config says "
                 f"{self.num_classes}; fix dataset.num_classes"
             )
         counts = train.class_counts()
         if int(counts.min()) == 0:
             empty = [train.class_names[c] for c in torch.nonzero(counts == 0).flatten().tolist()]
-            raise ValueError(f"classes without training images: {', '.join(empty)}")
+            raise ConfigError(f"classes without training images: {', '.join(empty)}")
         self.train_set, self.index = train, ClassIndex(train.labels, train.num_classes)
         self.per_class = min(self.batch_real, int(counts.min()))
 

@@ -37,7 +37,7 @@ def _open_torchvision(
             raise
         raise FileNotFoundError(
             f"{name} {split} data not found (or failed its checksum) at {root / expected}; "
-            f"pass download=true to fetch it, or set data_dir to the folder that holds it"
+            f"pass dataset.download=true to fetch it, or set data_dir to the folder that holds it"
         ) from error
 
 

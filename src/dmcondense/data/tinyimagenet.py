@@ -91,7 +91,8 @@ def load_tinyimagenet(root: str | Path, split: str, download: bool = False) -> I
     if missing:
         raise FileNotFoundError(
             f"TinyImageNet {split} data not found: expected {missing[0]} (the official archive "
-            f"unpacked in {root}); pass download=true or set data_dir to the folder holding "
+            f"unpacked in {root}); pass dataset.download=true or set data_dir to the folder "
+            f"holding "
             f"{FOLDER}/"
         )
     wnids = _read_wnids(base)

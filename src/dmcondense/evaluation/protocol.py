@@ -298,11 +298,14 @@ def train_networks(
     (normalised batch by batch, e.g. for the whole-data baseline). `test_images`: uint8
     [M, C, H, W], normalised batch by batch, so the test set never sits in memory as float.
 
-    `batched`: None trains the networks together with torch.vmap unless the architecture
-    uses BatchNorm: vmap cannot update per-network BN running statistics in place, so BN
-    models go sequentially; it also falls back (with a warning) if vmap raises for the
-    architecture. True insists on vmap (ValueError for BN), False is the plain loop. Both paths
-    draw the same numbers, so they agree up to rounding. `chunk_size` caps how many networks
+    `batched`: None trains the networks together with torch.vmap on a CUDA device unless the
+    architecture uses BatchNorm (vmap cannot update per-network BN running statistics in
+    place, so BN models go one after another), and falls back (with a warning) if vmap raises
+    for the architecture. On the CPU, None means sequential: one network's convolutions
+    already keep the cores busy, and vmap only adds work (the batching rules apply the
+    GroupNorm affine as extra passes and copy between layouts), measured ~2x slower.
+    True insists on vmap (ValueError for BN), False is the plain loop. Both paths draw the
+    same numbers, so they agree up to rounding. `chunk_size` caps how many networks
     share one vmapped pass (memory); the results do not depend on it.
     `num_classes` defaults to 1 + the largest label in the training or test labels.
     Returns accuracies in [0, 1], float64 on the CPU, ordered by network index.
@@ -321,7 +324,7 @@ def train_networks(
     has_batchnorm = uses_batchnorm(template)
     if batched and has_batchnorm:
         raise ValueError(f"{model_name} uses BatchNorm, which the batched (vmap) path cannot train")
-    use_vmap = (not has_batchnorm) if batched is None else batched
+    use_vmap = (device.type == "cuda" and not has_batchnorm) if batched is None else batched
     augmenter = make_augmenter(protocol)
     mean_t, std_t = channel_stats(mean, std, device)
 

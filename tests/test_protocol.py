@@ -1,0 +1,158 @@
+"""The evaluation protocol: schedule, optimiser, DSA, real training, batched == sequential."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from dmcondense.augment import DSA
+from dmcondense.data.imageset import ImageSet
+from dmcondense.data.sources import load_split
+from dmcondense.evaluation.protocol import (
+    Protocol,
+    evaluate_synthetic,
+    lr_at,
+    make_optimizer,
+    train_networks,
+)
+
+MNIST_MEAN, MNIST_STD = [0.1307], [0.3081]
+
+
+@pytest.fixture(scope="module")
+def mnist() -> tuple[ImageSet, ImageSet]:
+    return load_split("mnist_sample", None, "train"), load_split("mnist_sample", None, "test")
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    return (images.float() / 255 - MNIST_MEAN[0]) / MNIST_STD[0]
+
+
+def tiny_set(n: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n uint8 1x28x28 noise images, labels 0..3, and their normalised float version."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, 28, 28), generator=gen, dtype=torch.uint8)
+    return images, torch.arange(n) % 4, normalise(images)
+
+
+def test_lr_drops_tenfold_exactly_at_half_the_epochs() -> None:
+    protocol = Protocol(epochs=10)
+    assert [lr_at(e, protocol) for e in range(10)] == pytest.approx([0.01] * 5 + [0.001] * 5)
+    default = Protocol()
+    assert default.epochs == 1000
+    assert lr_at(499, default) == pytest.approx(0.01)
+    assert lr_at(500, default) == pytest.approx(0.001)
+    assert lr_at(5, Protocol(epochs=11, lr=0.1)) == pytest.approx(0.01)  # 11 // 2 == 5
+
+
+def test_optimizer_is_sgd_with_momentum_and_weight_decay() -> None:
+    optimizer = make_optimizer([torch.zeros(3, requires_grad=True)], Protocol())
+    assert isinstance(optimizer, torch.optim.SGD)
+    (group,) = optimizer.param_groups
+    assert group["lr"] == pytest.approx(0.01)
+    assert group["momentum"] == pytest.approx(0.9)
+    assert group["weight_decay"] == pytest.approx(5e-4)
+    assert Protocol().batch_size == 256
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_training_augments_every_batch_with_dsa_by_default(monkeypatch, batched: bool) -> None:
+    assert Protocol().augment
+    calls: list[int] = []
+    original = DSA.apply
+
+    def counting_apply(self, x, params, index=None):
+        calls.append(x.shape[0])
+        return original(self, x, params, index)
+
+    monkeypatch.setattr(DSA, "apply", counting_apply)
+    images, labels, normalised = tiny_set(20)
+    protocol = Protocol(epochs=2, batch_size=8)  # 3 batches (8, 8, 4) per epoch
+    kwargs = dict(num_models=2, protocol=protocol, seed=0, mean=MNIST_MEAN, std=MNIST_STD,
+                  batched=batched, model_kwargs={"width": 4})  # fmt: skip
+    train_networks("convnet", normalised, labels, images, labels, **kwargs)
+    if batched:  # one apply per step over both networks' images
+        assert calls == [16, 16, 8] * 2
+    else:
+        assert calls == [8, 8, 4] * 2 * 2
+    calls.clear()
+    no_aug = Protocol(epochs=2, batch_size=8, augment=False)
+    train_networks("convnet", normalised, labels, images, labels, **{**kwargs, "protocol": no_aug})
+    assert calls == []
+
+
+def test_convnet_on_whole_mnist_sample_reaches_90_percent(mnist) -> None:
+    train, test = mnist
+    start = time.perf_counter()
+    accuracy = train_networks(
+        "convnet", normalise(train.images), train.labels, test.images, test.labels,
+        num_models=1, protocol=Protocol(epochs=2, batch_size=64, augment=False), seed=0,
+        mean=MNIST_MEAN, std=MNIST_STD, model_kwargs={"width": 32},
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    assert accuracy.shape == (1,)
+    assert accuracy.item() >= 0.90, f"accuracy {accuracy.item():.3f} after {elapsed:.1f} s"
+
+
+def test_batched_and_sequential_train_the_same_networks(mnist) -> None:
+    train, test = mnist
+    # 20 real digits a class, with DSA on: the draws must match for the results to match.
+    subset = torch.cat([torch.nonzero(train.labels == c).squeeze(1)[:20] for c in range(10)])
+    kwargs = dict(num_models=3, protocol=Protocol(epochs=6, batch_size=64), seed=3,
+                  mean=MNIST_MEAN, std=MNIST_STD, model_kwargs={"width": 16})  # fmt: skip
+    images, labels = normalise(train.images[subset]), train.labels[subset]
+    sequential = train_networks(
+        "convnet", images, labels, test.images, test.labels, batched=False, **kwargs
+    )
+    # chunk_size=2: networks 0-1 in one vmapped pass, network 2 in another; draws are keyed by
+    # network index, so the chunking must not matter either.
+    batched = train_networks(
+        "convnet", images, labels, test.images, test.labels, batched=True, chunk_size=2, **kwargs
+    )
+    assert sequential.shape == batched.shape == (3,)
+    assert sequential.min() > 0.25, sequential  # they did learn: chance is 0.1
+    assert torch.allclose(batched, sequential, atol=0.005), (batched, sequential)
+
+
+def test_same_seed_repeats_and_uint8_training_images_match_float() -> None:
+    images, labels, normalised = tiny_set(24)
+    kwargs = dict(num_models=2, protocol=Protocol(epochs=3, batch_size=8), mean=MNIST_MEAN,
+                  std=MNIST_STD, model_kwargs={"width": 4}, batched=False)  # fmt: skip
+    # A larger test set so that accuracies resolve small differences between networks.
+    test_images, test_labels, _ = tiny_set(400, seed=1)
+    first = train_networks(
+        "convnet", normalised, labels, test_images, test_labels, seed=5, **kwargs
+    )
+    again = train_networks(
+        "convnet", normalised, labels, test_images, test_labels, seed=5, **kwargs
+    )
+    from_uint8 = train_networks(
+        "convnet", images, labels, test_images, test_labels, seed=5, **kwargs
+    )
+    assert torch.equal(first, again)
+    assert torch.allclose(first, from_uint8, atol=0.0026)  # at most one test image apart
+    assert ((first >= 0) & (first <= 1)).all()
+
+
+def test_batchnorm_models_go_sequentially_unless_vmap_is_demanded() -> None:
+    images, labels, normalised = tiny_set(12)
+    kwargs = dict(num_models=2, protocol=Protocol(epochs=1, batch_size=8), seed=0,
+                  mean=MNIST_MEAN, std=MNIST_STD, model_kwargs={"width": 4})  # fmt: skip
+    accuracies = train_networks("convnet_bn", normalised, labels, images, labels, **kwargs)
+    assert accuracies.shape == (2,)
+    with pytest.raises(ValueError, match="BatchNorm"):
+        train_networks("convnet_bn", normalised, labels, images, labels, batched=True, **kwargs)
+
+
+def test_evaluate_synthetic_scores_every_architecture() -> None:
+    images, labels, normalised = tiny_set(8)
+    test = ImageSet(images, labels, ["a", "b", "c", "d"])
+    results = evaluate_synthetic(
+        normalised, labels, test, models=["convnet", "mlp"], num_models=2,
+        protocol=Protocol(epochs=1), seed=0, mean=MNIST_MEAN, std=MNIST_STD,
+        model_kwargs_for=lambda name: {"width": 4} if name == "convnet" else {},
+    )  # fmt: skip
+    assert set(results) == {"convnet", "mlp"}
+    assert all(r.shape == (2,) for r in results.values())

@@ -1,0 +1,79 @@
+"""The train entry point as a user runs it: its outputs, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from dmcondense.io import load_synthetic
+
+TINY = ["model.width=8", "batch_real=4", "iterations=3", "eval.epochs=1", "eval.num_models=1"]
+
+
+def test_train_writes_synthetic_set_picture_and_results(train_cli, tmp_path: Path) -> None:
+    ipc, num_classes = 2, 10
+    run_dir = tmp_path / "run"
+    result = train_cli(*TINY, f"ipc={ipc}", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    dataset, meta = load_synthetic(run_dir / "synthetic.pt")
+    images, labels = dataset.tensors
+    assert images.shape == (num_classes * ipc, 1, 28, 28)
+    assert images.dtype == torch.float32 and torch.isfinite(images).all()
+    assert torch.equal(labels, torch.arange(num_classes).repeat_interleave(ipc))
+    assert meta["class_names"] == [str(d) for d in range(10)]
+    assert meta["ipc"] == ipc and meta["step"] == 3
+
+    with Image.open(run_dir / "synthetic.png") as picture:
+        assert picture.format == "PNG"
+        width, height = picture.size
+    # ipc columns x 10 rows of 28 px tiles, with the same padding p around every tile.
+    assert any(
+        width == ipc * (28 + p) + p and height == num_classes * (28 + p) + p for p in range(5)
+    ), (width, height)
+
+    results = json.loads((run_dir / "results.json").read_text())
+    for set_name in ("dm", "random"):
+        accuracy = results["results"][set_name]["convnet"]["mean"]
+        assert 0.0 <= accuracy <= 100.0
+    assert results["ipc"] == ipc and results["iterations"] == 3
+
+    last_line = result.stdout.strip().splitlines()[-1]
+    assert str(run_dir) in last_line
+
+
+@pytest.mark.parametrize(
+    ("overrides", "must_mention"),
+    [
+        (["dataset=cifar1"], ["cifar1", "cifar10"]),  # the typo and the fix
+        (["ipcc=3"], ["ipcc", "'ipc'"]),
+        (
+            ["dataset=cifar10", "dataset.download=false", "data_dir={empty}"],
+            ["{empty}", "download"],
+        ),
+        (["ipc=0"], ["ipc", ">= 1"]),
+        (["dataset.num_classes=9"], ["9", "dataset.num_classes"]),
+    ],
+    ids=["misspelt-dataset", "misspelt-key", "missing-data", "ipc-zero", "wrong-class-count"],
+)
+def test_bad_input_exits_with_one_error_line(
+    train_cli, tmp_path: Path, overrides: list[str], must_mention: list[str]
+) -> None:
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    run_dir = tmp_path / "run"
+    args = [o.format(empty=empty) for o in overrides]
+    result = train_cli(*args, "iterations=2", f"hydra.run.dir={run_dir}", timeout=120)
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:")
+    for text in must_mention:
+        assert text.format(empty=empty) in lines[0], lines[0]
+    assert not (run_dir / "synthetic.pt").exists()
