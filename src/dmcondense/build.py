@@ -62,7 +62,7 @@ def datamodule(cfg: DictConfig) -> ClassBatchDataModule:
         )
     source_kwargs = {}
     if d.source == "imagefolder":
-        source_kwargs = {"image_size": d.image_size}
+        source_kwargs = {"image_size": d.image_size, "strict": bool(cfg.get("strict", False))}
     root = d.get("path") or cfg.data_dir
     return ClassBatchDataModule(
         source=d.source,

@@ -4,6 +4,7 @@ instead of a stack trace."""
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -78,8 +79,10 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
             if chosen:
                 first_choice.append(f"{key}={chosen[0]}")
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=first_choice)
-    known = _all_keys(OmegaConf.to_container(cfg, resolve=False))
+        cfg = compose(config_name, overrides=first_choice, return_hydra_config=True)
+    composed = OmegaConf.to_container(cfg, resolve=False)
+    _check_output_folder(argv, overrides, composed.pop("hydra"))
+    known = _all_keys(composed)
     for o in overrides:
         key = o.key_or_group
         if key.startswith("hydra") or key in options or o.is_add() or o.is_force_add():
@@ -89,6 +92,44 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
                 f"unknown key '{key}'{_suggest(key, sorted(known))}; check the spelling, "
                 f"or add it with +{key}=... if you mean a new key"
             )
+
+
+def unwritable_folder(path: str | Path) -> str | None:
+    """Why the folder `path` cannot be created and written, or None when it can.
+
+    Looks at the nearest part of `path` that exists: a file there, or a folder without write
+    permission. (Root passes any permission check, so only the file case is certain for it.)
+    """
+    existing = Path(path).expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve"}
+
+
+def _check_output_folder(argv: list[str], overrides, hydra_cfg: dict) -> None:
+    """Fail before Hydra creates the run folder (a traceback otherwise) when it cannot be made."""
+    if INFO_FLAGS.intersection(argv):
+        return
+    key = "hydra.sweep.dir" if {"-m", "--multirun"}.intersection(argv) else "hydra.run.dir"
+    given = [
+        str(o.value()) for o in overrides if o.key_or_group == key and not o.is_sweep_override()
+    ]
+    template = given[-1] if given else hydra_cfg[key.split(".")[1]]["dir"]
+    fixed = template.split("${")[0]  # the part before the first interpolation is known now
+    folder = fixed if fixed == template or fixed.endswith(("/", "\\")) else str(Path(fixed).parent)
+    problem = unwritable_folder(folder or ".")
+    if problem:
+        fail(
+            f"cannot create the output folder {template}: {problem}; "
+            f"set {key}= to a writable folder"
+        )
 
 
 def _all_keys(node, prefix: str = "") -> set[str]:

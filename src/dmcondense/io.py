@@ -11,6 +11,9 @@ synthetic.pt (format 1) is a dict saved with torch.save:
     init_indices int64 [classes * ipc] or None: the training-split images `init=real` started
                  from (the random-real baseline of the same run)
     config       dict, the resolved run config
+
+`load_synthetic(path)` returns it as a TensorDataset of (image, label) plus the other fields;
+`export.export_imagefolder` writes it out as PNG files, one folder per class.
 """
 
 from __future__ import annotations
@@ -67,20 +70,30 @@ def save_grid(path: str | Path, images01: torch.Tensor, ipc: int) -> Path:
     return atomic_write(path, lambda tmp: save_image(grid, tmp, format="png"))
 
 
-def load_synthetic(path: str | Path) -> tuple[TensorDataset, dict]:
-    """A condensed set as a Dataset of (normalised image, label), plus its metadata.
+def read_synthetic(path: str | Path) -> dict:
+    """The record of a synthetic.pt (see the module docstring), checked to be one.
 
     `path` is a synthetic.pt file or a run folder that holds one.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         path = path / "synthetic.pt"
     if not path.is_file():
         raise FileNotFoundError(
-            f"no synthetic set at {path}; pass a synthetic.pt or its run folder"
+            f"no synthetic set at {path}; pass a synthetic.pt or the run folder that holds it"
         )
     record = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise ValueError(f"{path} is not a dmcondense synthetic.pt (format {FORMAT})")
+    return record
+
+
+def load_synthetic(path: str | Path) -> tuple[TensorDataset, dict]:
+    """A condensed set as a Dataset of (normalised image, label), plus its metadata.
+
+    `path` is a synthetic.pt file or a run folder that holds one. The metadata is the record
+    without images and labels: class_names, mean, std, ipc, step, init_indices, config.
+    """
+    record = read_synthetic(path)
     meta = {k: v for k, v in record.items() if k not in ("images", "labels")}
     return TensorDataset(record["images"], record["labels"]), meta

@@ -14,14 +14,17 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from dmcondense.cli import USER_ERRORS, check_command_line, fail
+from dmcondense.cli import CONF_DIR, USER_ERRORS, check_command_line, fail
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
-    from dmcondense.condense.job import run
+    from dmcondense.condense.checks import check_config  # light: answers before torch loads
 
     try:
+        check_config(cfg)
+        from dmcondense.condense.job import run
+
         run(cfg)
     except USER_ERRORS as error:
         fail(error)

@@ -3,12 +3,12 @@ in the logger, and stop on a non-finite loss without touching the last good synt
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import lightning as L
 import torch
 
+from dmcondense.condense.tracking import log_grid
 from dmcondense.errors import NonFiniteLossError
 from dmcondense.io import image_grid, save_grid, save_synthetic
 
@@ -18,13 +18,23 @@ class SyntheticWriter(L.Callback):
 
     def __init__(self, run_dir: str | Path, metadata: dict, every: int = 500) -> None:
         self.run_dir, self.metadata, self.every = Path(run_dir), metadata, every
+        self.last_written_step: int | None = None  # the step of the synthetic.pt on disk
+
+    def kept_set(self) -> str:
+        """Where the last good set is, for error messages."""
+        if self.last_written_step is None:
+            return f"no synthetic set was saved before it (save_every={self.every})"
+        return (
+            f"the last good synthetic set (step {self.last_written_step}) is kept in "
+            f"{self.run_dir / 'synthetic.pt'}"
+        )
 
     def write(self, module: L.LightningModule, step: int) -> None:
         images = module.synthetic.detach().cpu()
         if not torch.isfinite(images).all():
             raise NonFiniteLossError(
-                f"synthetic images became non-finite by step {step}; the last good set is "
-                f"{self.run_dir / 'synthetic.pt'} (try a smaller lr_img)"
+                f"the synthetic images became non-finite by step {step}, so the run stopped; "
+                f"{self.kept_set()}; try a smaller lr_img (now {module.lr_img})"
             )
         save_synthetic(
             self.run_dir / "synthetic.pt",
@@ -37,54 +47,80 @@ class SyntheticWriter(L.Callback):
             },
         )
         save_grid(self.run_dir / "synthetic.png", module.denormalised(), module.ipc)
+        self.last_written_step = step
+
+    def writes_at(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.every and step % self.every == 0 and trainer.is_global_zero:
+        if self.writes_at(step) and trainer.is_global_zero:
             self.write(module, step)
 
     def on_train_end(self, trainer, module) -> None:
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and self.last_written_step != trainer.global_step:
             self.write(module, trainer.global_step)
 
 
 class FiniteLossGuard(L.Callback):
-    """Checks the loss every `every` steps (a host sync, so not every step on a GPU)."""
+    """Stops the run at a non-finite loss and says at which step it first appeared.
 
-    def __init__(self, every: int = 10) -> None:
-        self.every = every
+    Every step folds "is this loss finite" into a tensor on the device (no host sync); the host
+    reads it every `every` steps, before each step the `writer` saves at (so a non-finite set is
+    never written over the last good one), and at the last step. Ranks agree through a min-reduce.
+    """
+
+    def __init__(self, every: int = 10, writer: SyntheticWriter | None = None) -> None:
+        self.every, self.writer = every, writer
+        self._first_bad: torch.Tensor | None = None  # step of the first non-finite loss, or -1
+        self._bad_value: torch.Tensor | None = None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every and trainer.global_step != trainer.max_steps:
+        loss = outputs["loss"].detach()
+        if self._first_bad is None or self._first_bad.device != loss.device:
+            self._first_bad = torch.full((), -1, dtype=torch.int64, device=loss.device)
+            self._bad_value = torch.zeros((), dtype=loss.dtype, device=loss.device)
+        new_bad = ~torch.isfinite(loss) & (self._first_bad < 0)
+        self._first_bad = torch.where(new_bad, int(batch["step"]), self._first_bad)
+        self._bad_value = torch.where(new_bad, loss, self._bad_value)
+
+        step = trainer.global_step
+        due = step % self.every == 0 or step >= (trainer.max_steps or 0)
+        if self.writer is not None:
+            due |= self.writer.writes_at(step)
+        if not due:
             return
-        loss = float(outputs["loss"])
-        if not math.isfinite(loss):
-            raise NonFiniteLossError(
-                f"the loss became {loss} at step {batch['step']}; the last good synthetic set was "
-                f"kept (try a smaller lr_img)"
-            )
+        # Ranks hold different classes: take the earliest bad step of any rank (unset = huge).
+        unset = torch.iinfo(torch.int64).max
+        first = torch.where(self._first_bad < 0, unset, self._first_bad)
+        first = int(trainer.strategy.reduce(first.clone(), reduce_op="min"))
+        if first == unset:
+            return
+        value = float(self._bad_value) if int(self._first_bad) == first else float("nan")
+        kept = self.writer.kept_set() if self.writer is not None else "synthetic.pt was kept"
+        raise NonFiniteLossError(
+            f"the loss became {value} at step {first}, so the run stopped; {kept}; "
+            f"try a smaller lr_img (now {module.lr_img})"
+        )
 
 
 class ImageLogger(L.Callback):
-    """Sends the synthetic image grid to the active logger every `every` steps."""
+    """Sends the synthetic image grid to the active logger every `every` steps and at the end."""
 
     def __init__(self, every: int = 500) -> None:
         self.every = every
+        self.last_sent_step: int | None = None
 
     def send(self, trainer: L.Trainer, module) -> None:
-        grid = image_grid(module.denormalised(), module.ipc)
-        step = trainer.global_step
-        for logger in trainer.loggers:
-            experiment = logger.experiment
-            if hasattr(experiment, "add_image"):  # TensorBoard
-                experiment.add_image("synthetic", grid, step)
-            elif hasattr(logger, "log_image"):  # W&B
-                logger.log_image("synthetic", [grid], step=step)
+        log_grid(
+            trainer.loggers, image_grid(module.denormalised(), module.ipc), trainer.global_step
+        )
+        self.last_sent_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if self.every and trainer.global_step % self.every == 0 and trainer.is_global_zero:
             self.send(trainer, module)
 
     def on_train_end(self, trainer, module) -> None:
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and self.last_sent_step != trainer.global_step:
             self.send(trainer, module)

@@ -1,9 +1,17 @@
-"""One condensation job: data, initial set, Lightning fit, then the basic evaluation."""
+"""One condensation job: data, initial set, Lightning fit, then the basic evaluation.
+
+Everything the user can get wrong (config values, data folders and files) is checked before the
+first output is written and reported as a ConfigError: one line, no traceback, no synthetic.pt
+or results.json left behind. Only Hydra's own record (.hydra/, train.log) stays in the run folder.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -12,23 +20,48 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dmcondense import build
+from dmcondense.condense import tracking
 from dmcondense.condense.callbacks import FiniteLossGuard, ImageLogger, SyntheticWriter
+from dmcondense.condense.checks import check_config
 from dmcondense.condense.module import DistributionMatching
-from dmcondense.errors import ConfigError, require_positive
+from dmcondense.errors import ConfigError
 from dmcondense.evaluation.protocol import train_networks
+from dmcondense.export import export_imagefolder
 from dmcondense.io import atomic_write
 from dmcondense.rng import generator
 
 
-def validate(cfg: DictConfig) -> None:
-    require_positive(
-        ipc=cfg.ipc,
-        iterations=cfg.iterations,
-        batch_real=cfg.batch_real,
-        **{"eval.num_models": cfg.eval.num_models, "eval.epochs": cfg.eval.epochs},
+def quiet_library_chatter() -> None:
+    """Lightning prints its INFO lines through its own stderr handler and again through Hydra's
+    (console and train.log): keep Hydra's only, so stderr holds the progress bar and errors.
+    Drop an advertising tip and a deprecation warning of Lightning's own internals."""
+    if logging.getLogger().handlers:
+        lightning_logger = logging.getLogger("lightning")
+        for handler in list(lightning_logger.handlers):
+            if isinstance(handler, logging.StreamHandler):
+                lightning_logger.removeHandler(handler)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()
     )
-    if cfg.init not in ("real", "noise"):
-        raise ConfigError(f"init must be 'real' or 'noise', got '{cfg.init}'")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def load_data(cfg: DictConfig):
+    """The DataModule, set up, and the test split: read now, so a bad file stops the run before
+    condensing rather than after it."""
+    dm = build.datamodule(cfg)
+    try:
+        dm.prepare_data()
+        dm.setup("fit")
+        test = dm.load("test")
+    except ConfigError:
+        raise
+    except ValueError as error:  # the loaders' complaints about the files they read
+        message = str(error).strip().splitlines()[0]
+        if cfg.strict and ("not an image file" in message or "cannot decode" in message):
+            message += "; fix or remove that file, or set strict=false to skip unreadable files"
+        raise ConfigError(f"{cfg.dataset.name} data: {message}") from error
+    return dm, test
 
 
 def initial_images(cfg: DictConfig, dm, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,10 +74,8 @@ def initial_images(cfg: DictConfig, dm, mean, std) -> tuple[torch.Tensor, torch.
     if fewest < cfg.ipc:
         name = dm.train_set.class_names[int(counts.argmin())]
         raise ConfigError(
-            f"class '{name}' has only {fewest} training images but ipc={cfg.ipc}; lower ipc "
-            f"(at most {fewest}) or use init=noise"
-            if cfg.init == "real"
-            else f"class '{name}' has only {fewest} training images, fewer than ipc={cfg.ipc}"
+            f"class '{name}' has only {fewest} training images but ipc={cfg.ipc} with init=real; "
+            f"set ipc={fewest} or lower, or add images to that class"
         )
     indices = dm.index.sample(cfg.ipc, generator(cfg.seed, "init")).flatten()
     shape = (1, -1, 1, 1)
@@ -90,11 +121,10 @@ def evaluate(
 def run(cfg: DictConfig) -> Path:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     started = time.time()
-    validate(cfg)
+    quiet_library_chatter()
+    check_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = build.datamodule(cfg)
-    dm.prepare_data()
-    dm.setup("fit")
+    dm, test = load_data(cfg)
     build.fill_dataset_facts(cfg, dm.train_set)
     mean, std = list(cfg.dataset.mean), list(cfg.dataset.std)
     init, init_indices = initial_images(cfg, dm, mean, std)
@@ -111,6 +141,7 @@ def run(cfg: DictConfig) -> Path:
         seed=cfg.seed,
         channels_last=cfg.channels_last,
     )
+    tracking.choose_wandb_mode(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     metadata = {
         "class_names": list(cfg.dataset.class_names),
@@ -125,9 +156,11 @@ def run(cfg: DictConfig) -> Path:
         every_n_train_steps=cfg.save_every,
         save_top_k=0,
     )
+    writer = SyntheticWriter(run_dir, metadata, cfg.save_every)
     callbacks = [
-        SyntheticWriter(run_dir, metadata, cfg.save_every),
-        FiniteLossGuard(),
+        # The guard runs first, so a non-finite set never replaces the last good synthetic.pt.
+        FiniteLossGuard(every=math.gcd(10, cfg.save_every), writer=writer),
+        writer,
         ImageLogger(cfg.log_images_every),
         checkpoints,
     ]
@@ -135,12 +168,47 @@ def run(cfg: DictConfig) -> Path:
     ckpt = cfg.resume
     if ckpt == "last":
         ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    tracking.log_config(trainer.loggers, resolved)
+    try:
+        summary = condense_and_score(cfg, trainer, module, dm, test, init, ckpt, run_dir, started)
+    except BaseException:
+        for note in tracking.close(trainer.loggers, failed=True):
+            print(note, flush=True)
+        raise
+    notes = tracking.close(trainer.loggers)
+    if summary is None:  # not rank zero
+        return run_dir
+    for set_name, by_model in summary["results"].items():
+        for model_name, r in by_model.items():
+            print(
+                f"{set_name:>8} {model_name:<12} {r['mean']:6.2f} +- {r['std']:.2f} % "
+                f"({cfg.eval.num_models} networks, {cfg.eval.epochs} epochs)"
+            )
+    print(
+        f"wall time {summary['total_seconds']:.0f} s "
+        f"(condensation {summary['condense_seconds']:.0f} s)"
+    )
+    if cfg.export:
+        print(f"exported as image files: {run_dir / 'export'}")
+    for note in notes:
+        print(note)
+    print(f"run folder: {run_dir}")
+    return run_dir
+
+
+def condense_and_score(
+    cfg: DictConfig, trainer: L.Trainer, module, dm, test, init, ckpt, run_dir: Path, started
+) -> dict | None:
+    """Fit, then (on rank zero) export, evaluate, write results.json; returns its content."""
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     condense_seconds = time.time() - started
     if not trainer.is_global_zero:
-        return run_dir
+        return None
+    tracking.log_synthetic_artifact(trainer.loggers, run_dir, cfg.dataset.name)
+    if cfg.export == "imagefolder":
+        export_imagefolder(run_dir / "synthetic.pt", run_dir / "export")
 
-    test = dm.load("test")
+    mean, std = list(cfg.dataset.mean), list(cfg.dataset.std)
     labels = module.labels.cpu()
     sets = {
         "dm": (module.synthetic.detach().cpu(), labels),
@@ -167,13 +235,7 @@ def run(cfg: DictConfig) -> Path:
         run_dir / "results.json",
         lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"),
     )
+    resolved = OmegaConf.to_container(cfg, resolve=True)
     atomic_write(run_dir / "config.yaml", lambda tmp: OmegaConf.save(resolved, tmp))
-    for set_name, by_model in results.items():
-        for model_name, r in by_model.items():
-            print(
-                f"{set_name:>8} {model_name:<12} {r['mean']:6.2f} +- {r['std']:.2f} % "
-                f"({cfg.eval.num_models} networks, {cfg.eval.epochs} epochs)"
-            )
-    print(f"wall time {summary['total_seconds']:.0f} s (condensation {condense_seconds:.0f} s)")
-    print(f"run folder: {run_dir}")
-    return run_dir
+    tracking.log_results(trainer.loggers, results, trainer.global_step)
+    return summary

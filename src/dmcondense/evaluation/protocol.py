@@ -83,10 +83,9 @@ def as_network_input(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return images
 
 
-def _epoch_order(seed: int, index: int | str, epoch: int, n: int, device: torch.device) -> Tensor:
+def _epoch_order(seed: int, index: int | str, epoch: int, n: int) -> Tensor:
     # Drawn on the CPU so the data order does not depend on the device.
-    order = torch.randperm(n, generator=generator(seed, "eval-order", index, epoch))
-    return order.to(device)
+    return torch.randperm(n, generator=generator(seed, "eval-order", index, epoch))
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -136,7 +135,7 @@ def train_network(
     net.train()
     for epoch in range(protocol.epochs):
         _set_lr(optimizer, lr_at(epoch, protocol))
-        order = _epoch_order(seed, index, epoch, n, device)
+        order = _epoch_order(seed, index, epoch, n).to(device)
         aug_generator = generator(seed, "eval-aug", index, epoch, device=device)
         for start in range(0, n, protocol.batch_size):
             batch = order[start : start + protocol.batch_size]
@@ -234,7 +233,7 @@ def _train_stacked(
     n, m = images.shape[0], len(indices)
     for epoch in range(protocol.epochs):
         _set_lr(optimizer, lr_at(epoch, protocol))
-        orders = torch.stack([_epoch_order(seed, i, epoch, n, device) for i in indices])
+        orders = torch.stack([_epoch_order(seed, i, epoch, n) for i in indices]).to(device)
         aug_generators = [generator(seed, "eval-aug", i, epoch, device=device) for i in indices]
         for start in range(0, n, protocol.batch_size):
             batch = orders[:, start : start + protocol.batch_size]  # [M, B]
@@ -398,6 +397,7 @@ def evaluate_synthetic(
     std: Sequence[float],
     model_kwargs_for: Callable[[str], dict] | None = None,
     batched: bool | None = None,
+    chunk_size: int | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,
 ) -> dict[str, Tensor]:
@@ -417,8 +417,9 @@ def evaluate_synthetic(
             batched=batched,
             model_kwargs=model_kwargs_for(name) if model_kwargs_for else None,
             num_classes=test.num_classes,
+            chunk_size=chunk_size,
             device=device,
             progress=progress,
-        )  # fmt: skip
+        )
         for name in models
     }

@@ -1,0 +1,80 @@
+"""Checks of a composed config that need no torch: run before the heavy imports, so a wrong
+value or data folder answers in a second, as one line (ConfigError)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from dmcondense.errors import ConfigError, require_positive
+
+EXPORT_FORMATS = ("imagefolder",)
+IMAGEFOLDER_LAYOUT = "<path>/train/<class>/<image> and <path>/test/<class>/<image>"
+
+
+def check_config(cfg: DictConfig) -> None:
+    """All checks below; fills dataset.num_classes of an image folder left as ???."""
+    validate(cfg)
+    check_image_folder(cfg)
+
+
+def missing_keys(node: object, prefix: str = "") -> set[str]:
+    """Dotted keys left as ??? (read unresolved: OmegaConf.missing_keys trips over an
+    interpolation that points at a missing value)."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=False)
+    if isinstance(node, dict):
+        keys = (missing_keys(v, f"{prefix}.{k}" if prefix else str(k)) for k, v in node.items())
+        return set().union(*keys)
+    return {prefix} if node == "???" else set()
+
+
+def validate(cfg: DictConfig) -> None:
+    missing = missing_keys(cfg)
+    if cfg.dataset.get("source") == "imagefolder":
+        missing.discard("dataset.num_classes")  # counted from the folder
+        if "path" in missing:
+            raise ConfigError(
+                f"dataset=imagefolder needs path=<folder> holding {IMAGEFOLDER_LAYOUT}"
+            )
+    if missing:
+        key = sorted(missing)[0]
+        raise ConfigError(f"{key} has no value; set {key}=... on the command line")
+    require_positive(
+        ipc=cfg.ipc,
+        iterations=cfg.iterations,
+        batch_real=cfg.batch_real,
+        **{"eval.num_models": cfg.eval.num_models, "eval.epochs": cfg.eval.epochs},
+    )
+    if cfg.init not in ("real", "noise"):
+        raise ConfigError(f"init must be 'real' or 'noise', got '{cfg.init}'")
+    if cfg.export is not None and cfg.export not in EXPORT_FORMATS:
+        raise ConfigError(
+            f"unknown export '{cfg.export}'; choose export=null or "
+            f"export={' | '.join(EXPORT_FORMATS)}"
+        )
+
+
+def check_image_folder(cfg: DictConfig) -> None:
+    """dataset=imagefolder: the folder has train/ and test/ with class folders; a num_classes
+    left as ??? becomes the number of class folders in train/."""
+    d = cfg.dataset
+    if d.source != "imagefolder":
+        return
+    root = Path(str(d.path)).expanduser()
+    fix = f"set path= to a folder holding {IMAGEFOLDER_LAYOUT}"
+    if not root.exists():
+        raise ConfigError(f"data folder {root} does not exist; {fix}")
+    if not root.is_dir():
+        raise ConfigError(f"data path {root} is a file, not a folder; {fix}")
+    for split in ("train", "test"):
+        split_dir = root / split
+        if not split_dir.is_dir():
+            what = "is empty" if not any(root.iterdir()) else f"has no {split}/ folder"
+            raise ConfigError(f"data folder {root} {what}; {fix}")
+        classes = [p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        if not classes:
+            raise ConfigError(f"{split_dir} holds no class folders; {fix}")
+        if split == "train" and OmegaConf.is_missing(d, "num_classes"):
+            d.num_classes = len(classes)

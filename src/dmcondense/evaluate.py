@@ -1,0 +1,36 @@
+"""Entry point: score a saved synthetic set, or a coreset baseline, under one protocol.
+
+    python -m dmcondense.evaluate synthetic=RUN_DIR_OR_FILE [eval.models=[convnet,mlp]]
+    python -m dmcondense.evaluate baseline=herding dataset=cifar10 ipc=10
+
+Prints a table of test accuracy (mean and std over every network of every experiment) per
+architecture and writes results.json and results.csv into the run folder.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from dmcondense.cli import CONF_DIR, USER_ERRORS, check_command_line, fail
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
+def hydra_main(cfg: DictConfig) -> None:
+    from dmcondense.evaluation.job import run
+
+    try:
+        run(cfg)
+    except USER_ERRORS as error:
+        fail(error)
+
+
+def main() -> None:
+    check_command_line(sys.argv[1:], config_name="evaluate")
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

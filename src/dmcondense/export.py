@@ -1,0 +1,94 @@
+"""Write a synthetic set out as ordinary image files: `<out>/<class_name>/<index>.png`.
+
+Pixels are the de-normalised images (images * std + mean, clamped to [0, 1]) times 255, rounded,
+saved as lossless PNG (grey for one channel, RGB for three), so any image tool or
+`torchvision.datasets.ImageFolder` can read the set. Class names become folder names made safe
+for every common file system; `index` counts the images of a class from 0, zero-padded so that
+sorting by name keeps their order.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dmcondense.io import denormalise, read_synthetic
+
+# Characters Windows, macOS or Linux refuse in a file name, and control characters.
+UNSAFE_CHARACTERS = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
+)
+MAX_NAME_CHARS = 100
+
+
+def safe_folder_name(name: str) -> str:
+    """`name` with unsafe characters replaced by "_", usable as a folder name everywhere."""
+    safe = UNSAFE_CHARACTERS.sub("_", str(name)).strip()[:MAX_NAME_CHARS]
+    safe = safe.rstrip(". ")  # Windows drops trailing dots and spaces
+    if not safe:
+        return "_"
+    if safe.split(".")[0].upper() in WINDOWS_RESERVED:
+        safe = f"{safe}_"
+    return safe
+
+
+def class_folders(class_names: Sequence[str]) -> list[str]:
+    """One distinct safe folder name per class; clashes after sanitising get the label added."""
+    folders = [safe_folder_name(n) for n in class_names]
+    taken: dict[str, int] = {}
+    for name in folders:
+        taken[name.lower()] = taken.get(name.lower(), 0) + 1  # case-insensitive file systems
+    return [
+        f"{name}_{label}" if taken[name.lower()] > 1 else name for label, name in enumerate(folders)
+    ]
+
+
+def to_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Normalised float [N, C, H, W] -> uint8 [N, C, H, W], round(denormalised * 255)."""
+    return denormalise(images.detach().float().cpu(), mean, std).mul(255).round().to(torch.uint8)
+
+
+def export_imagefolder(source: str | Path | dict, out_dir: str | Path) -> Path:
+    """Write the synthetic set `source` (a synthetic.pt, its run folder, or its record) to
+    `out_dir` as `<class_name>/<index>.png`. Returns `out_dir`.
+
+    The files are written into a temporary folder beside `out_dir` that replaces it at the end,
+    so an interrupted export never leaves a half-written `out_dir`.
+    """
+    record = source if isinstance(source, dict) else read_synthetic(source)
+    out_dir = Path(out_dir)
+    pixels = to_uint8(record["images"], record["mean"], record["std"])
+    pixels = pixels.permute(0, 2, 3, 1).numpy()  # [N, H, W, C] for PIL
+    labels = record["labels"].tolist()
+    folders = class_folders(record["class_names"])
+    digits = len(str(max(int(record["ipc"]) - 1, 0)))
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        for folder in {folders[label] for label in labels}:
+            (staging / folder).mkdir()
+        written: dict[int, int] = {}
+        for image, label in zip(pixels, labels, strict=True):  # one file per image: I/O bound
+            index = written.get(label, 0)
+            written[label] = index + 1
+            array = np.ascontiguousarray(image[..., 0] if image.shape[-1] == 1 else image)
+            Image.fromarray(array).save(staging / folders[label] / f"{index:0{digits}d}.png")
+        staging.chmod(0o755)  # mkdtemp makes 0700; the export is for sharing
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old."))
+            out_dir.rename(old / out_dir.name)
+            shutil.rmtree(old)
+        staging.rename(out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out_dir

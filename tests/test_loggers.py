@@ -1,0 +1,179 @@
+"""Experiment tracking: what a run leaves in TensorBoard's event files and in an offline W&B run,
+read back with each tool's own reader; and when W&B goes offline on its own."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_train
+from omegaconf import OmegaConf
+from PIL import Image
+
+from dmcondense.condense.tracking import choose_wandb_mode, wandb_credentials_found
+
+IPC, ITERATIONS, IMAGES_EVERY = 2, 4, 2
+TINY = [
+    "model.width=8",
+    "batch_real=4",
+    f"ipc={IPC}",
+    f"iterations={ITERATIONS}",
+    "eval.epochs=1",
+    "eval.num_models=1",
+    f"log_images_every={IMAGES_EVERY}",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def grid_size(width: int, height: int) -> bool:
+    """IPC columns x 10 rows of 28 px tiles, the same padding p around every tile."""
+    return any(width == IPC * (28 + p) + p and height == 10 * (28 + p) + p for p in range(5))
+
+
+def test_tensorboard_holds_config_loss_image_grids_and_accuracies(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    result = run_train(*TINY, "logger=tensorboard", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == list(range(ITERATIONS))
+    assert all(math.isfinite(e.value) for e in losses)
+
+    grids = events.Images("synthetic")
+    assert [e.step for e in grids] == list(range(IMAGES_EVERY, ITERATIONS + 1, IMAGES_EVERY))
+    assert all(grid_size(e.width, e.height) for e in grids)
+    # The last grid is the final synthetic set: the picture written beside synthetic.pt.
+    with Image.open(run_dir / "synthetic.png") as picture:
+        final = np.asarray(picture.convert("L"), dtype=int)
+    last = Image.open(io.BytesIO(grids[-1].encoded_image_string))
+    assert np.abs(np.asarray(last.convert("L"), dtype=int) - final).max() <= 1
+
+    results = json.loads((run_dir / "results.json").read_text())["results"]
+    for set_name in ("dm", "random"):
+        (logged,) = events.Scalars(f"eval/{set_name}/convnet")
+        assert logged.value == pytest.approx(results[set_name]["convnet"]["mean"], abs=1e-4)
+    assert "eval/accuracy/text_summary" in events.Tags()["tensors"]
+    hparams = OmegaConf.load(run_dir / "hparams.yaml")
+    assert hparams.ipc == IPC and hparams.iterations == ITERATIONS
+
+
+# --- W&B: an offline run is a folder with files/ and a run-<id>.wandb record log -------------
+
+BLOCK, RECORD_HEADER, FILE_HEADER = 32768, 7, 7
+
+
+def wandb_records(path: Path) -> list:
+    """The protobuf Records of a .wandb file: a LevelDB-style log (32 KiB blocks, 7-byte
+    record headers: crc32, length, type FULL/FIRST/MIDDLE/LAST) after a 7-byte ':W&B' header."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    records, pending, pos = [], b"", FILE_HEADER
+    while pos + RECORD_HEADER <= len(data):
+        if BLOCK - pos % BLOCK < RECORD_HEADER:  # block trailer: zero padding
+            pos += BLOCK - pos % BLOCK
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + RECORD_HEADER])
+        pending += data[pos + RECORD_HEADER : pos + RECORD_HEADER + length]
+        pos += RECORD_HEADER + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def items(record, kind: str) -> dict:
+    entries = record.history.item if kind == "history" else record.config.update
+    return {e.key or "/".join(e.nested_key): json.loads(e.value_json) for e in entries}
+
+
+@pytest.fixture
+def wandb_env(monkeypatch, tmp_path: Path) -> None:
+    """No API key anywhere, and every wandb folder inside tmp_path."""
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no.netrc"))
+    for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    monkeypatch.setenv("WANDB_DISABLE_CODE", "true")
+
+
+def test_wandb_without_a_key_runs_offline_with_config_loss_images_table_and_artifact(
+    wandb_env, tmp_path: Path
+) -> None:
+    pytest.importorskip("wandb")
+    run_dir = tmp_path / "run"
+    result = run_train(*TINY, "logger=wandb", f"hydra.run.dir={run_dir}", timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    (offline_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    assert f"wandb sync {offline_dir}" in result.stdout  # how to upload it later
+    (log,) = offline_dir.glob("run-*.wandb")
+    records = wandb_records(log)
+    by_type: dict[str, list] = {}
+    for record in records:
+        by_type.setdefault(record.WhichOneof("record_type"), []).append(record)
+
+    config = {}
+    for record in by_type["config"]:
+        config |= items(record, "config")
+    assert config["ipc"] == IPC and config["dataset"]["name"] == "mnist_sample"
+
+    history = [items(r, "history") for r in by_type["history"]]
+    losses = [h["train/loss"] for h in history if "train/loss" in h]
+    assert len(losses) == ITERATIONS and all(math.isfinite(v) for v in losses)
+    grids = [h for h in history if "synthetic/filenames" in h]
+    assert [h["trainer/global_step"] for h in grids] == [2, 4]
+    for h in grids:
+        (name,) = h["synthetic/filenames"]
+        with Image.open(offline_dir / "files" / name) as image:
+            assert grid_size(*image.size)
+
+    (table_file,) = (offline_dir / "files" / "media" / "table").rglob("*.table.json")
+    table = json.loads(table_file.read_text())
+    rows = {(row[0], row[1]): row for row in table["data"]}
+    results = json.loads((run_dir / "results.json").read_text())["results"]
+    mean = table["columns"].index("mean")
+    for set_name in ("dm", "random"):
+        assert rows[(set_name, "convnet")][mean] == results[set_name]["convnet"]["mean"]
+
+    (artifact,) = [r.artifact for r in by_type["artifact"] if r.artifact.type == "dataset"]
+    digests = {e.path: e.digest for e in artifact.manifest.contents}
+    assert set(digests) == {"synthetic.pt", "synthetic.png"}
+    for name, digest in digests.items():  # the final files, byte for byte (base64 md5)
+        md5 = hashlib.md5((run_dir / name).read_bytes()).digest()
+        assert digest == base64.b64encode(md5).decode()
+
+
+def test_wandb_goes_offline_only_without_credentials(wandb_env, monkeypatch, tmp_path) -> None:
+    cfg = OmegaConf.create(
+        {"logger": {"_target_": "lightning.pytorch.loggers.WandbLogger", "offline": False}}
+    )
+    assert not wandb_credentials_found()
+    assert choose_wandb_mode(cfg) is True and cfg.logger.offline is True
+
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    cfg.logger.offline = False
+    assert wandb_credentials_found() and choose_wandb_mode(cfg) is False
+
+    monkeypatch.setenv("WANDB_MODE", "offline")  # asked for explicitly: offline even with a key
+    assert choose_wandb_mode(cfg) is True
+
+    csv_cfg = OmegaConf.create({"logger": {"_target_": "lightning.pytorch.loggers.CSVLogger"}})
+    assert choose_wandb_mode(csv_cfg) is False and "offline" not in csv_cfg.logger

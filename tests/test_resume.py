@@ -1,0 +1,144 @@
+"""A run killed with SIGKILL and resumed from last.ckpt ends where an unbroken run ends, and
+output files are replaced atomically."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+
+from dmcondense.io import atomic_write, load_synthetic
+
+RUN = [
+    "model.width=8",
+    "batch_real=8",
+    "ipc=2",
+    "iterations=12",
+    "save_every=4",
+    "eval.epochs=1",
+    "eval.num_models=1",
+    "logger=csv",
+]
+KILL_AFTER = 8  # the checkpoint step the killed run must have reached
+
+# The entry point as `python -m dmcondense.train`, made to stand still once `pause_at` steps are
+# done (after the step-8 checkpoint, before the step-12 one), so the kill always lands between.
+PAUSING_ENTRY = """
+import runpy, sys, time
+import lightning as L
+
+pause_at = int(sys.argv.pop(1))
+save = L.pytorch.callbacks.ModelCheckpoint.on_train_batch_end
+
+def on_train_batch_end(self, trainer, *args, **kwargs):
+    save(self, trainer, *args, **kwargs)
+    if trainer.global_step >= pause_at:
+        time.sleep(600)
+
+L.pytorch.callbacks.ModelCheckpoint.on_train_batch_end = on_train_batch_end
+runpy.run_module("dmcondense.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def checkpoint_step(path: Path) -> int:
+    """The checkpoint's global_step, or -1 while it is missing or half written."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    except Exception:  # absent, or caught mid-write: ask again
+        return -1
+
+
+def start_paused_run(run_dir: Path, pause_at: int) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (env.get("PYTHONPATH"), str(REPO_ROOT / "src")) if p
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", PAUSING_ENTRY, str(pause_at), *RUN, f"hydra.run.dir={run_dir}"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_killed_run_resumes_to_the_same_synthetic_set(train_cli, tmp_path: Path) -> None:
+    killed_dir, whole_dir = tmp_path / "killed", tmp_path / "whole"
+    last = killed_dir / "checkpoints" / "last.ckpt"
+    process = start_paused_run(killed_dir, pause_at=KILL_AFTER + 2)
+    try:
+        deadline = time.monotonic() + 150
+        while checkpoint_step(last) < KILL_AFTER:
+            if process.poll() is not None:
+                pytest.fail(f"the run ended before it was killed:\n{process.stderr.read()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("no step-8 checkpoint within 150 s")
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        process.stderr.close()
+
+    # Killed between checkpoints: the step-8 state is on disk, the run did not finish.
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["global_step"] == KILL_AFTER
+    momentum = state["optimizer_states"][0]["state"][0]["momentum_buffer"]
+    assert momentum.abs().sum() > 0  # the resumed run must carry this on
+    assert load_synthetic(killed_dir)[1]["step"] == KILL_AFTER
+    assert not (killed_dir / "results.json").exists()
+
+    resumed = train_cli(*RUN, "resume=last", f"hydra.run.dir={killed_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restored all states" in resumed.stdout + resumed.stderr
+    whole = train_cli(*RUN, f"hydra.run.dir={whole_dir}")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    (resumed_set, resumed_meta), (whole_set, whole_meta) = (
+        load_synthetic(killed_dir),
+        load_synthetic(whole_dir),
+    )
+    assert resumed_meta["step"] == whole_meta["step"] == 12
+    assert torch.equal(resumed_set.tensors[0], whole_set.tensors[0])
+    assert (killed_dir / "results.json").is_file()
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:
+    target = tmp_path / "synthetic.pt"
+    target.write_bytes(b"old, complete")
+
+    def half_then_crash(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(b"new, but only ha")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, half_then_crash)
+    assert target.read_bytes() == b"old, complete"
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic.pt"]  # no temporary left over
+
+    atomic_write(target, lambda tmp: Path(tmp).write_bytes(b"new, complete"))
+    assert target.read_bytes() == b"new, complete"
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic.pt"]
+
+
+def test_atomic_write_leaves_nothing_when_the_first_write_fails(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "results.json"
+
+    def crash(tmp: str) -> None:
+        Path(tmp).write_text('{"partial": ')
+        raise KeyboardInterrupt  # even an interrupt, not only an Exception
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, crash)
+    assert list(target.parent.iterdir()) == []
