@@ -31,7 +31,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/step_time.py $(ARGS)
+	$(BIN)/python benchmarks/step_time.py
+	$(BIN)/python benchmarks/eval_batched.py
+	$(BIN)/python benchmarks/memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

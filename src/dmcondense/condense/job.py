@@ -7,6 +7,7 @@ or results.json left behind. Only Hydra's own record (.hydra/, train.log) stays 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -29,6 +30,8 @@ from dmcondense.evaluation.protocol import train_networks
 from dmcondense.export import export_imagefolder
 from dmcondense.io import atomic_write
 from dmcondense.rng import generator
+
+SET_LABELS = {"dm": "(the condensed set)", "random": "(random real images, same budget)"}
 
 
 def quiet_library_chatter() -> None:
@@ -172,17 +175,29 @@ def run(cfg: DictConfig) -> Path:
     try:
         summary = condense_and_score(cfg, trainer, module, dm, test, init, ckpt, run_dir, started)
     except BaseException:
-        for note in tracking.close(trainer.loggers, failed=True):
-            print(note, flush=True)
+        with contextlib.suppress(Exception):  # never hide the error that stopped the run
+            for note in tracking.close(trainer.loggers, failed=True):
+                print(note, flush=True)
         raise
     notes = tracking.close(trainer.loggers)
     if summary is None:  # not rank zero
         return run_dir
+    print_summary(cfg, summary, run_dir, notes)
+    return run_dir
+
+
+def print_summary(cfg: DictConfig, summary: dict, run_dir: Path, notes: list[str]) -> None:
+    """Accuracies, wall time, where things are; the last line names the run folder."""
+    networks, epochs = cfg.eval.num_models, cfg.eval.epochs
+    print(
+        f"accuracy on the real test set ({networks} network{'s' * (networks != 1)} x "
+        f"{epochs} epoch{'s' * (epochs != 1)} per set and model):"
+    )
     for set_name, by_model in summary["results"].items():
         for model_name, r in by_model.items():
             print(
-                f"{set_name:>8} {model_name:<12} {r['mean']:6.2f} +- {r['std']:.2f} % "
-                f"({cfg.eval.num_models} networks, {cfg.eval.epochs} epochs)"
+                f"{set_name:>8} {model_name:<12} {r['mean']:6.2f} +- {r['std']:.2f} %   "
+                f"{SET_LABELS.get(set_name, '')}"
             )
     print(
         f"wall time {summary['total_seconds']:.0f} s "
@@ -193,7 +208,6 @@ def run(cfg: DictConfig) -> Path:
     for note in notes:
         print(note)
     print(f"run folder: {run_dir}")
-    return run_dir
 
 
 def condense_and_score(
