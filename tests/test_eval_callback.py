@@ -37,8 +37,8 @@ def test_periodic_evaluation_logs_accuracy_every_n_steps(tmp_path) -> None:
     assert [h["step"] for h in callback.history] == [2, 4]
     for h in callback.history:
         for name in ("convnet", "mlp"):
-            assert 0.0 <= h[f"eval/{name}_acc"] <= 1.0
+            assert 0.0 <= h[f"eval/dm/{name}"] <= 100.0
     logger.save()
     with open(tmp_path / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("eval/convnet_acc")]
+        rows = [r for r in csv.DictReader(f) if r.get("eval/dm/convnet")]
     assert [int(r["step"]) for r in rows] == [2, 4]

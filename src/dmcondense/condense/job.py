@@ -26,6 +26,7 @@ from dmcondense.condense.callbacks import FiniteLossGuard, ImageLogger, Syntheti
 from dmcondense.condense.checks import check_config
 from dmcondense.condense.module import DistributionMatching
 from dmcondense.errors import ConfigError
+from dmcondense.evaluation.callback import PeriodicEvaluation
 from dmcondense.evaluation.protocol import train_networks
 from dmcondense.export import export_imagefolder
 from dmcondense.io import atomic_write
@@ -34,18 +35,21 @@ from dmcondense.rng import generator
 SET_LABELS = {"dm": "(the condensed set)", "random": "(random real images, same budget)"}
 
 
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()
+
+
 def quiet_library_chatter() -> None:
     """Lightning prints its INFO lines through its own stderr handler and again through Hydra's
-    (console and train.log): keep Hydra's only, so stderr holds the progress bar and errors.
+    (console and train.log): keep Hydra's only, so stderr holds warnings and errors alone.
     Drop an advertising tip and a deprecation warning of Lightning's own internals."""
     if logging.getLogger().handlers:
         lightning_logger = logging.getLogger("lightning")
         for handler in list(lightning_logger.handlers):
             if isinstance(handler, logging.StreamHandler):
                 lightning_logger.removeHandler(handler)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage()
-    )
+    # The same function object each time: addFilter ignores a repeat (jobs of a sweep).
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
@@ -167,6 +171,17 @@ def run(cfg: DictConfig) -> Path:
         ImageLogger(cfg.log_images_every),
         checkpoints,
     ]
+    if cfg.eval.every:
+        callbacks.append(
+            PeriodicEvaluation(
+                cfg.eval.every,
+                cfg.eval.models,
+                cfg.eval.num_models,
+                build.protocol(cfg),
+                cfg.seed,
+                lambda name: build.model_kwargs(cfg, name),
+            )
+        )
     trainer = build.trainer(cfg, run_dir, callbacks)
     ckpt = cfg.resume
     if ckpt == "last":

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 WANDB_TARGET = "lightning.pytorch.loggers.WandbLogger"
 WANDB_OFFLINE_MODES = ("offline", "dryrun")
@@ -61,7 +61,8 @@ def choose_wandb_mode(cfg: DictConfig) -> bool:
             flush=True,
         )
         offline = True
-    logger.offline = offline
+    with open_dict(logger):  # a custom logger config may lack the key
+        logger.offline = offline
     return offline
 
 

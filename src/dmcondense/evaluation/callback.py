@@ -1,5 +1,5 @@
 """Evaluation during condensation: every `every` steps, score the current synthetic set with
-the protocol and log the accuracy curves to the active logger."""
+the protocol and log the accuracy curves (percent, `eval/dm/<model>`) to the active logger."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ class PeriodicEvaluation(L.Callback):
                 model_kwargs=self.model_kwargs_for(name), num_classes=module.num_classes,
                 device=module.device,
             )  # fmt: skip
-            metrics[f"eval/{name}_acc"] = float(acc.mean())
-            metrics[f"eval/{name}_acc_std"] = float(acc.std(unbiased=False))
+            # percent, under the same names as the final evaluation, so the curves line up
+            metrics[f"eval/dm/{name}"] = 100 * float(acc.mean())
+            metrics[f"eval/dm/{name}_std"] = 100 * float(acc.std(unbiased=False))
         self.history.append({"step": trainer.global_step, **metrics})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
