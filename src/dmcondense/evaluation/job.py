@@ -1,5 +1,17 @@
 """One evaluation job: build the training sets (saved synthetic sets or baseline selections),
-train fresh networks on each with the protocol, and write the table."""
+train fresh networks on each with the protocol, and write the table.
+
+results.json (evaluate):
+    what                      "synthetic <path>" or "baseline <name> (ipc N)"
+    dataset, ipc, seed        the setting
+    experiments               synthetic sets (or baseline selections) scored
+    networks_per_experiment   eval.num_models
+    epochs                    training epochs of each network
+    seconds                   wall time of the job
+    results                   {architecture: {mean, std, accuracies}}: test accuracy in percent,
+                              mean and population std over every network of every experiment
+results.csv: one row per architecture: architecture, mean, std, networks.
+"""
 
 from __future__ import annotations
 
@@ -70,6 +82,7 @@ def baseline_sets(
                 train.images, mean, std, seed=seed, image_size=cfg.dataset.image_size,
                 channels=cfg.dataset.channels, num_classes=cfg.dataset.num_classes,
                 train_epochs=cfg.coreset_train_epochs, train_labels=train.labels,
+                model_kwargs=build.model_kwargs(cfg, "convnet"),
             )  # fmt: skip
             if cfg.baseline == "herding":
                 index = select_herding(features, train.labels, cfg.ipc)
