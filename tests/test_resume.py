@@ -142,3 +142,17 @@ def test_atomic_write_leaves_nothing_when_the_first_write_fails(tmp_path: Path) 
     with pytest.raises(KeyboardInterrupt):
         atomic_write(target, crash)
     assert list(target.parent.iterdir()) == []
+
+
+def test_resume_auto_starts_fresh_without_a_checkpoint_and_resumes_with_one(tmp_path) -> None:
+    from dmcondense.condense.job import resume_checkpoint
+
+    assert resume_checkpoint("auto", tmp_path) is None
+    with pytest.raises(FileNotFoundError, match="resume=auto"):
+        resume_checkpoint("last", tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    assert resume_checkpoint("auto", tmp_path) == str(last)
+    assert resume_checkpoint("last", tmp_path) == str(last)
+    assert resume_checkpoint(None, tmp_path) is None

@@ -125,6 +125,22 @@ def evaluate(
     return results
 
 
+def resume_checkpoint(resume: str | None, run_dir: Path) -> str | None:
+    """`last`: this run folder's last.ckpt (must exist); `auto`: it if it exists, else a fresh
+    start (for pre-emptible jobs that are requeued into the same folder); else a path or None."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume == "auto":
+        return str(last) if last.is_file() else None
+    if resume == "last":
+        if not last.is_file():
+            raise FileNotFoundError(
+                f"resume=last but there is no {last}; use resume=auto to start "
+                f"fresh when there is none"
+            )
+        return str(last)
+    return resume
+
+
 def run(cfg: DictConfig) -> Path:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     started = time.time()
@@ -147,6 +163,7 @@ def run(cfg: DictConfig) -> Path:
         momentum=cfg.momentum,
         seed=cfg.seed,
         channels_last=cfg.channels_last,
+        compile=cfg.compile,
     )
     tracking.choose_wandb_mode(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -183,9 +200,7 @@ def run(cfg: DictConfig) -> Path:
             )
         )
     trainer = build.trainer(cfg, run_dir, callbacks)
-    ckpt = cfg.resume
-    if ckpt == "last":
-        ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    ckpt = resume_checkpoint(cfg.resume, run_dir)
     tracking.log_config(trainer.loggers, resolved)
     try:
         summary = condense_and_score(cfg, trainer, module, dm, test, init, ckpt, run_dir, started)
