@@ -35,7 +35,7 @@ from dmcondense.evaluation.baselines import (
     select_random,
     select_whole,
 )
-from dmcondense.evaluation.protocol import train_networks
+from dmcondense.evaluation.protocol import as_network_input, channel_stats, train_networks
 from dmcondense.io import atomic_write, load_synthetic
 from dmcondense.rng import generator
 
@@ -43,10 +43,7 @@ BASELINES = ("random", "herding", "kcenter", "whole")
 
 
 def normalised(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
-    shape = (1, -1, 1, 1)
-    return (images_uint8.float() / 255 - torch.tensor(mean).view(shape)) / torch.tensor(std).view(
-        shape
-    )
+    return as_network_input(images_uint8, *channel_stats(mean, std, images_uint8.device))
 
 
 def synthetic_sets(cfg: DictConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
