@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.imageset import ImageSet
 from dmcondense.data.sources import SOURCES
+from dmcondense.data.statistics import channel_statistics, statistics_sample
+from dmcondense.data.streaming import STREAMING_SOURCES, ImageFiles, StreamingClassDataModule
 from dmcondense.errors import ConfigError
 from dmcondense.evaluation.protocol import Protocol
 from dmcondense.models.registry import MODELS, build_model
@@ -55,6 +57,8 @@ def augmenter(cfg: DictConfig):
 
 
 def datamodule(cfg: DictConfig) -> ClassBatchDataModule:
+    """In memory (uint8, moved once to the device), or with dataset.streaming=true read from
+    disk step by step: only the sampled images are decoded, in dataset.num_workers workers."""
     d = cfg.dataset
     if d.source not in SOURCES:
         raise ConfigError(
@@ -64,15 +68,29 @@ def datamodule(cfg: DictConfig) -> ClassBatchDataModule:
     if d.source == "imagefolder":
         source_kwargs = {"image_size": d.image_size, "strict": bool(cfg.get("strict", False))}
     root = d.get("path") or cfg.data_dir
-    return ClassBatchDataModule(
-        source=d.source,
-        data_dir=str(Path(root).expanduser()),
-        num_classes=d.num_classes,
-        batch_real=cfg.batch_real,
-        iterations=cfg.iterations,
-        seed=cfg.seed,
-        download=d.download,
-        source_kwargs=source_kwargs,
+    common = {
+        "source": d.source,
+        "data_dir": str(Path(root).expanduser()),
+        "num_classes": d.num_classes,
+        "batch_real": cfg.batch_real,
+        "iterations": cfg.iterations,
+        "seed": cfg.seed,
+        "download": d.download,
+        "source_kwargs": source_kwargs,
+    }
+    if not d.get("streaming", False):
+        return ClassBatchDataModule(**common)
+    if d.source not in STREAMING_SOURCES:
+        raise ConfigError(
+            f"dataset.streaming=true works for {' and '.join(STREAMING_SOURCES)}, not "
+            f"'{d.source}' (it fits in memory); set dataset.streaming=false"
+        )
+    return StreamingClassDataModule(
+        **common,
+        channels=d.channels,
+        image_size=d.image_size,
+        num_workers=int(d.get("num_workers", 2)),
+        strict=bool(cfg.get("strict", False)),
     )
 
 
@@ -88,19 +106,20 @@ def protocol(cfg: DictConfig, epochs: int | None = None) -> Protocol:
     )
 
 
-def fill_dataset_facts(cfg: DictConfig, train: ImageSet) -> None:
+def fill_dataset_facts(cfg: DictConfig, train: ImageSet | ImageFiles) -> None:
     """Class names and mean/std the config leaves null come from the data itself."""
     d = cfg.dataset
     if d.class_names is None:
         d.class_names = list(train.class_names)
-    if d.mean is None or d.std is None:
-        pixels = train.images.float().div(255).transpose(0, 1).flatten(1)  # [C, N*H*W]
-        d.mean = [round(float(m), 4) for m in pixels.mean(1)]
-        d.std = [round(float(s), 4) for s in pixels.std(1)]
-    if len(d.mean) != train.images.shape[1] or d.channels != train.images.shape[1]:
+    if d.mean is None or d.std is None:  # from a fixed-seed sample of at most 2,000 images
+        mean, std = channel_statistics(statistics_sample(train))
+        d.mean = [round(m, 4) for m in mean]
+        d.std = [round(s, 4) for s in std]
+    channels = train.channels if isinstance(train, ImageFiles) else train.images.shape[1]
+    if len(d.mean) != channels or d.channels != channels:
         raise ConfigError(
             f"dataset.channels={d.channels} and {len(d.mean)} mean values, but the images have "
-            f"{train.images.shape[1]} channels; fix the dataset config"
+            f"{channels} channels; fix the dataset config"
         )
 
 

@@ -81,8 +81,17 @@ class DSA:
         self.scale = scale
         self.rotate = rotate
 
+        # FAMILIES indices of this strategy's families, kept per device: building the table
+        # from a Python list at every draw would be a blocking host-to-device copy on a GPU.
+        self._ids = {torch.device("cpu"): torch.tensor([FAMILIES.index(f) for f in names])}
+
     def __repr__(self) -> str:
         return f"DSA(strategy={self.strategy!r})"
+
+    def _family_ids(self, device: torch.device) -> torch.Tensor:
+        if device not in self._ids:
+            self._ids[device] = self._ids[torch.device("cpu")].to(device)
+        return self._ids[device]
 
     # ------------------------------------------------------------------ drawing
     def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -93,11 +102,10 @@ class DSA:
             block = u[:, _COLUMNS[key]]
             return block.squeeze(1) if block.shape[1] == 1 else block
 
-        ids = torch.tensor([FAMILIES.index(f) for f in self.families], device=u.device)
         choice = (col("family") * len(self.families)).long().clamp_(max=len(self.families) - 1)
         low = 1.0 / self.scale
         return {
-            "family": ids[choice],
+            "family": self._family_ids(u.device)[choice],
             "brightness": (col("brightness") - 0.5) * self.brightness,
             "saturation": col("saturation") * self.saturation,
             "contrast": col("contrast") + self.contrast,
@@ -114,26 +122,67 @@ class DSA:
         x: torch.Tensor,
         params: dict[str, torch.Tensor],
         index: torch.Tensor | None = None,
+        sync_free: bool | None = None,
     ) -> torch.Tensor:
-        """Augment `x` [N, C, H, W]; image i uses group `index[i]` (default: group i)."""
+        """Augment `x` [N, C, H, W]; image i uses group `index[i]` (default: group i).
+
+        Two ways to give every image its own family's transform, with the same values:
+        `sync_free` runs every family on every image and keeps each image's own result with
+        `torch.where` (no `nonzero`, no data-dependent size, so a GPU never waits for the host);
+        otherwise each family runs on its own images only (`nonzero` picks them: free on a CPU,
+        a host-device sync on a GPU, but about half the work). None: sync-free off the CPU.
+        """
         n = x.shape[0]
         if index is None:
             index = torch.arange(n, device=x.device)
         index = index.to(device=x.device, dtype=torch.long)
         if index.shape != (n,):
             raise ValueError(f"index must have shape ({n},), got {tuple(index.shape)}")
+        if n == 0:
+            return x
         per_image = {key: value.to(x.device)[index] for key, value in params.items()}
+        if sync_free is None:
+            sync_free = x.device.type != "cpu"
+        if sync_free:
+            return self._apply_selecting(x, per_image)
+        return self._apply_by_family(x, per_image)
 
+    def _apply_selecting(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        n, family = x.shape[0], p["family"]
+
+        def chosen(*names: str) -> torch.Tensor:
+            """[N, 1, 1, 1] bool: the image's family is one of `names`."""
+            mask = torch.zeros_like(family, dtype=torch.bool)
+            for name in names:
+                mask |= family == FAMILIES.index(name)
+            return mask.view(n, 1, 1, 1)
+
+        out = x
+        if "crop" in self.families:  # a zero shift copies an image exactly: no selection needed
+            out = self._crop(x, p, active=chosen("crop").view(n, 1))
+        if "color" in self.families:
+            out = torch.where(chosen("color"), self._color(x, p).to(x.dtype), out)
+        if "flip" in self.families:
+            out = torch.where(chosen("flip") & p["flip"].view(n, 1, 1, 1), x.flip(3), out)
+        if "cutout" in self.families:
+            out = torch.where(chosen("cutout") & self._cutout_mask(x, p), 0.0, out)
+        warps = [name for name in ("scale", "rotate") if name in self.families]
+        if warps:  # both are affine maps: one resampling pass serves the two families
+            theta = self._rotate_theta(p) if "rotate" in warps else self._scale_theta(p)
+            if len(warps) == 2:
+                theta = torch.where(chosen("scale").view(n, 1, 1), self._scale_theta(p), theta)
+            out = torch.where(chosen(*warps), _warp(x, theta), out)
+        return out
+
+    def _apply_by_family(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        n = x.shape[0]
         pieces, positions = [], []
         for name in self.families:
-            where = torch.nonzero(per_image["family"] == FAMILIES.index(name)).squeeze(1)
+            where = torch.nonzero(p["family"] == FAMILIES.index(name)).squeeze(1)
             if where.numel() == 0:
                 continue
-            chosen = {key: value[where] for key, value in per_image.items()}
-            pieces.append(getattr(self, f"_{name}")(x[where], chosen).to(x.dtype))
+            pieces.append(self._family(name, x[where], {k: v[where] for k, v in p.items()}))
             positions.append(where)
-        if not pieces:  # n == 0
-            return x
         if len(pieces) == 1:
             return pieces[0]  # every image took the same family, in order
         # Undo the grouping by family with one gather (out-of-place, so autograd is intact).
@@ -141,6 +190,19 @@ class DSA:
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(n, device=x.device)
         return torch.cat(pieces)[inverse]
+
+    def _family(self, name: str, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Family `name` applied to every image of `x`."""
+        if name == "crop":
+            return self._crop(x, p)
+        if name == "color":
+            return self._color(x, p).to(x.dtype)
+        if name == "flip":
+            return torch.where(p["flip"].view(-1, 1, 1, 1), x.flip(3), x)
+        if name == "cutout":
+            return torch.where(self._cutout_mask(x, p), 0.0, x)
+        theta = self._scale_theta(p) if name == "scale" else self._rotate_theta(p)
+        return _warp(x, theta)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Per-image mode (evaluation): every image gets its own draw."""
@@ -152,69 +214,84 @@ class DSA:
         def per_image(value: torch.Tensor) -> torch.Tensor:
             return value.to(x.dtype).view(-1, 1, 1, 1)
 
+        # (x - m) * f + m written as lerp(m, x, f): one pass instead of three.
         x = x + per_image(p["brightness"])
-        channel_mean = x.mean(dim=1, keepdim=True)
-        x = (x - channel_mean) * per_image(p["saturation"]) + channel_mean
-        image_mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        return (x - image_mean) * per_image(p["contrast"]) + image_mean
+        x = torch.lerp(x.mean(dim=1, keepdim=True), x, per_image(p["saturation"]))
+        return torch.lerp(x.mean(dim=(1, 2, 3), keepdim=True), x, per_image(p["contrast"]))
 
-    def _crop(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _crop(
+        self, x: torch.Tensor, p: dict[str, torch.Tensor], active: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Translate the images (only the `active` [N, 1] ones; the others are copied)."""
         n, _, h, w = x.shape
-        max_shift = torch.tensor(
-            [int(h * self.crop + 0.5), int(w * self.crop + 0.5)], device=x.device
+        limits = (int(h * self.crop + 0.5), int(w * self.crop + 0.5))
+        # Uniform over the integers -s..s, computed from the uniform in [0, 1); Python-int
+        # bounds, so nothing is copied to the device.
+        shift = torch.stack(
+            [
+                (p["crop"][:, axis].float() * (2 * s + 1)).long().clamp(max=2 * s) - s
+                for axis, s in enumerate(limits)
+            ],
+            dim=1,
         )
-        # Uniform over the integers -s..s, computed from the uniform in [0, 1).
-        shift = (p["crop"].float() * (2 * max_shift + 1)).long()
-        shift = torch.minimum(shift, 2 * max_shift) - max_shift
-        # Read from a 1-pixel zero border; out-of-image sources land on it.
+        if active is not None:
+            shift = shift * active
+        # Read from a 1-pixel zero border; out-of-image sources land on it. One flat gather
+        # over H * W per image is about twice as fast on a CPU as advanced indexing.
         rows = (torch.arange(h, device=x.device) + shift[:, :1] + 1).clamp(0, h + 1)
         cols = (torch.arange(w, device=x.device) + shift[:, 1:] + 1).clamp(0, w + 1)
-        padded = F.pad(x, [1, 1, 1, 1])
-        batch = torch.arange(n, device=x.device).view(n, 1, 1)
-        gathered = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-        return gathered.permute(0, 3, 1, 2)
+        source = (rows[:, :, None] * (w + 2) + cols[:, None, :]).view(n, 1, h * w)
+        padded = F.pad(x, [1, 1, 1, 1]).flatten(2)
+        return padded.gather(2, source.expand(n, x.shape[1], h * w)).view(x.shape)
 
-    def _cutout(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _cutout_mask(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[N, 1, H, W] bool, true inside each image's cut square."""
         _, _, h, w = x.shape
         size_h, size_w = int(h * self.cutout + 0.5), int(w * self.cutout + 0.5)
         # Centre ranges over 0..H (0..H-1 for odd sizes), so the square may hang over an edge.
-        span = torch.tensor([h + 1 - size_h % 2, w + 1 - size_w % 2], device=x.device)
-        centre = torch.minimum((p["cutout"].float() * span).long(), span - 1)
-        top = (centre[:, 0] - size_h // 2).view(-1, 1, 1)
-        left = (centre[:, 1] - size_w // 2).view(-1, 1, 1)
+        span_h, span_w = h + 1 - size_h % 2, w + 1 - size_w % 2
+        centre_r = (p["cutout"][:, 0].float() * span_h).long().clamp(max=span_h - 1)
+        centre_c = (p["cutout"][:, 1].float() * span_w).long().clamp(max=span_w - 1)
+        top = (centre_r - size_h // 2).view(-1, 1, 1)
+        left = (centre_c - size_w // 2).view(-1, 1, 1)
         r = torch.arange(h, device=x.device).view(1, h, 1)
         c = torch.arange(w, device=x.device).view(1, 1, w)
         inside = (r >= top) & (r < top + size_h) & (c >= left) & (c < left + size_w)
-        return x * (~inside).unsqueeze(1).to(x.dtype)
+        return inside.unsqueeze(1)
 
     @staticmethod
-    def _flip(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.where(p["flip"].view(-1, 1, 1, 1), x.flip(3), x)
+    def _color(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        def per_image(value: torch.Tensor) -> torch.Tensor:
+            return value.to(x.dtype).view(-1, 1, 1, 1)
+
+        # (x - m) * f + m written as lerp(m, x, f): one pass instead of three.
+        x = x + per_image(p["brightness"])
+        x = torch.lerp(x.mean(dim=1, keepdim=True), x, per_image(p["saturation"]))
+        return torch.lerp(x.mean(dim=(1, 2, 3), keepdim=True), x, per_image(p["contrast"]))
 
     @staticmethod
-    def _scale(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        factors = p["scale"].to(_at_least_float32(x.dtype))
+    def _scale_theta(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[N, 2, 3] affine maps stretching x and y independently."""
+        factors = p["scale"].to(_at_least_float32(p["scale"].dtype))
         zero = torch.zeros_like(factors[:, 0])
-        theta = torch.stack(
+        return torch.stack(
             [
                 torch.stack([factors[:, 0], zero, zero], dim=1),
                 torch.stack([zero, factors[:, 1], zero], dim=1),
             ],
             dim=1,
         )
-        return _warp(x, theta)
 
     @staticmethod
-    def _rotate(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        # Trigonometry in at least float32, whatever the image dtype (bf16 would be too coarse).
-        angle = p["rotate"].to(_at_least_float32(x.dtype)) * (math.pi / 180.0)
+    def _rotate_theta(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[N, 2, 3] rotations; trigonometry in at least float32 (bf16 would be too coarse)."""
+        angle = p["rotate"].to(_at_least_float32(p["rotate"].dtype)) * (math.pi / 180.0)
         cos, sin = torch.cos(angle), torch.sin(angle)
         zero = torch.zeros_like(cos)
-        theta = torch.stack(
+        return torch.stack(
             [torch.stack([cos, -sin, zero], dim=1), torch.stack([sin, cos, zero], dim=1)],
             dim=1,
         )
-        return _warp(x, theta)
 
 
 def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
