@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from dmcondense.data.datamodule import ClassBatchDataModule
@@ -125,10 +126,12 @@ def fill_dataset_facts(cfg: DictConfig, train: ImageSet | ImageFiles) -> None:
 
 def trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    # The bar reads the logged loss, a host-device sync: on a GPU refresh it every N steps.
+    progress = TQDMProgressBar(refresh_rate=cfg.get("progress_every", 1))
     return instantiate(
         cfg.trainer,
         logger=logger,
-        callbacks=callbacks,
+        callbacks=[*callbacks, progress],
         default_root_dir=str(run_dir),
         enable_model_summary=False,
     )

@@ -33,6 +33,7 @@ from torch.func import functional_call, stack_module_state
 
 from dmcondense.augment import DSA, NoAugment
 from dmcondense.data.imageset import ImageSet
+from dmcondense.evaluation.ensemble import ConvNetEnsemble, supports_ensemble
 from dmcondense.models.init import reset_parameters
 from dmcondense.models.registry import build_model, uses_batchnorm
 from dmcondense.rng import generator
@@ -216,7 +217,7 @@ def _check_vmappable(stacked: _Stacked, images: Tensor, labels: Tensor, mean, st
 
 
 def _train_stacked(
-    stacked: _Stacked,
+    stacked: _Stacked | ConvNetEnsemble,
     indices: Sequence[int],
     images: Tensor,
     labels: Tensor,
@@ -254,7 +255,7 @@ def _train_stacked(
 
 @torch.no_grad()
 def _test_stacked(
-    stacked: _Stacked,
+    stacked: _Stacked | ConvNetEnsemble,
     test_images: Tensor,
     test_labels: Tensor,
     mean: Tensor,
@@ -272,6 +273,10 @@ def _test_stacked(
 
 
 # ------------------------------------------------------------------------------ public
+# Benchmarks and tests flip this to compare the ensemble with the generic vmap stack.
+ENSEMBLE_DISABLED = False
+
+
 def train_networks(
     model_name: str,
     images: Tensor,
@@ -323,7 +328,11 @@ def train_networks(
     has_batchnorm = uses_batchnorm(template)
     if batched and has_batchnorm:
         raise ValueError(f"{model_name} uses BatchNorm, which the batched (vmap) path cannot train")
-    use_vmap = (device.type == "cuda" and not has_batchnorm) if batched is None else batched
+    use_ensemble = supports_ensemble(template) and not ENSEMBLE_DISABLED
+    if batched is None:
+        use_vmap = use_ensemble or (device.type == "cuda" and not has_batchnorm)
+    else:
+        use_vmap = batched
     augmenter = make_augmenter(protocol)
     mean_t, std_t = channel_stats(mean, std, device)
 
@@ -333,11 +342,14 @@ def train_networks(
         accuracies = []
         for first in range(0, num_models, chunk):
             indices = list(range(first, min(first + chunk, num_models)))
-            stacked = _Stacked(
-                [_fresh_copy(template, seed, model_name, i) for i in indices], device
-            )
+            fresh = [_fresh_copy(template, seed, model_name, i) for i in indices]
+            if use_ensemble:
+                stacked = ConvNetEnsemble(fresh, device)
+            else:
+                stacked = _Stacked(fresh, device)
             try:
-                _check_vmappable(stacked, images, labels, mean_t, std_t)
+                if not use_ensemble:
+                    _check_vmappable(stacked, images, labels, mean_t, std_t)
             except Exception as error:  # vmap has no batching rule for some operator
                 if batched:
                     raise
