@@ -6,10 +6,13 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dmcondense.augment import DSA
 from dmcondense.data.imageset import ImageSet
 from dmcondense.data.sources import load_split
+from dmcondense.evaluation import protocol as protocol_module
+from dmcondense.evaluation.ensemble import ConvNetEnsemble, supports_ensemble
 from dmcondense.evaluation.protocol import (
     Protocol,
     evaluate_synthetic,
@@ -17,6 +20,7 @@ from dmcondense.evaluation.protocol import (
     make_optimizer,
     train_networks,
 )
+from dmcondense.models.registry import build_model
 
 MNIST_MEAN, MNIST_STD = [0.1307], [0.3081]
 
@@ -96,7 +100,10 @@ def test_convnet_on_whole_mnist_sample_reaches_90_percent(mnist) -> None:
     assert accuracy.item() >= 0.90, f"accuracy {accuracy.item():.3f} after {elapsed:.1f} s"
 
 
-def test_batched_and_sequential_train_the_same_networks(mnist) -> None:
+@pytest.mark.parametrize("path", ["ensemble", "vmap"])
+def test_batched_and_sequential_train_the_same_networks(mnist, monkeypatch, path: str) -> None:
+    # ConvNet goes through the grouped-conv ensemble; disabling it exercises the generic vmap.
+    monkeypatch.setattr(protocol_module, "ENSEMBLE_DISABLED", path == "vmap")
     train, test = mnist
     # 20 real digits a class, with DSA on: the draws must match for the results to match.
     subset = torch.cat([torch.nonzero(train.labels == c).squeeze(1)[:20] for c in range(10)])
@@ -114,6 +121,30 @@ def test_batched_and_sequential_train_the_same_networks(mnist) -> None:
     assert sequential.shape == batched.shape == (3,)
     assert sequential.min() > 0.25, sequential  # they did learn: chance is 0.1
     assert torch.allclose(batched, sequential, atol=0.005), (batched, sequential)
+
+
+@pytest.mark.parametrize("norm", ["instancenorm", "layernorm", "none"])
+def test_ensemble_losses_gradients_and_logits_equal_the_separate_networks(norm: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    nets = [
+        build_model("convnet", 3, 5, 16, width=6, depth=2, norm=norm) for _ in range(3)
+    ]  # default init differs per net; the ensemble copies whatever weights they hold
+    ensemble = ConvNetEnsemble(nets, torch.device("cpu"))
+    x, y = torch.randn(3, 4, 3, 16, 16, generator=gen), torch.randint(0, 5, (3, 4), generator=gen)
+    expected = torch.stack([F.cross_entropy(net(x[i]), y[i]) for i, net in enumerate(nets)])
+    losses = ensemble.losses(x, y)
+    assert torch.allclose(losses, expected, atol=1e-5)
+    losses.sum().backward()
+    expected.sum().backward()
+    for i, net in enumerate(nets):
+        separate = [p.grad for p in net.parameters()]
+        stacked = [p.grad[i] for p in ensemble.params.values()]
+        assert len(separate) == len(stacked)
+        for a, b in zip(separate, stacked, strict=True):
+            assert torch.allclose(a, b, atol=1e-5)
+    logits = ensemble.logits(x[0])
+    assert torch.allclose(logits, torch.stack([net(x[0]) for net in nets]), atol=1e-5)
+    assert not supports_ensemble(build_model("convnet_bn", 3, 5, 16, width=6, depth=2))
 
 
 def test_same_seed_repeats_and_uint8_training_images_match_float() -> None:

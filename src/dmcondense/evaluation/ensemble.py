@@ -22,6 +22,39 @@ from dmcondense.models.convnet import ConvNet
 SUPPORTED_NORMS = (nn.GroupNorm, nn.Identity)
 
 
+class _GroupedConv(torch.autograd.Function):
+    """3x3 conv with groups=M whose backward runs network by network.
+
+    On the CPU, oneDNN's grouped-convolution backward is ~2x slower than M ordinary backward
+    passes of the same total size (measured, width 128); the forward is as fast either way.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, padding: int, groups: int) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.groups = padding, groups
+        return F.conv2d(x, weight, bias, padding=padding, groups=groups)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, weight = ctx.saved_tensors
+        m, pad = ctx.groups, ctx.padding
+        c_in, c_out = x.shape[1] // m, weight.shape[0] // m
+        need_input = ctx.needs_input_grad[0]
+        grad_x = torch.empty_like(x) if need_input else None
+        grad_w, grad_b = torch.empty_like(weight), grad_out.new_empty(weight.shape[0])
+        for g in range(m):
+            outs, ins = slice(g * c_out, (g + 1) * c_out), slice(g * c_in, (g + 1) * c_in)
+            gx, gw, gb = torch.ops.aten.convolution_backward(
+                grad_out[:, outs].contiguous(), x[:, ins].contiguous(), weight[outs], [c_out],
+                [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, [need_input, True, True],
+            )  # fmt: skip
+            if need_input:
+                grad_x[:, ins] = gx
+            grad_w[outs], grad_b[outs] = gw, gb
+        return grad_x, grad_w, grad_b, None, None
+
+
 def supports_ensemble(template: nn.Module) -> bool:
     """True for a ConvNet (not a subclass such as ConvNetBN) whose norms are GroupNorm or none."""
     if type(template) is not ConvNet:
@@ -63,8 +96,8 @@ class ConvNetEnsemble:
         m, p = self.size, self.params
         for index, (padding, groups, eps, activation, pooling) in enumerate(self.blocks):
             weight = p[f"conv{index}.weight"]
-            x = F.conv2d(
-                x, weight.flatten(0, 1), p[f"conv{index}.bias"].flatten(), padding=padding, groups=m
+            x = _GroupedConv.apply(
+                x, weight.flatten(0, 1), p[f"conv{index}.bias"].flatten(), padding, m
             )
             if groups is not None:
                 x = F.group_norm(
@@ -81,7 +114,9 @@ class ConvNetEnsemble:
         m, b = y.shape
         wide = x.transpose(0, 1).reshape(b, m * x.shape[2], *x.shape[3:])
         logits = self._forward(wide)
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(m, b).mean(1)
+        return (
+            F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(m, b).mean(1)
+        )
 
     def logits(self, x: Tensor) -> Tensor:
         """Logits [M, B, K] of every network on the shared batch x [B, C, H, W]."""

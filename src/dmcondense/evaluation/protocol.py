@@ -11,12 +11,13 @@ Every random draw is keyed by the network's index, never by the path that trains
 so the batched and the sequential paths see the same networks, batches and augmentations, and
 their accuracies agree up to floating-point rounding.
 
-Batched path: the networks of one architecture are trained together. Their parameters are
-stacked (`torch.func.stack_module_state`) into leaf tensors [M, ...] and one vmapped
-`functional_call` runs all M forward passes at once. The loss is the SUM over networks of each
-network's mean batch loss, so the gradient of network m's slice is exactly its own gradient, and
-one `torch.optim.SGD` over the stacked tensors (an elementwise update, weight decay and momentum
-included) is exactly M independent SGD optimisers.
+Batched path: the networks of one architecture are trained together. On the CPU, ConvNets
+(without BatchNorm) become one `ConvNetEnsemble` (grouped convolutions, ensemble.py); for other
+architectures the parameters are stacked (`torch.func.stack_module_state`) into leaf tensors
+[M, ...] and one vmapped `functional_call` runs all M forward passes at once. Either way the
+loss is the SUM over networks of each network's mean batch loss, so the gradient of network m's
+slice is exactly its own gradient, and one `torch.optim.SGD` over the stacked tensors (an
+elementwise update, weight decay and momentum included) is exactly M independent SGD optimisers.
 """
 
 from __future__ import annotations
@@ -305,12 +306,14 @@ def train_networks(
     `batched`: None trains the networks together with torch.vmap on a CUDA device unless the
     architecture uses BatchNorm (vmap cannot update per-network BN running statistics in
     place, so BN models go one after another), and falls back (with a warning) if vmap raises
-    for the architecture. On the CPU, None means sequential: one network's convolutions
-    already keep the cores busy, and vmap only adds work (the batching rules apply the
-    GroupNorm affine as extra passes and copy between layouts), measured ~2x slower.
-    True insists on vmap (ValueError for BN), False is the plain loop. Both paths draw the
-    same numbers, so they agree up to rounding. `chunk_size` caps how many networks
-    share one vmapped pass (memory); the results do not depend on it.
+    for the architecture. On the CPU, None trains ConvNets with instance, layer or no norm
+    together as one `ConvNetEnsemble` (grouped convolutions; measured as fast as sequential,
+    0.96-1.07x, where vmap was ~1.5x slower: its batching rules apply the GroupNorm affine as
+    extra passes and copy between layouts) and every other architecture sequentially.
+    True insists on batching (the ensemble where it applies on the CPU, vmap otherwise;
+    ValueError for BN), False is the plain loop. Both paths draw the same numbers, so they
+    agree up to rounding. `chunk_size` caps how many networks share one batched pass
+    (memory); the results do not depend on it.
     `num_classes` defaults to 1 + the largest label in the training or test labels.
     Returns accuracies in [0, 1], float64 on the CPU, ordered by network index.
     """
@@ -328,7 +331,8 @@ def train_networks(
     has_batchnorm = uses_batchnorm(template)
     if batched and has_batchnorm:
         raise ValueError(f"{model_name} uses BatchNorm, which the batched (vmap) path cannot train")
-    use_ensemble = supports_ensemble(template) and not ENSEMBLE_DISABLED
+    # On CUDA the vmap stack is the measured path (H200); the ensemble is for the CPU.
+    use_ensemble = device.type == "cpu" and supports_ensemble(template) and not ENSEMBLE_DISABLED
     if batched is None:
         use_vmap = use_ensemble or (device.type == "cuda" and not has_batchnorm)
     else:
