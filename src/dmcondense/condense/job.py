@@ -27,7 +27,12 @@ from dmcondense.condense.checks import check_config
 from dmcondense.condense.module import DistributionMatching
 from dmcondense.errors import ConfigError
 from dmcondense.evaluation.callback import PeriodicEvaluation
-from dmcondense.evaluation.protocol import train_networks
+from dmcondense.evaluation.protocol import (
+    accuracy_summary,
+    as_network_input,
+    channel_stats,
+    train_networks,
+)
 from dmcondense.export import export_imagefolder
 from dmcondense.io import atomic_write
 from dmcondense.rng import generator
@@ -85,9 +90,7 @@ def initial_images(cfg: DictConfig, dm, mean, std) -> tuple[torch.Tensor, torch.
             f"set ipc={fewest} or lower, or add images to that class"
         )
     indices = dm.index.sample(cfg.ipc, generator(cfg.seed, "init")).flatten()
-    shape = (1, -1, 1, 1)
-    mean_t, std_t = torch.tensor(mean).view(shape), torch.tensor(std).view(shape)
-    real = (dm.real_images(indices).float() / 255 - mean_t) / std_t
+    real = as_network_input(dm.real_images(indices), *channel_stats(mean, std, "cpu"))
     if cfg.init == "noise":
         g = generator(cfg.seed, "init-noise")
         return torch.randn(real.shape, generator=g), indices
@@ -117,11 +120,7 @@ def evaluate(
                 num_classes=cfg.dataset.num_classes,
                 progress=True,
             )
-            results.setdefault(set_name, {})[model_name] = {
-                "mean": round(100 * float(acc.mean()), 2),
-                "std": round(100 * float(acc.std(unbiased=False)), 2),
-                "accuracies": [round(100 * float(a), 2) for a in acc],
-            }
+            results.setdefault(set_name, {})[model_name] = accuracy_summary(acc)
     return results
 
 

@@ -35,7 +35,12 @@ from dmcondense.evaluation.baselines import (
     select_random,
     select_whole,
 )
-from dmcondense.evaluation.protocol import as_network_input, channel_stats, train_networks
+from dmcondense.evaluation.protocol import (
+    accuracy_summary,
+    as_network_input,
+    channel_stats,
+    train_networks,
+)
 from dmcondense.io import atomic_write, load_synthetic
 from dmcondense.rng import generator
 
@@ -135,11 +140,7 @@ def run(cfg: DictConfig) -> Path:
             )
             for exp, (images, labels) in enumerate(sets)
         ])  # fmt: skip
-        results[model_name] = {
-            "mean": round(100 * float(accuracies.mean()), 2),
-            "std": round(100 * float(accuracies.std(unbiased=False)), 2),
-            "accuracies": [round(100 * float(a), 2) for a in accuracies],
-        }
+        results[model_name] = accuracy_summary(accuracies)
     summary = {
         "what": what, "dataset": cfg.dataset.name, "ipc": cfg.ipc, "seed": cfg.seed,
         "experiments": len(sets), "networks_per_experiment": cfg.eval.num_models,

@@ -78,6 +78,15 @@ def channel_stats(
     )
 
 
+def accuracy_summary(accuracies: Tensor) -> dict:
+    """Accuracies in [0, 1] -> {mean, std (population), accuracies} in percent (results files)."""
+    return {
+        "mean": round(100 * float(accuracies.mean()), 2),
+        "std": round(100 * float(accuracies.std(unbiased=False)), 2),
+        "accuracies": [round(100 * float(a), 2) for a in accuracies],
+    }
+
+
 def as_network_input(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """uint8 images are normalised here; float images are taken as already normalised."""
     if images.dtype == torch.uint8:
@@ -306,11 +315,11 @@ def train_networks(
     `batched`: None trains the networks together with torch.vmap on a CUDA device unless the
     architecture uses BatchNorm (vmap cannot update per-network BN running statistics in
     place, so BN models go one after another), and falls back (with a warning) if vmap raises
-    for the architecture. On the CPU, None trains ConvNets with instance, layer or no norm
-    together as one `ConvNetEnsemble` (grouped convolutions; measured as fast as sequential,
-    0.96-1.07x, where vmap was ~1.5x slower: its batching rules apply the GroupNorm affine as
-    extra passes and copy between layouts) and every other architecture sequentially.
-    True insists on batching (the ensemble where it applies on the CPU, vmap otherwise;
+    for the architecture. On the CPU, None trains the networks one after another: on 2 idle
+    cores the batched paths measured slower (`benchmarks/eval_batched.py`: the ConvNet ensemble
+    1.34x, vmap 1.47x the sequential time), since one network's batch already fills the cores.
+    True insists on batching (on the CPU, ConvNets with instance, layer or no norm as one
+    `ConvNetEnsemble` of grouped convolutions, vmap otherwise;
     ValueError for BN), False is the plain loop. Both paths draw the same numbers, so they
     agree up to rounding. `chunk_size` caps how many networks share one batched pass
     (memory); the results do not depend on it.
@@ -334,7 +343,7 @@ def train_networks(
     # On CUDA the vmap stack is the measured path (H200); the ensemble is for the CPU.
     use_ensemble = device.type == "cpu" and supports_ensemble(template) and not ENSEMBLE_DISABLED
     if batched is None:
-        use_vmap = use_ensemble or (device.type == "cuda" and not has_batchnorm)
+        use_vmap = device.type == "cuda" and not has_batchnorm
     else:
         use_vmap = batched
     augmenter = make_augmenter(protocol)
