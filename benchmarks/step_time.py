@@ -20,27 +20,11 @@ import torch
 
 from dmcondense.augment import DSA
 from dmcondense.condense.module import DistributionMatching
-from dmcondense.data.datamodule import ClassBatchDataModule
-from dmcondense.data.imageset import ImageSet
+from dmcondense.data.random_images import RandomImagesDataModule
 from dmcondense.models.registry import build_model
 from dmcondense.rng import generator
 
 CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
-
-
-class RandomImagesDataModule(ClassBatchDataModule):
-    """CIFAR-10-shaped uint8 images from a seeded generator: timing needs shapes, not content."""
-
-    def __init__(self, per_class: int, **kwargs) -> None:
-        super().__init__(source="random", data_dir="", **kwargs)
-        self.per_class_images = per_class
-
-    def load(self, split: str) -> ImageSet:
-        n = self.num_classes * self.per_class_images
-        g = generator(0, "bench-images")
-        images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-        labels = torch.arange(self.num_classes).repeat_interleave(self.per_class_images)
-        return ImageSet(images, labels, [str(c) for c in range(self.num_classes)])
 
 
 class StepClock(L.Callback):

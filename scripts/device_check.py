@@ -28,8 +28,7 @@ import torch
 
 from dmcondense.augment import DSA
 from dmcondense.condense.module import DistributionMatching
-from dmcondense.data.datamodule import ClassBatchDataModule
-from dmcondense.data.imageset import ImageSet
+from dmcondense.data.random_images import RandomImagesDataModule
 from dmcondense.evaluation.protocol import Protocol, train_networks
 from dmcondense.models.registry import build_model
 from dmcondense.rng import generator
@@ -47,21 +46,6 @@ IPCS = [int(i) for i in os.environ.get("IPCS", "2,5" if ON_CPU else "10,50").spl
 EVAL_EPOCHS = int(os.environ.get("EVAL_EPOCHS", 2 if ON_CPU else 100))
 # Inductor on a CPU needs a C++ toolchain and minutes: the dry run only checks the wiring.
 COMPILE_BACKEND = os.environ.get("COMPILE_BACKEND", "eager" if ON_CPU else "inductor")
-
-
-class RandomImages(ClassBatchDataModule):
-    """CIFAR-10-shaped uint8 noise from a seeded generator: timing needs shapes, not content."""
-
-    def __init__(self, per_class: int, **kwargs) -> None:
-        super().__init__(source="random", data_dir="", **kwargs)
-        self.per_class_images = per_class
-
-    def load(self, split: str) -> ImageSet:
-        n = self.num_classes * self.per_class_images
-        g = generator(0, "device-check-images", split)
-        images = torch.randint(0, 256, (n, 3, SIDE, SIDE), generator=g, dtype=torch.uint8)
-        labels = torch.arange(self.num_classes).repeat_interleave(self.per_class_images)
-        return ImageSet(images, labels, [str(c) for c in range(self.num_classes)])
 
 
 def synchronize() -> None:
@@ -86,7 +70,7 @@ class StepClock(L.Callback):
 
 
 def condense_setting(ipc: int, precision: str, channels_last: bool, compile: bool) -> dict:
-    dm = RandomImages(
+    dm = RandomImagesDataModule(
         per_class=max(BATCH_REAL, ipc) * 2,
         num_classes=CLASSES,
         batch_real=BATCH_REAL,

@@ -260,16 +260,6 @@ class DSA:
         return inside.unsqueeze(1)
 
     @staticmethod
-    def _color(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        def per_image(value: torch.Tensor) -> torch.Tensor:
-            return value.to(x.dtype).view(-1, 1, 1, 1)
-
-        # (x - m) * f + m written as lerp(m, x, f): one pass instead of three.
-        x = x + per_image(p["brightness"])
-        x = torch.lerp(x.mean(dim=1, keepdim=True), x, per_image(p["saturation"]))
-        return torch.lerp(x.mean(dim=(1, 2, 3), keepdim=True), x, per_image(p["contrast"]))
-
-    @staticmethod
     def _scale_theta(p: dict[str, torch.Tensor]) -> torch.Tensor:
         """[N, 2, 3] affine maps stretching x and y independently."""
         factors = p["scale"].to(_at_least_float32(p["scale"].dtype))
