@@ -34,6 +34,7 @@ from dmcondense.evaluation.protocol import (
     train_networks,
 )
 from dmcondense.export import export_imagefolder
+from dmcondense.hostmem import reuse_freed_memory
 from dmcondense.io import atomic_write
 from dmcondense.rng import generator
 
@@ -145,6 +146,8 @@ def run(cfg: DictConfig) -> Path:
     started = time.time()
     quiet_library_chatter()
     check_config(cfg)
+    if cfg.reuse_host_memory:
+        reuse_freed_memory()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, test = load_data(cfg)
     build.fill_dataset_facts(cfg, dm.train_set)

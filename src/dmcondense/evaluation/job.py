@@ -41,6 +41,7 @@ from dmcondense.evaluation.protocol import (
     channel_stats,
     train_networks,
 )
+from dmcondense.hostmem import reuse_freed_memory
 from dmcondense.io import atomic_write, load_synthetic
 from dmcondense.rng import generator
 
@@ -117,6 +118,8 @@ def run(cfg: DictConfig) -> Path:
         ipc=cfg.ipc, num_exp=cfg.num_exp,
         **{"eval.num_models": cfg.eval.num_models, "eval.epochs": cfg.eval.epochs},
     )  # fmt: skip
+    if cfg.reuse_host_memory:
+        reuse_freed_memory()
     if cfg.synthetic is not None:
         sets, what = synthetic_sets(cfg), f"synthetic {cfg.synthetic}"
     dm = build.datamodule(cfg)
