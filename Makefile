@@ -32,7 +32,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/step_time.py
-	$(BIN)/python benchmarks/eval_batched.py
+	$(BIN)/python benchmarks/eval_batched.py --allocator both
 	$(BIN)/python benchmarks/memory.py
 
 clean:

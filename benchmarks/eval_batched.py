@@ -1,42 +1,74 @@
-"""Batched (torch.func vmap) against sequential training of the evaluation networks, side by
-side in one process: 10 ConvNets (width 128, depth 3) on a CIFAR-10-shaped IPC 10 set (100
-images, 3x32x32), DSA on, the protocol's optimiser, `--epochs` epochs each.
+"""Batched against sequential training of the evaluation networks, side by side in one process:
+10 ConvNets (width 128, depth 3) on a CIFAR-10-shaped IPC 10 set (100 images, 3x32x32), DSA
+on, the protocol's optimiser, `--epochs` epochs each, then each network tested on 500 images.
 
-    python benchmarks/eval_batched.py [--epochs 5] [--models 10] [--device cpu]
+The two paths alternate for `--repeats` rounds (the order flips each round, so drift of this
+VM's speed hits both) and the medians are compared. `--allocator both` also measures glibc's
+default allocator against `dmcondense.hostmem.reuse_freed_memory` (the framework's default).
+
+    python benchmarks/eval_batched.py [--epochs 5] [--repeats 3] [--models 10]
+                                      [--allocator reuse|default|both] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
 
 from dmcondense.evaluation.protocol import Protocol, train_networks
+from dmcondense.hostmem import reuse_freed_memory
 from dmcondense.rng import generator
 
 CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
 
 
-def timed(batched: bool, args, data) -> tuple[float, torch.Tensor]:
+def timed(batched: bool, epochs: int, models: int, device: str, data) -> tuple[float, torch.Tensor]:
     images, labels, test_images, test_labels = data
-    if args.device == "cuda":
+    if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     acc = train_networks(
-        "convnet", images, labels, test_images, test_labels, num_models=args.models,
-        protocol=Protocol(epochs=args.epochs), seed=0, mean=CIFAR_MEAN, std=CIFAR_STD,
-        batched=batched, num_classes=10, device=args.device,
+        "convnet", images, labels, test_images, test_labels, num_models=models,
+        protocol=Protocol(epochs=epochs), seed=0, mean=CIFAR_MEAN, std=CIFAR_STD,
+        batched=batched, num_classes=10, device=device,
     )  # fmt: skip
-    if args.device == "cuda":
+    if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, acc
+
+
+def side_by_side(args, data) -> dict[str, float]:
+    """Median seconds of each path over alternating rounds; prints every round."""
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    accuracies = {}
+    for batched in (False, True):  # warm-up: first-call costs, the heap grows to its peak
+        timed(batched, 1, args.models, args.device, data)
+    for round_ in range(args.repeats):
+        for batched in (False, True) if round_ % 2 == 0 else (True, False):
+            wall, accuracies[batched] = timed(batched, args.epochs, args.models, args.device, data)
+            seconds[batched].append(wall)
+        print(
+            f"  round {round_ + 1}: sequential {seconds[False][-1]:.1f} s, "
+            f"batched {seconds[True][-1]:.1f} s",
+            flush=True,
+        )
+    gap = float((accuracies[True] - accuracies[False]).abs().max())
+    print(f"  largest accuracy difference between the paths: {gap:.4f}")
+    return {
+        "sequential": statistics.median(seconds[False]),
+        "batched": statistics.median(seconds[True]),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", type=int, default=10)
+    parser.add_argument("--allocator", choices=["reuse", "default", "both"], default="reuse")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     g = generator(0, "bench-eval")
@@ -46,19 +78,26 @@ def main() -> None:
         torch.randint(0, 256, (500, 3, 32, 32), generator=g, dtype=torch.uint8),
         torch.randint(0, 10, (500,), generator=g),
     )
-    timed(False, argparse.Namespace(**{**vars(args), "epochs": 1, "models": 1}), data)  # warm-up
-    sequential, acc_s = timed(False, args, data)
-    batched, acc_b = timed(True, args, data)
-    print(
-        f"{args.models} ConvNets x {args.epochs} epochs on 100 CIFAR-shaped images, {args.device}"
-    )
-    print(
-        f"sequential {sequential:.1f} s   batched {batched:.1f} s   "
-        f"batched/sequential {batched / sequential:.2f}"
-    )
-    print(
-        f"largest accuracy difference between the paths: {float((acc_b - acc_s).abs().max()):.4f}"
-    )
+    allocators = ["default", "reuse"] if args.allocator == "both" else [args.allocator]
+    medians = {}
+    for allocator in allocators:
+        applied = reuse_freed_memory(allocator == "reuse")
+        print(
+            f"{args.models} ConvNets x {args.epochs} epochs, 100 CIFAR-shaped images, "
+            f"{args.device}, allocator {allocator} (mallopt applied: {applied}), "
+            f"median of {args.repeats}:",
+            flush=True,
+        )
+        medians[allocator] = side_by_side(args, data)
+        m = medians[allocator]
+        print(
+            f"  sequential {m['sequential']:.1f} s   batched {m['batched']:.1f} s   "
+            f"batched/sequential {m['batched'] / m['sequential']:.2f}"
+        )
+    if len(medians) == 2:
+        for path in ("sequential", "batched"):
+            ratio = medians["reuse"][path] / medians["default"][path]
+            print(f"reuse/default allocator, {path}: {ratio:.2f}")
 
 
 if __name__ == "__main__":

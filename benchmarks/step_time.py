@@ -4,7 +4,8 @@ Step: a Lightning fit step (sampling, gather, normalise, DSA, network draw, loss
 SGD update, Lightning's loop). Floor: the bare forward pass of the same real batches plus the
 forward and backward pass of the synthetic batch through the same network, nothing else.
 CIFAR-10 shapes (10 classes, 3x32x32), IPC 10, batch_real 256, ConvNet (width 128, depth 3) by
-default. Also compares precision=bf16-mixed with fp32 for the full step.
+default. Also compares precision=bf16-mixed with fp32 for the full step. Host memory is reused
+as a training job reuses it (`dmcondense.hostmem`).
 
     python benchmarks/step_time.py [--steps 4] [--batch-real 256] [--ipc 10]
         [--precisions 32-true,bf16-mixed]
@@ -21,6 +22,7 @@ import torch
 from dmcondense.augment import DSA
 from dmcondense.condense.module import DistributionMatching
 from dmcondense.data.random_images import RandomImagesDataModule
+from dmcondense.hostmem import reuse_freed_memory
 from dmcondense.models.registry import build_model
 from dmcondense.rng import generator
 
@@ -91,6 +93,7 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--precisions", default="32-true,bf16-mixed")
     args = parser.parse_args()
+    reuse_freed_memory()  # as every dmcondense job does
     print(
         f"CIFAR-10 shapes, IPC {args.ipc}, batch_real {args.batch_real}, ConvNet 128x3, "
         f"{torch.get_num_threads()} threads, {args.steps} timed steps each"

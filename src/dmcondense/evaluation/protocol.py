@@ -315,9 +315,10 @@ def train_networks(
     `batched`: None trains the networks together with torch.vmap on a CUDA device unless the
     architecture uses BatchNorm (vmap cannot update per-network BN running statistics in
     place, so BN models go one after another), and falls back (with a warning) if vmap raises
-    for the architecture. On the CPU, None trains the networks one after another: on 2 idle
-    cores the batched paths measured slower (`benchmarks/eval_batched.py`: the ConvNet ensemble
-    1.34x, vmap 1.47x the sequential time), since one network's batch already fills the cores.
+    for the architecture. On the CPU, None trains the networks one after another: on 2 cores
+    the ConvNet ensemble measured as fast as the sequential loop (`benchmarks/eval_batched.py`:
+    ratio 0.96-1.00), since one network's batch already fills the cores, while it holds all M
+    networks' activations at once (about 4x the memory for M=10).
     True insists on batching (on the CPU, ConvNets with instance, layer or no norm as one
     `ConvNetEnsemble` of grouped convolutions, vmap otherwise;
     ValueError for BN), False is the plain loop. Both paths draw the same numbers, so they
