@@ -84,9 +84,11 @@ def child(args: argparse.Namespace) -> None:
     from dmcondense.data.datamodule import ClassBatchDataModule
     from dmcondense.data.statistics import channel_statistics, statistics_sample
     from dmcondense.data.streaming import StreamingClassDataModule
+    from dmcondense.hostmem import reuse_freed_memory
     from dmcondense.models.registry import build_model
     from dmcondense.rng import generator
 
+    reuse_freed_memory()  # as every dmcondense job does: the heap keeps its peak
     common = dict(
         source="imagefolder",
         data_dir=args.folder,
