@@ -2,8 +2,8 @@
 
 glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh mmap and
 unmaps it on free. A CPU training loop allocates the same 50-500 MiB activations every step, so
-it page-faults on every byte of them, every step: measured 30-40% of a ConvNet training step on
-this project's 2-core machine (`benchmarks/eval_batched.py --allocator both`). With mmap and
+it page-faults on every byte of them, every step: about half the time of a ConvNet training
+step on this project's 2-core machine (`benchmarks/eval_batched.py --allocator both`). With mmap and
 trimming off, freed blocks go back to the heap and the next step reuses them.
 Cost: the process keeps its peak heap until it exits. Off by `reuse_host_memory=false`.
 """
@@ -22,7 +22,8 @@ _GLIBC_DEFAULTS = {_M_MMAP_MAX: 65536, _M_TRIM_THRESHOLD: 128 * 1024}
 def reuse_freed_memory(enable: bool = True) -> bool:
     """Tell glibc's malloc to keep and reuse freed memory; True if the C library accepted it.
 
-    `enable=False` puts glibc's defaults back (benchmarks compare both in one process).
+    `enable=False` puts glibc's default limits back (benchmarks compare both in one process;
+    glibc's sliding mmap threshold stays off once mallopt has set these).
     A no-op returning False off Linux or with a C library without glibc's `mallopt`.
     Affects allocations made after the call, process-wide (DataLoader workers forked later
     inherit it).

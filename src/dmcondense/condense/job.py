@@ -146,7 +146,7 @@ def run(cfg: DictConfig) -> Path:
     started = time.time()
     quiet_library_chatter()
     check_config(cfg)
-    if cfg.reuse_host_memory:
+    if cfg.get("reuse_host_memory", True):
         reuse_freed_memory()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, test = load_data(cfg)

@@ -118,7 +118,7 @@ def run(cfg: DictConfig) -> Path:
         ipc=cfg.ipc, num_exp=cfg.num_exp,
         **{"eval.num_models": cfg.eval.num_models, "eval.epochs": cfg.eval.epochs},
     )  # fmt: skip
-    if cfg.reuse_host_memory:
+    if cfg.get("reuse_host_memory", True):
         reuse_freed_memory()
     if cfg.synthetic is not None:
         sets, what = synthetic_sets(cfg), f"synthetic {cfg.synthetic}"

@@ -317,8 +317,8 @@ def train_networks(
     place, so BN models go one after another), and falls back (with a warning) if vmap raises
     for the architecture. On the CPU, None trains the networks one after another: on 2 cores
     the ConvNet ensemble measured as fast as the sequential loop (`benchmarks/eval_batched.py`:
-    ratio 0.96-1.00), since one network's batch already fills the cores, while it holds all M
-    networks' activations at once (about 4x the memory for M=10).
+    median ratios 0.96 to 1.03 over four runs), since one network's batch already fills the
+    cores, while it holds all M networks' activations at once (about 4x the memory for M=10).
     True insists on batching (on the CPU, ConvNets with instance, layer or no norm as one
     `ConvNetEnsemble` of grouped convolutions, vmap otherwise;
     ValueError for BN), False is the plain loop. Both paths draw the same numbers, so they
