@@ -283,7 +283,7 @@ def _test_stacked(
 
 
 # ------------------------------------------------------------------------------ public
-# Benchmarks and tests flip this to compare the ensemble with the generic vmap stack.
+# Tests flip this to compare the ensemble with the generic vmap stack on the CPU.
 ENSEMBLE_DISABLED = False
 
 
