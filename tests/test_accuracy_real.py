@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_train
+from helpers import run_train
 
 
 @pytest.mark.slow

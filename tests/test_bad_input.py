@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_train
-from fixtures import write_imagefolder
+from helpers import run_train
+from helpers.fixtures import write_imagefolder
 
 from dmcondense.io import load_synthetic
 

@@ -10,6 +10,7 @@ import csv
 from pathlib import Path
 
 import torch
+from helpers import run_train
 
 from dmcondense.data.sources import load_split
 from dmcondense.io import load_synthetic
@@ -40,11 +41,11 @@ def initial_images(meta: dict) -> torch.Tensor:
     return (train.images[meta["init_indices"]].float() / 255 - mean) / std
 
 
-def test_two_process_ddp_matches_one_process(train_cli, tmp_path: Path) -> None:
+def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
-    single = train_cli(*TINY, f"hydra.run.dir={single_dir}")
+    single = run_train(*TINY, f"hydra.run.dir={single_dir}")
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = train_cli(*TINY, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={ddp_dir}")
+    ddp = run_train(*TINY, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={ddp_dir}")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
     # Two ranks really ran, and only rank 0 evaluated and reported.

@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
-from conftest import REPO_ROOT, run_train
+from helpers import run_evaluate, run_train
 
 TINY = ["model.width=8", "eval.epochs=2", "eval.num_models=2"]
-
-
-def run_evaluate(*overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
-    return subprocess.run(
-        [sys.executable, "-m", "dmcondense.evaluate", *overrides],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
 
 
 def check_outputs(run_dir, models: list[str], networks: int) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_train
+from helpers import run_train
 from omegaconf import OmegaConf
 from PIL import Image
 

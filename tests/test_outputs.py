@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, run_train
+from helpers import REPO_ROOT, run_train
 from PIL import Image
 
 from dmcondense.cli import groups

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT, run_train
 
 from dmcondense.io import atomic_write, load_synthetic
 
@@ -70,7 +70,7 @@ def start_paused_run(run_dir: Path, pause_at: int) -> subprocess.Popen:
     )
 
 
-def test_killed_run_resumes_to_the_same_synthetic_set(train_cli, tmp_path: Path) -> None:
+def test_killed_run_resumes_to_the_same_synthetic_set(tmp_path: Path) -> None:
     killed_dir, whole_dir = tmp_path / "killed", tmp_path / "whole"
     last = killed_dir / "checkpoints" / "last.ckpt"
     process = start_paused_run(killed_dir, pause_at=KILL_AFTER + 2)
@@ -98,10 +98,10 @@ def test_killed_run_resumes_to_the_same_synthetic_set(train_cli, tmp_path: Path)
     assert load_synthetic(killed_dir)[1]["step"] == KILL_AFTER
     assert not (killed_dir / "results.json").exists()
 
-    resumed = train_cli(*RUN, "resume=last", f"hydra.run.dir={killed_dir}")
+    resumed = run_train(*RUN, "resume=last", f"hydra.run.dir={killed_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restored all states" in resumed.stdout + resumed.stderr
-    whole = train_cli(*RUN, f"hydra.run.dir={whole_dir}")
+    whole = run_train(*RUN, f"hydra.run.dir={whole_dir}")
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     (resumed_set, resumed_meta), (whole_set, whole_meta) = (

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import (
+from helpers.fixtures import (
     write_cifar10,
     write_cifar100,
     write_fashionmnist,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import write_imagefolder, write_tinyimagenet
+from helpers import run_train
+from helpers.fixtures import write_imagefolder, write_tinyimagenet
 from omegaconf import OmegaConf
 
 from dmcondense import build
@@ -138,7 +139,7 @@ def test_streaming_is_refused_for_in_memory_sources() -> None:
         build.datamodule(cfg)
 
 
-def test_streamed_run_equals_the_in_memory_run(train_cli, folder, tmp_path: Path) -> None:
+def test_streamed_run_equals_the_in_memory_run(folder, tmp_path: Path) -> None:
     root, expected = folder
     tiny = ["model.width=8", "batch_real=4", "iterations=3", "ipc=2", "eval.epochs=1"]
     tiny += [
@@ -150,7 +151,7 @@ def test_streamed_run_equals_the_in_memory_run(train_cli, folder, tmp_path: Path
     records = {}
     for streamed in (False, True):
         run_dir = tmp_path / f"streaming_{streamed}"
-        result = train_cli(*tiny, f"dataset.streaming={streamed}", f"hydra.run.dir={run_dir}")
+        result = run_train(*tiny, f"dataset.streaming={streamed}", f"hydra.run.dir={run_dir}")
         assert result.returncode == 0, result.stderr[-2000:]
         records[streamed] = load_synthetic(run_dir / "synthetic.pt")
     (memory_set, memory_meta), (stream_set, stream_meta) = records[False], records[True]

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+from helpers import run_train
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
@@ -28,9 +29,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_sweep_writes_a_folder_per_run_and_a_summary(train_cli, tmp_path: Path) -> None:
+def test_sweep_writes_a_folder_per_run_and_a_summary(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
-    result = train_cli("-m", "ipc=1,2", *TINY, f"hydra.sweep.dir={sweep_dir}")
+    result = run_train("-m", "ipc=1,2", *TINY, f"hydra.sweep.dir={sweep_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
 
     run_dirs = sorted(p.parent for p in sweep_dir.glob("*/results.json"))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_train
 from PIL import Image
 
 from dmcondense.io import load_synthetic
@@ -14,10 +15,10 @@ from dmcondense.io import load_synthetic
 TINY = ["model.width=8", "batch_real=4", "iterations=3", "eval.epochs=1", "eval.num_models=1"]
 
 
-def test_train_writes_synthetic_set_picture_and_results(train_cli, tmp_path: Path) -> None:
+def test_train_writes_synthetic_set_picture_and_results(tmp_path: Path) -> None:
     ipc, num_classes = 2, 10
     run_dir = tmp_path / "run"
-    result = train_cli(*TINY, f"ipc={ipc}", f"hydra.run.dir={run_dir}")
+    result = run_train(*TINY, f"ipc={ipc}", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
 
     dataset, meta = load_synthetic(run_dir / "synthetic.pt")
@@ -61,13 +62,13 @@ def test_train_writes_synthetic_set_picture_and_results(train_cli, tmp_path: Pat
     ids=["misspelt-dataset", "misspelt-key", "missing-data", "ipc-zero", "wrong-class-count"],
 )
 def test_bad_input_exits_with_one_error_line(
-    train_cli, tmp_path: Path, overrides: list[str], must_mention: list[str]
+    tmp_path: Path, overrides: list[str], must_mention: list[str]
 ) -> None:
     empty = tmp_path / "no_data"
     empty.mkdir()
     run_dir = tmp_path / "run"
     args = [o.format(empty=empty) for o in overrides]
-    result = train_cli(*args, "iterations=2", f"hydra.run.dir={run_dir}", timeout=120)
+    result = run_train(*args, "iterations=2", f"hydra.run.dir={run_dir}", timeout=120)
 
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
