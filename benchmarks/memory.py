@@ -5,10 +5,10 @@ each in a fresh process, once streaming (dataset.streaming: only sampled files a
 DataLoader workers) and once in memory (the whole split decoded to uint8 up front), and prints
 peak resident set sizes: the main process (getrusage ru_maxrss) before the steps and overall,
 and the largest decoding worker (VmHWM, polled). Exit status 1 when the streaming main process
-or worker peak grows by more than --tolerance.
+or worker peak grows by more than --tolerance. Figures: benchmarks/README.md.
 
     python benchmarks/memory.py [--classes 10] [--per-class 200] [--factor 10] [--size 32]
-        [--steps 3] [--batch-real 64] [--workers 2] [--tolerance 0.10]
+        [--steps 3] [--batch-real 32] [--width 32] [--ipc 10] [--workers 2] [--tolerance 0.10]
 """
 
 from __future__ import annotations
@@ -80,11 +80,12 @@ def child(args: argparse.Namespace) -> None:
     import lightning as L
 
     from dmcondense.augment import DSA
-    from dmcondense.condense.module import DistributionMatching
     from dmcondense.data.datamodule import ClassBatchDataModule
+    from dmcondense.data.normalise import Normaliser
     from dmcondense.data.statistics import channel_statistics, statistics_sample
     from dmcondense.data.streaming import StreamingClassDataModule
     from dmcondense.hostmem import reuse_freed_memory
+    from dmcondense.methods.dm import DistributionMatching
     from dmcondense.models.registry import build_model
     from dmcondense.rng import generator
 
@@ -105,13 +106,12 @@ def child(args: argparse.Namespace) -> None:
     else:
         dm = ClassBatchDataModule(**common)
     dm.setup("fit")
-    mean, std = channel_statistics(statistics_sample(dm.train_set))
+    normaliser = Normaliser(*channel_statistics(statistics_sample(dm.train_set)))
     indices = dm.index.sample(args.ipc, generator(0, "init")).flatten()
-    mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
-    init = (dm.real_images(indices).float() / 255 - mean_t) / std_t
+    init = normaliser.to_input(dm.real_images(indices))
     data_kib = peak_kib()  # listing (streaming) or decoding everything (in memory), then init
     net = build_model("convnet", 3, args.classes, args.size, width=args.width)
-    module = DistributionMatching(net, DSA(), init, args.classes, mean, std)
+    module = DistributionMatching(net, DSA(), init, args.classes, normaliser)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,

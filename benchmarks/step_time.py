@@ -5,7 +5,7 @@ SGD update, Lightning's loop). Floor: the bare forward pass of the same real bat
 forward and backward pass of the synthetic batch through the same network, nothing else.
 CIFAR-10 shapes (10 classes, 3x32x32), IPC 10, batch_real 256, ConvNet (width 128, depth 3) by
 default. Also compares precision=bf16-mixed with fp32 for the full step. Host memory is reused
-as a training job reuses it (`dmcondense.hostmem`).
+as a training job reuses it (`dmcondense.hostmem`). Figures: benchmarks/README.md.
 
     python benchmarks/step_time.py [--steps 4] [--batch-real 256] [--ipc 10]
         [--precisions 32-true,bf16-mixed]
@@ -18,15 +18,16 @@ import time
 
 import lightning as L
 import torch
+from random_images import RandomImagesDataModule  # beside this script
 
 from dmcondense.augment import DSA
-from dmcondense.condense.module import DistributionMatching
-from dmcondense.data.random_images import RandomImagesDataModule
+from dmcondense.data.normalise import Normaliser
 from dmcondense.hostmem import reuse_freed_memory
+from dmcondense.methods.dm import DistributionMatching
 from dmcondense.models.registry import build_model
 from dmcondense.rng import generator
 
-CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
+CIFAR = Normaliser([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])
 
 
 class StepClock(L.Callback):
@@ -49,7 +50,7 @@ def condense_step_seconds(args, precision: str) -> float:
     dm.setup()
     init = torch.randn(classes * args.ipc, 3, 32, 32, generator=generator(0, "bench-init"))
     net = build_model("convnet", 3, classes, 32)
-    module = DistributionMatching(net, DSA(), init, classes, CIFAR_MEAN, CIFAR_STD)
+    module = DistributionMatching(net, DSA(), init, classes, CIFAR)
     clock = StepClock()
     trainer = L.Trainer(
         accelerator="cpu",

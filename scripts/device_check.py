@@ -4,7 +4,8 @@ Run through scripts/device_check.sh (it checks the imports first). CIFAR-10 shap
 images, 10 classes, 3x32x32), ConvNet 128x3, batch_real 256, Lightning fit steps without a
 progress bar. Settings: IPC 10 and 50 x fp32 and bf16-mixed x contiguous and channels-last,
 then torch.compile and cudnn.benchmark on one setting. Evaluation: 10 ConvNets trained on an
-IPC-10 CIFAR-shaped set, batched (vmap) and one after another, in network-epochs per second.
+IPC-10 CIFAR-shaped set, batched (eval.backend=vmap; ensemble under DEVICE=cpu) and one after
+another (eval.backend=loop), in network-epochs per second. Figures: benchmarks/README.md.
 Figures go to stdout and, when $OUT is set, to $OUT/device_check.json (rewritten after each
 measurement, so a run cut short still leaves what it measured).
 
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -27,13 +29,18 @@ import lightning as L
 import torch
 
 from dmcondense.augment import DSA
-from dmcondense.condense.module import DistributionMatching
-from dmcondense.data.random_images import RandomImagesDataModule
-from dmcondense.evaluation.protocol import Protocol, train_networks
+from dmcondense.data.normalise import Normaliser
+from dmcondense.evaluation.protocol import Protocol
+from dmcondense.evaluation.score import train_networks
+from dmcondense.methods.dm import DistributionMatching
 from dmcondense.models.registry import build_model
 from dmcondense.rng import generator
 
-CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
+# RandomImagesDataModule lives beside the benchmarks that share it (benchmarks/random_images.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from random_images import RandomImagesDataModule  # noqa: E402
+
+CIFAR = Normaliser([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])
 CLASSES, SIDE = 10, 32
 
 DEVICE = os.environ.get("DEVICE", "cuda")
@@ -85,8 +92,7 @@ def condense_setting(ipc: int, precision: str, channels_last: bool, compile: boo
         DSA(),
         init,
         CLASSES,
-        CIFAR_MEAN,
-        CIFAR_STD,
+        CIFAR,
         channels_last=channels_last,
         compile=compile,
         compile_backend=COMPILE_BACKEND,
@@ -129,14 +135,15 @@ def evaluation_rates(num_models: int = 10, ipc: int = 10) -> dict:
     labels = torch.arange(CLASSES).repeat_interleave(ipc)
     test_images = torch.randint(0, 256, (1000, 3, SIDE, SIDE), generator=g, dtype=torch.uint8)
     test_labels = torch.randint(0, CLASSES, (1000,), generator=g)
-    rates = {"num_models": num_models, "ipc": ipc, "epochs": EVAL_EPOCHS}
-    for batched in (True, False):
+    # batched: the vmap stack on a GPU, the grouped-convolution ensemble in a CPU dry run
+    backends = {"batched": "ensemble" if ON_CPU else "vmap", "sequential": "loop"}
+    rates = {"num_models": num_models, "ipc": ipc, "epochs": EVAL_EPOCHS, "backends": backends}
+    for name, backend in backends.items():
         kwargs = dict(
             num_models=num_models,
             seed=0,
-            mean=CIFAR_MEAN,
-            std=CIFAR_STD,
-            batched=batched,
+            normaliser=CIFAR,
+            backend=backend,
             num_classes=CLASSES,
             device=DEVICE,
             model_kwargs={"width": WIDTH},
@@ -150,7 +157,6 @@ def evaluation_rates(num_models: int = 10, ipc: int = 10) -> dict:
                                   protocol=Protocol(epochs=EVAL_EPOCHS), **kwargs)  # fmt: skip
         synchronize()
         seconds = time.perf_counter() - started
-        name = "batched" if batched else "sequential"
         rates[f"{name}_network_epochs_per_s"] = round(num_models * EVAL_EPOCHS / seconds, 2)
         rates[f"{name}_seconds"] = round(seconds, 2)
         rates[f"{name}_mean_accuracy"] = round(float(accuracy.mean()), 4)
@@ -222,8 +228,8 @@ def main() -> None:
         report["evaluation"] = e = evaluation_rates(ipc=IPCS[0])
         print(
             f"evaluation, 10 ConvNets on IPC {e['ipc']}, {EVAL_EPOCHS} epochs: batched "
-            f"{e['batched_network_epochs_per_s']} network-epochs/s, sequential "
-            f"{e['sequential_network_epochs_per_s']} ({e['speedup']}x)",
+            f"({e['backends']['batched']}) {e['batched_network_epochs_per_s']} network-epochs/s, "
+            f"sequential (loop) {e['sequential_network_epochs_per_s']} ({e['speedup']}x)",
             flush=True,
         )
     except Exception as error:

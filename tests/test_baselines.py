@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dmcondense.data.normalise import Normaliser
 from dmcondense.evaluation.baselines import (
     embed_features,
     select_herding,
@@ -101,21 +102,24 @@ def test_whole_set_is_every_index(clustered) -> None:
     assert torch.equal(select_whole(labels), torch.arange(labels.numel()))
 
 
+HALF = Normaliser([0.5], [0.25])
+
+
 def test_embed_features_batched_seeded_and_trainable() -> None:
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (20, 1, 28, 28), generator=gen, dtype=torch.uint8)
     labels = torch.arange(20) % 2
     kwargs = dict(seed=0, image_size=28, channels=1, num_classes=2, model_kwargs={"width": 8})
-    features = embed_features(images, [0.5], [0.25], batch_size=512, **kwargs)
+    features = embed_features(images, HALF, batch_size=512, **kwargs)
     assert features.shape == (20, 8 * 4 * 4)  # depth 3: 32 -> 16 -> 8 -> 4
-    small_batches = embed_features(images, [0.5], [0.25], batch_size=7, **kwargs)
+    small_batches = embed_features(images, HALF, batch_size=7, **kwargs)
     assert torch.allclose(features, small_batches, atol=1e-5)
-    other_seed = embed_features(images, [0.5], [0.25], **{**kwargs, "seed": 1})
+    other_seed = embed_features(images, HALF, **{**kwargs, "seed": 1})
     assert not torch.allclose(features, other_seed)
     trained = embed_features(
-        images, [0.5], [0.25], train_epochs=2, train_labels=labels, batch_size=512, **kwargs
+        images, HALF, train_epochs=2, train_labels=labels, batch_size=512, **kwargs
     )
     assert trained.shape == features.shape
     assert not torch.allclose(features, trained)
     with pytest.raises(ValueError, match="train_labels"):
-        embed_features(images, [0.5], [0.25], train_epochs=1, **kwargs)
+        embed_features(images, HALF, train_epochs=1, **kwargs)

@@ -8,13 +8,14 @@ import torch
 from torch import nn
 
 from dmcondense.augment import DSA, NoAugment
-from dmcondense.condense.loss import class_means, matching_loss
-from dmcondense.condense.module import DistributionMatching
 from dmcondense.data.datamodule import ClassBatchDataModule
+from dmcondense.data.normalise import Normaliser
+from dmcondense.methods.dm import DistributionMatching, class_means, matching_loss
 from dmcondense.models.registry import build_model
 from dmcondense.rng import generator
 
 MNIST_MEAN, MNIST_STD = [0.1307], [0.3081]
+MNIST = Normaliser(MNIST_MEAN, MNIST_STD)
 
 
 # --- the loss ----------------------------------------------------------------------------------
@@ -65,7 +66,7 @@ def random_uint8(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 def convnet_module(num_classes: int = 4, ipc: int = 2, seed: int = 0) -> DistributionMatching:
     init = torch.randn(num_classes * ipc, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     net = build_model("convnet", 1, num_classes, 28, width=8)
-    return DistributionMatching(net, DSA(), init, num_classes, MNIST_MEAN, MNIST_STD, seed=seed)
+    return DistributionMatching(net, DSA(), init, num_classes, MNIST, seed=seed)
 
 
 def test_synthetic_is_the_only_parameter_and_the_network_is_no_submodule() -> None:
@@ -117,7 +118,7 @@ def test_step_loss_equals_hand_computed_mean_embedding_distance(classes: list[in
     mean, std = [0.5], [0.25]
     init = torch.randn(num_classes * ipc, 1, 4, 4, generator=torch.Generator().manual_seed(7))
     module = DistributionMatching(
-        LinearEmbed(16, dim), NoAugment(), init, num_classes, mean, std, seed=11
+        LinearEmbed(16, dim), NoAugment(), init, num_classes, Normaliser(mean, std), seed=11
     )
     real = random_uint8((len(classes), n_real, 1, 4, 4), seed=8)
     step = 6
@@ -151,7 +152,7 @@ def fit_synthetic(seed: int, init_seed: int = 0, steps: int = 3) -> torch.Tensor
     picks = dm.index.sample(ipc, generator(init_seed, "init")).flatten()
     init = (dm.real_images(picks).float() / 255 - MNIST_MEAN[0]) / MNIST_STD[0]
     net = build_model("convnet", 1, num_classes, 28, width=8)
-    module = DistributionMatching(net, DSA(), init, num_classes, MNIST_MEAN, MNIST_STD, seed=seed)
+    module = DistributionMatching(net, DSA(), init, num_classes, MNIST, seed=seed)
     trainer = L.Trainer(
         max_steps=steps,
         accelerator="cpu",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 
+import pytest
 from helpers import run_evaluate, run_train
 
 TINY = ["model.width=8", "eval.epochs=2", "eval.num_models=2"]
@@ -17,7 +19,9 @@ def check_outputs(run_dir, models: list[str], networks: int) -> dict:
     assert sorted(summary["results"]) == sorted(models)
     for r in summary["results"].values():
         assert len(r["accuracies"]) == networks
-        assert 0 <= r["mean"] <= 100 and r["std"] >= 0
+        # mean and population std of every network of every experiment, pooled
+        assert r["mean"] == pytest.approx(statistics.fmean(r["accuracies"]), abs=0.006)
+        assert r["std"] == pytest.approx(statistics.pstdev(r["accuracies"]), abs=0.006)
     with open(run_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [row["architecture"] for row in rows] == models
@@ -35,6 +39,9 @@ def test_evaluate_saved_synthetic_set_on_two_architectures(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     summary = check_outputs(out, ["convnet", "mlp"], networks=2)
     assert summary["ipc"] == 2 and summary["dataset"] == "mnist_sample"
+    # Same set, seed and protocol as the train job's own scoring: the same ConvNet accuracies.
+    trained = json.loads((condensed / "results.json").read_text())["results"]["dm"]["convnet"]
+    assert summary["results"]["convnet"] == trained
     printed = result.stdout.splitlines()
     assert any(line.startswith("convnet") for line in printed)
     assert any(line.startswith("mlp") for line in printed)
@@ -42,11 +49,16 @@ def test_evaluate_saved_synthetic_set_on_two_architectures(tmp_path) -> None:
 
 
 def test_evaluate_baseline_over_two_experiments(tmp_path) -> None:
-    out = tmp_path / "eval"
+    out, one = tmp_path / "eval", tmp_path / "one"
     result = run_evaluate("baseline=random", "ipc=3", "num_exp=2", *TINY, f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr[-2000:]
     summary = check_outputs(out, ["convnet"], networks=4)  # 2 selections x 2 networks
     assert summary["experiments"] == 2 and summary["what"].startswith("baseline random")
+    # Experiment 0 is the num_exp=1 run (same seed); experiment 1 draws with seed + 1.
+    result = run_evaluate("baseline=random", "ipc=3", "num_exp=1", *TINY, f"hydra.run.dir={one}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    first = check_outputs(one, ["convnet"], networks=2)["results"]["convnet"]["accuracies"]
+    assert summary["results"]["convnet"]["accuracies"][:2] == first
 
 
 def test_evaluate_needs_exactly_one_source(tmp_path) -> None:

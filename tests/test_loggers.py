@@ -17,7 +17,7 @@ from helpers import run_train
 from omegaconf import OmegaConf
 from PIL import Image
 
-from dmcondense.condense.tracking import choose_wandb_mode, wandb_credentials_found
+from dmcondense.condense.tracking import wandb_credentials_found, wandb_logger_kwargs
 
 IPC, ITERATIONS, IMAGES_EVERY = 2, 4, 2
 TINY = [
@@ -163,17 +163,18 @@ def test_wandb_goes_offline_only_without_credentials(wandb_env, monkeypatch, tmp
     cfg = OmegaConf.create(
         {"logger": {"_target_": "lightning.pytorch.loggers.WandbLogger", "offline": False}}
     )
+    composed = OmegaConf.to_yaml(cfg)
     assert not wandb_credentials_found()
-    assert choose_wandb_mode(cfg) is True and cfg.logger.offline is True
+    assert wandb_logger_kwargs(cfg) == {"offline": True}
 
     netrc = tmp_path / "netrc"
     netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
     monkeypatch.setenv("NETRC", str(netrc))
-    cfg.logger.offline = False
-    assert wandb_credentials_found() and choose_wandb_mode(cfg) is False
+    assert wandb_credentials_found() and wandb_logger_kwargs(cfg) == {"offline": False}
 
     monkeypatch.setenv("WANDB_MODE", "offline")  # asked for explicitly: offline even with a key
-    assert choose_wandb_mode(cfg) is True
+    assert wandb_logger_kwargs(cfg) == {"offline": True}
+    assert OmegaConf.to_yaml(cfg) == composed  # the config is read, never edited
 
     csv_cfg = OmegaConf.create({"logger": {"_target_": "lightning.pytorch.loggers.CSVLogger"}})
-    assert choose_wandb_mode(csv_cfg) is False and "offline" not in csv_cfg.logger
+    assert wandb_logger_kwargs(csv_cfg) == {}

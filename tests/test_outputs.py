@@ -103,7 +103,8 @@ def test_export_makes_class_names_safe_folder_names(tmp_path: Path) -> None:
 
 def test_a_loaded_synthetic_set_trains_a_network_in_three_lines(exported_run) -> None:
     import dmcondense
-    from dmcondense.evaluation.protocol import Protocol, train_network
+    from dmcondense.data.normalise import Normaliser
+    from dmcondense.evaluation import Protocol, train_network
     from dmcondense.models.registry import build_model
 
     run_dir, _ = exported_run
@@ -112,7 +113,7 @@ def test_a_loaded_synthetic_set_trains_a_network_in_three_lines(exported_run) ->
     dataset, meta = dmcondense.load_synthetic(run_dir)
     net = build_model("convnet", channels=1, num_classes=10, image_size=28, width=16)
     train_network(net, *dataset.tensors, protocol=Protocol(epochs=40), seed=0, index=0,
-                  mean=meta["mean"], std=meta["std"])  # fmt: skip
+                  normaliser=Normaliser(meta["mean"], meta["std"]))  # fmt: skip
 
     images, labels = dataset.tensors
     assert isinstance(dataset, torch.utils.data.Dataset) and len(dataset) == 10 * IPC

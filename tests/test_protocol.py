@@ -10,19 +10,15 @@ import torch.nn.functional as F
 
 from dmcondense.augment import DSA
 from dmcondense.data.imageset import ImageSet
+from dmcondense.data.normalise import Normaliser
 from dmcondense.data.sources import load_split
-from dmcondense.evaluation import protocol as protocol_module
 from dmcondense.evaluation.ensemble import ConvNetEnsemble, supports_ensemble
-from dmcondense.evaluation.protocol import (
-    Protocol,
-    evaluate_synthetic,
-    lr_at,
-    make_optimizer,
-    train_networks,
-)
+from dmcondense.evaluation.protocol import Protocol, lr_at, make_optimizer
+from dmcondense.evaluation.score import score, train_networks
 from dmcondense.models.registry import build_model
 
 MNIST_MEAN, MNIST_STD = [0.1307], [0.3081]
+MNIST = Normaliser(MNIST_MEAN, MNIST_STD)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +57,8 @@ def test_optimizer_is_sgd_with_momentum_and_weight_decay() -> None:
     assert Protocol().batch_size == 256
 
 
-@pytest.mark.parametrize("batched", [False, True])
-def test_training_augments_every_batch_with_dsa_by_default(monkeypatch, batched: bool) -> None:
+@pytest.mark.parametrize("backend", ["loop", "ensemble", "vmap"])
+def test_training_augments_every_batch_with_dsa_by_default(monkeypatch, backend: str) -> None:
     assert Protocol().augment
     calls: list[int] = []
     original = DSA.apply
@@ -74,10 +70,10 @@ def test_training_augments_every_batch_with_dsa_by_default(monkeypatch, batched:
     monkeypatch.setattr(DSA, "apply", counting_apply)
     images, labels, normalised = tiny_set(20)
     protocol = Protocol(epochs=2, batch_size=8)  # 3 batches (8, 8, 4) per epoch
-    kwargs = dict(num_models=2, protocol=protocol, seed=0, mean=MNIST_MEAN, std=MNIST_STD,
-                  batched=batched, model_kwargs={"width": 4})  # fmt: skip
+    kwargs = dict(num_models=2, protocol=protocol, seed=0, normaliser=MNIST,
+                  backend=backend, model_kwargs={"width": 4})  # fmt: skip
     train_networks("convnet", normalised, labels, images, labels, **kwargs)
-    if batched:  # one apply per step over both networks' images
+    if backend != "loop":  # one apply per step over both networks' images
         assert calls == [16, 16, 8] * 2
     else:
         assert calls == [8, 8, 4] * 2 * 2
@@ -93,30 +89,28 @@ def test_convnet_on_whole_mnist_sample_reaches_90_percent(mnist) -> None:
     accuracy = train_networks(
         "convnet", normalise(train.images), train.labels, test.images, test.labels,
         num_models=1, protocol=Protocol(epochs=2, batch_size=64, augment=False), seed=0,
-        mean=MNIST_MEAN, std=MNIST_STD, model_kwargs={"width": 32},
+        normaliser=MNIST, model_kwargs={"width": 32},
     )  # fmt: skip
     elapsed = time.perf_counter() - start
     assert accuracy.shape == (1,)
     assert accuracy.item() >= 0.90, f"accuracy {accuracy.item():.3f} after {elapsed:.1f} s"
 
 
-@pytest.mark.parametrize("path", ["ensemble", "vmap"])
-def test_batched_and_sequential_train_the_same_networks(mnist, monkeypatch, path: str) -> None:
-    # ConvNet goes through the grouped-conv ensemble; disabling it exercises the generic vmap.
-    monkeypatch.setattr(protocol_module, "ENSEMBLE_DISABLED", path == "vmap")
+@pytest.mark.parametrize("backend", ["ensemble", "vmap"])
+def test_batched_and_sequential_train_the_same_networks(mnist, backend: str) -> None:
     train, test = mnist
     # 20 real digits a class, with DSA on: the draws must match for the results to match.
     subset = torch.cat([torch.nonzero(train.labels == c).squeeze(1)[:20] for c in range(10)])
     kwargs = dict(num_models=3, protocol=Protocol(epochs=6, batch_size=64), seed=3,
-                  mean=MNIST_MEAN, std=MNIST_STD, model_kwargs={"width": 16})  # fmt: skip
+                  normaliser=MNIST, model_kwargs={"width": 16})  # fmt: skip
     images, labels = normalise(train.images[subset]), train.labels[subset]
     sequential = train_networks(
-        "convnet", images, labels, test.images, test.labels, batched=False, **kwargs
+        "convnet", images, labels, test.images, test.labels, backend="loop", **kwargs
     )
     # chunk_size=2: networks 0-1 in one vmapped pass, network 2 in another; draws are keyed by
     # network index, so the chunking must not matter either.
     batched = train_networks(
-        "convnet", images, labels, test.images, test.labels, batched=True, chunk_size=2, **kwargs
+        "convnet", images, labels, test.images, test.labels, backend=backend, chunk_size=2, **kwargs
     )
     assert sequential.shape == batched.shape == (3,)
     assert sequential.min() > 0.25, sequential  # they did learn: chance is 0.1
@@ -149,8 +143,8 @@ def test_ensemble_losses_gradients_and_logits_equal_the_separate_networks(norm: 
 
 def test_same_seed_repeats_and_uint8_training_images_match_float() -> None:
     images, labels, normalised = tiny_set(24)
-    kwargs = dict(num_models=2, protocol=Protocol(epochs=3, batch_size=8), mean=MNIST_MEAN,
-                  std=MNIST_STD, model_kwargs={"width": 4}, batched=False)  # fmt: skip
+    kwargs = dict(num_models=2, protocol=Protocol(epochs=3, batch_size=8), normaliser=MNIST,
+                  model_kwargs={"width": 4}, backend="loop")  # fmt: skip
     # A larger test set so that accuracies resolve small differences between networks.
     test_images, test_labels, _ = tiny_set(400, seed=1)
     first = train_networks(
@@ -170,20 +164,40 @@ def test_same_seed_repeats_and_uint8_training_images_match_float() -> None:
 def test_batchnorm_models_go_sequentially_unless_vmap_is_demanded() -> None:
     images, labels, normalised = tiny_set(12)
     kwargs = dict(num_models=2, protocol=Protocol(epochs=1, batch_size=8), seed=0,
-                  mean=MNIST_MEAN, std=MNIST_STD, model_kwargs={"width": 4})  # fmt: skip
-    accuracies = train_networks("convnet_bn", normalised, labels, images, labels, **kwargs)
-    assert accuracies.shape == (2,)
+                  normaliser=MNIST, model_kwargs={"width": 4})  # fmt: skip
+    auto = train_networks("convnet_bn", normalised, labels, images, labels, **kwargs)
+    loop = train_networks(
+        "convnet_bn", normalised, labels, images, labels, backend="loop", **kwargs
+    )
+    assert auto.shape == (2,) and torch.equal(auto, loop)  # auto is the loop on the CPU
     with pytest.raises(ValueError, match="BatchNorm"):
-        train_networks("convnet_bn", normalised, labels, images, labels, batched=True, **kwargs)
+        train_networks("convnet_bn", normalised, labels, images, labels, backend="vmap", **kwargs)
+    with pytest.raises(ValueError, match="ConvNets with instance, layer or no norm"):
+        train_networks("convnet_bn", normalised, labels, images, labels, backend="ensemble",
+                       **kwargs)  # fmt: skip
+    with pytest.raises(ValueError, match="unknown backend 'batched'"):
+        train_networks("convnet", normalised, labels, images, labels, backend="batched", **kwargs)
 
 
-def test_evaluate_synthetic_scores_every_architecture() -> None:
+def test_score_pools_experiments_with_their_own_seeds_per_set_and_architecture() -> None:
     images, labels, normalised = tiny_set(8)
-    test = ImageSet(images, labels, ["a", "b", "c", "d"])
-    results = evaluate_synthetic(
-        normalised, labels, test, models=["convnet", "mlp"], num_models=2,
-        protocol=Protocol(epochs=1), seed=0, mean=MNIST_MEAN, std=MNIST_STD,
-        model_kwargs_for=lambda name: {"width": 4} if name == "convnet" else {},
+    test_images, test_labels, _ = tiny_set(400, seed=1)
+    test = ImageSet(test_images, test_labels, ["a", "b", "c", "d"])
+    protocol, knobs = Protocol(epochs=2, batch_size=8), {"convnet": {"width": 4}, "mlp": {}}
+    other = normalised.flip(0)
+    results = score(
+        {"one": [(normalised, labels)], "two": [(normalised, labels), (other, labels)]},
+        knobs, protocol, test, 5, num_models=2, normaliser=MNIST,
     )  # fmt: skip
-    assert set(results) == {"convnet", "mlp"}
-    assert all(r.shape == (2,) for r in results.values())
+    assert list(results) == ["one", "two"] and all(list(r) == ["convnet", "mlp"] for r in
+                                                     results.values())  # fmt: skip
+    for name, arch_knobs in knobs.items():
+        # Experiment e of a set trains with seed + e: the same networks train_networks makes.
+        first = train_networks(name, normalised, labels, test_images, test_labels, num_models=2,
+                               protocol=protocol, seed=5, normaliser=MNIST, model_kwargs=arch_knobs,
+                               num_classes=4)  # fmt: skip
+        second = train_networks(name, other, labels, test_images, test_labels, num_models=2,
+                                protocol=protocol, seed=6, normaliser=MNIST,
+                                model_kwargs=arch_knobs, num_classes=4)  # fmt: skip
+        assert torch.equal(results["one"][name], first)
+        assert torch.equal(results["two"][name], torch.cat([first, second]))

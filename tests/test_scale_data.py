@@ -15,8 +15,10 @@ from torch.utils.data import DataLoader
 
 from dmcondense import build
 from dmcondense.augment import DSA, FAMILIES
-from dmcondense.condense.module import DistributionMatching
+from dmcondense.data.normalise import Normaliser
+from dmcondense.data.spec import DatasetSpec
 from dmcondense.io import load_synthetic
+from dmcondense.methods.dm import DistributionMatching
 from dmcondense.models.registry import build_model
 
 # aten ops that make the host wait for the device (a value read back, or a data-dependent size).
@@ -51,7 +53,7 @@ def test_tinyimagenet_runs_end_to_end_with_a_depth_4_convnet(tmp_path: Path) -> 
     # The saved config leaves depth to the image size; it builds the network the run used.
     cfg = OmegaConf.create(meta["config"])
     assert cfg.model.depth is None
-    net = build.embedding_network(cfg)
+    net = build.embedding_network(cfg, DatasetSpec.from_config(cfg.dataset))
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 4 and net.embed_dim == 8 * 4 * 4
 
@@ -59,7 +61,7 @@ def test_tinyimagenet_runs_end_to_end_with_a_depth_4_convnet(tmp_path: Path) -> 
 def _module(**kwargs) -> DistributionMatching:
     net = build_model("convnet", 3, 4, 16, width=8)
     init = torch.randn(4 * 2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    return DistributionMatching(net, DSA(), init, 4, [0.5] * 3, [0.25] * 3, **kwargs)
+    return DistributionMatching(net, DSA(), init, 4, Normaliser([0.5] * 3, [0.25] * 3), **kwargs)
 
 
 def _real(k: int = 4, n: int = 5) -> torch.Tensor:

@@ -24,7 +24,7 @@ from PIL import Image
 
 from dmcondense.data import imagefolder as imagefolder_module
 from dmcondense.data import tinyimagenet as tinyimagenet_module
-from dmcondense.data.imagefolder import list_imagefolder, load_imagefolder
+from dmcondense.data.imagefolder import list_files, load_imagefolder
 from dmcondense.data.sources import SOURCES, load_mnist_sample, load_split
 from dmcondense.data.tinyimagenet import load_tinyimagenet
 
@@ -248,10 +248,10 @@ def test_imagefolder_missing_or_empty_split_is_one_clear_error(tmp_path):
         load_imagefolder(tmp_path, "train")
 
 
-def test_list_imagefolder_lists_without_decoding(tmp_path, monkeypatch):
+def test_imagefolder_list_files_lists_without_decoding(tmp_path, monkeypatch):
     written = write_imagefolder(tmp_path, splits=("test",), classes=3, per_class=2, size=8)
-    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("list_imagefolder decoded"))
-    paths, labels, class_names = list_imagefolder(tmp_path, "test")
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("list_files decoded"))
+    paths, labels, class_names = list_files(tmp_path, "test")
     assert class_names == written["test"]["class_names"]
     assert torch.equal(labels, written["test"]["labels"])
     assert [p.parent.name for p in paths] == [class_names[i] for i in labels]

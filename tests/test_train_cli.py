@@ -10,6 +10,10 @@ import torch
 from helpers import run_train
 from PIL import Image
 
+from dmcondense.data.normalise import Normaliser
+from dmcondense.data.sources import load_split
+from dmcondense.evaluation.protocol import Protocol, accuracy_summary
+from dmcondense.evaluation.score import score
 from dmcondense.io import load_synthetic
 
 TINY = ["model.width=8", "batch_real=4", "iterations=3", "eval.epochs=1", "eval.num_models=1"]
@@ -38,10 +42,21 @@ def test_train_writes_synthetic_set_picture_and_results(tmp_path: Path) -> None:
     ), (width, height)
 
     results = json.loads((run_dir / "results.json").read_text())
+    assert results["ipc"] == ipc and results["iterations"] == 3 and results["method"] == "dm"
+    # The accuracies are those of the saved set and its random-real start under the protocol,
+    # each network scored on the 1,000 test digits (so in steps of 0.1 %).
+    test = load_split("mnist_sample", None, "test")
+    normaliser = Normaliser(meta["mean"], meta["std"])
+    start = normaliser.to_input(load_split("mnist_sample", None, "train").images[
+        meta["init_indices"]])  # fmt: skip
+    rescored = score(
+        {"dm": [(images, labels)], "random": [(start, labels)]}, {"convnet": {"width": 8}},
+        Protocol(epochs=1), test, 0, num_models=1, normaliser=normaliser,
+    )  # fmt: skip
     for set_name in ("dm", "random"):
-        accuracy = results["results"][set_name]["convnet"]["mean"]
-        assert 0.0 <= accuracy <= 100.0
-    assert results["ipc"] == ipc and results["iterations"] == 3
+        saved = results["results"][set_name]["convnet"]
+        assert saved == accuracy_summary(rescored[set_name]["convnet"])
+        assert all(round(10 * a) == 10 * a for a in saved["accuracies"])
 
     last_line = result.stdout.strip().splitlines()[-1]
     assert str(run_dir) in last_line

@@ -1,6 +1,7 @@
-"""Turn a composed config into the run's objects: data, networks, augmentation, trainer.
+"""Turn a composed config into the run's objects: data, networks, augmentation, method, trainer.
 
-Both entry points use these, so `train` and `evaluate` read a config the same way.
+Both entry points use these, so `train` and `evaluate` read a config the same way. Nothing here
+edits the config.
 """
 
 from __future__ import annotations
@@ -14,34 +15,49 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from dmcondense.data.datamodule import ClassBatchDataModule
-from dmcondense.data.imageset import ImageSet
 from dmcondense.data.sources import SOURCES
-from dmcondense.data.statistics import channel_statistics, statistics_sample
-from dmcondense.data.streaming import STREAMING_SOURCES, ImageFiles, StreamingClassDataModule
+from dmcondense.data.spec import DatasetSpec, configured_num_classes
+from dmcondense.data.streaming import STREAMING_SOURCES, StreamingClassDataModule
 from dmcondense.errors import ConfigError
 from dmcondense.evaluation.protocol import Protocol
+from dmcondense.evaluation.score import BACKENDS
+from dmcondense.methods.base import CondensationMethod
 from dmcondense.models.registry import MODELS, build_model
 
 
-def model_kwargs(cfg: DictConfig, name: str) -> dict:
-    """Constructor knobs for `name`: the model group's knobs when it names the same family."""
+def model_knobs(cfg: DictConfig) -> dict:
+    """The model group's constructor knobs (everything but its name)."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    family = model.pop("name")
-    if name == family:
-        return model
-    if name.split("_")[0] == family.split("_")[0]:  # convnet <-> convnet_bn: same knobs but norm
-        model.pop("norm", None)
-        return model
-    return {}
+    model.pop("name")
+    return model
 
 
-def embedding_network(cfg: DictConfig) -> torch.nn.Module:
+def architectures(cfg: DictConfig) -> dict[str, dict]:
+    """eval.models -> each one's constructor knobs, from eval.architectures."""
+    known = cfg.eval.architectures
+    unknown = [name for name in cfg.eval.models if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown evaluation model '{unknown[0]}'; choose eval.models from {', '.join(known)}"
+        )
+    return {name: OmegaConf.to_container(known[name], resolve=True) for name in cfg.eval.models}
+
+
+def eval_backend(cfg: DictConfig) -> str:
+    if cfg.eval.backend not in BACKENDS:
+        raise ConfigError(
+            f"unknown eval.backend '{cfg.eval.backend}'; choose one of {', '.join(BACKENDS)}"
+        )
+    return cfg.eval.backend
+
+
+def embedding_network(cfg: DictConfig, spec: DatasetSpec) -> torch.nn.Module:
     name = cfg.model.name
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}'; choose one of {', '.join(MODELS)}")
-    d = cfg.dataset
+    shape = (spec.channels, spec.num_classes, spec.image_size)
     try:
-        net = build_model(name, d.channels, d.num_classes, d.image_size, **model_kwargs(cfg, name))
+        net = build_model(name, *shape, **model_knobs(cfg))
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model {name}: {error}") from error
     if not hasattr(net, "embed"):
@@ -57,22 +73,41 @@ def augmenter(cfg: DictConfig):
         raise ConfigError(f"augment: {cause}") from error
 
 
-def datamodule(cfg: DictConfig) -> ClassBatchDataModule:
+def method(cfg: DictConfig, spec: DatasetSpec, initial_images: torch.Tensor) -> CondensationMethod:
+    """The `method` group's LightningModule, given what every method shares."""
+    make = instantiate(cfg.method, _partial_=True)
+    return make(
+        embed_net=embedding_network(cfg, spec),
+        augment=augmenter(cfg),
+        initial_images=initial_images,
+        num_classes=spec.num_classes,
+        normaliser=spec.normaliser,
+        lr_img=cfg.lr_img,
+        momentum=cfg.momentum,
+        seed=cfg.seed,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+    )
+
+
+def datamodule(cfg: DictConfig, dataset: DictConfig | None = None) -> ClassBatchDataModule:
     """In memory (uint8, moved once to the device), or with dataset.streaming=true read from
-    disk step by step: only the sampled images are decoded, in dataset.num_workers workers."""
-    d = cfg.dataset
+    disk step by step: only the sampled images are decoded, in dataset.num_workers workers.
+    `dataset` replaces cfg.dataset (the evaluation job reads a saved set's data set)."""
+    d = cfg.dataset if dataset is None else dataset
     if d.source not in SOURCES:
         raise ConfigError(
             f"unknown dataset.source '{d.source}'; choose one of {', '.join(SOURCES)}"
         )
+    strict = bool(d.get("strict", False))
     source_kwargs = {}
     if d.source == "imagefolder":
-        source_kwargs = {"image_size": d.image_size, "strict": bool(cfg.get("strict", False))}
+        source_kwargs = {"image_size": d.image_size, "strict": strict}
     root = d.get("path") or cfg.data_dir
     common = {
         "source": d.source,
         "data_dir": str(Path(root).expanduser()),
-        "num_classes": d.num_classes,
+        "num_classes": configured_num_classes(d),
         "batch_real": cfg.batch_real,
         "iterations": cfg.iterations,
         "seed": cfg.seed,
@@ -91,7 +126,7 @@ def datamodule(cfg: DictConfig) -> ClassBatchDataModule:
         channels=d.channels,
         image_size=d.image_size,
         num_workers=int(d.get("num_workers", 2)),
-        strict=bool(cfg.get("strict", False)),
+        strict=strict,
     )
 
 
@@ -107,25 +142,11 @@ def protocol(cfg: DictConfig, epochs: int | None = None) -> Protocol:
     )
 
 
-def fill_dataset_facts(cfg: DictConfig, train: ImageSet | ImageFiles) -> None:
-    """Class names and mean/std the config leaves null come from the data itself."""
-    d = cfg.dataset
-    if d.class_names is None:
-        d.class_names = list(train.class_names)
-    if d.mean is None or d.std is None:  # from a fixed-seed sample of at most 2,000 images
-        mean, std = channel_statistics(statistics_sample(train))
-        d.mean = [round(m, 4) for m in mean]
-        d.std = [round(s, 4) for s in std]
-    channels = train.channels if isinstance(train, ImageFiles) else train.images.shape[1]
-    if len(d.mean) != channels or d.channels != channels:
-        raise ConfigError(
-            f"dataset.channels={d.channels} and {len(d.mean)} mean values, but the images have "
-            f"{channels} channels; fix the dataset config"
-        )
-
-
-def trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+def trainer(
+    cfg: DictConfig, run_dir: Path, callbacks: list, logger_kwargs: dict | None = None
+) -> L.Trainer:
+    """`logger_kwargs` go to the logger's constructor (W&B's offline mode)."""
+    logger = instantiate(cfg.logger, **(logger_kwargs or {})) if cfg.get("logger") else False
     # The bar reads the logged loss, a host-device sync: on a GPU refresh it every N steps.
     progress = TQDMProgressBar(refresh_rate=cfg.get("progress_every", 1))
     return instantiate(

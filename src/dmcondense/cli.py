@@ -28,6 +28,19 @@ USER_ERRORS = (
 )
 
 
+# Short forms users type for keys that live in a group: `path=/data/pets` is `dataset.path=...`.
+SHORT_FORMS = {"path": "dataset.path", "strict": "dataset.strict"}
+
+
+def expand_short_forms(argv: list[str]) -> list[str]:
+    """The command line with each short-form key written out in full."""
+    expanded = []
+    for word in argv:
+        key, sep, value = word.partition("=")
+        expanded.append(f"{SHORT_FORMS[key]}={value}" if sep and key in SHORT_FORMS else word)
+    return expanded
+
+
 def fail(error: BaseException | str) -> NoReturn:
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     print(f"error: {message}", file=sys.stderr)

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from dmcondense.io import denormalise, read_synthetic
+from dmcondense.data.normalise import Normaliser
+from dmcondense.io import read_synthetic
+from dmcondense.synthetic import SyntheticImages
 
 # Characters Windows, macOS or Linux refuse in a file name, and control characters.
 UNSAFE_CHARACTERS = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
@@ -51,11 +52,6 @@ def class_folders(class_names: Sequence[str]) -> list[str]:
     ]
 
 
-def to_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Normalised float [N, C, H, W] -> uint8 [N, C, H, W], round(denormalised * 255)."""
-    return denormalise(images.detach().float().cpu(), mean, std).mul(255).round().to(torch.uint8)
-
-
 def export_imagefolder(source: str | Path | dict, out_dir: str | Path) -> Path:
     """Write the synthetic set `source` (a synthetic.pt, its run folder, or its record) to
     `out_dir` as `<class_name>/<index>.png`. Returns `out_dir`.
@@ -65,11 +61,12 @@ def export_imagefolder(source: str | Path | dict, out_dir: str | Path) -> Path:
     """
     record = source if isinstance(source, dict) else read_synthetic(source)
     out_dir = Path(out_dir)
-    pixels = to_uint8(record["images"], record["mean"], record["std"])
+    decoder = SyntheticImages.from_record(record)  # the training images, as evaluation sees them
+    pixels = Normaliser(record["mean"], record["std"]).to_uint8(decoder.decode(record["images"]))
     pixels = pixels.permute(0, 2, 3, 1).numpy()  # [N, H, W, C] for PIL
-    labels = record["labels"].tolist()
+    labels = decoder.decode_labels(record["labels"]).tolist()
     folders = class_folders(record["class_names"])
-    digits = len(str(max(int(record["ipc"]) - 1, 0)))
+    digits = len(str(max(decoder.decoded_per_class - 1, 0)))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))

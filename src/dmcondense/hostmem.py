@@ -1,10 +1,10 @@
 """Keep freed host memory for reuse instead of handing it back to the OS (glibc only).
 
 glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh mmap and
-unmaps it on free. A CPU training loop allocates the same 50-500 MiB activations every step, so
-it page-faults on every byte of them, every step: about half the time of a ConvNet training
-step on this project's 2-core machine (`benchmarks/eval_batched.py --allocator both`). With mmap and
-trimming off, freed blocks go back to the heap and the next step reuses them.
+unmaps it on free. A CPU training loop allocates the same large activations every step, so it
+page-faults on every byte of them, every step, a large share of a CPU training step
+(benchmarks/README.md, `benchmarks/eval_batched.py --allocator both`). With mmap and trimming
+off, freed blocks go back to the heap and the next step reuses them.
 Cost: the process keeps its peak heap until it exits. Off by `reuse_host_memory=false`.
 """
 

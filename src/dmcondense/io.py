@@ -1,4 +1,4 @@
-"""The synthetic.pt schema, atomic writes, pictures, exports and `load_synthetic`.
+"""The synthetic.pt schema, pictures, exports and `load_synthetic`.
 
 synthetic.pt (format 1) is a dict saved with torch.save:
     format       int, 1
@@ -18,46 +18,21 @@ synthetic.pt (format 1) is a dict saved with torch.save:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import TensorDataset
 from torchvision.utils import make_grid, save_image
 
+from dmcondense.atomic import atomic_write  # also re-exported: dmcondense.io.atomic_write
+from dmcondense.synthetic import SyntheticImages
+
 FORMAT = 1
-
-
-def atomic_write(path: str | Path, write: Any) -> Path:
-    """Call write(tmp_path) then rename onto `path`: a crash never leaves a truncated file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are for sharing
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def save_synthetic(path: str | Path, record: dict) -> Path:
     record = {"format": FORMAT, **record}
     return atomic_write(path, lambda tmp: torch.save(record, tmp))
-
-
-def denormalise(images: torch.Tensor, mean, std) -> torch.Tensor:
-    shape = (1, -1, 1, 1)
-    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(shape)
-    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(shape)
-    return (images * std + mean).clamp(0, 1)
 
 
 def image_grid(images01: torch.Tensor, ipc: int) -> torch.Tensor:
@@ -88,12 +63,19 @@ def read_synthetic(path: str | Path) -> dict:
     return record
 
 
+def decoded_images(record: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images and labels of a synthetic.pt record: the stored images decoded the
+    way the run decoded them (`SyntheticImages`)."""
+    decoder = SyntheticImages.from_record(record)
+    return decoder.decode(record["images"]), decoder.decode_labels(record["labels"])
+
+
 def load_synthetic(path: str | Path) -> tuple[TensorDataset, dict]:
-    """A condensed set as a Dataset of (normalised image, label), plus its metadata.
+    """A condensed set as a Dataset of (normalised training image, label), plus its metadata.
 
     `path` is a synthetic.pt file or a run folder that holds one. The metadata is the record
     without images and labels: class_names, mean, std, ipc, step, init_indices, config.
     """
     record = read_synthetic(path)
     meta = {k: v for k, v in record.items() if k not in ("images", "labels")}
-    return TensorDataset(record["images"], record["labels"]), meta
+    return TensorDataset(*decoded_images(record)), meta

@@ -1,4 +1,4 @@
-"""Entry point: condense a data set by Distribution Matching, then score it.
+"""Entry point: condense a data set with a method (`method=dm` by default), then score it.
 
     python -m dmcondense.train                       # built-in MNIST sample, CPU-sized
     python -m dmcondense.train dataset=cifar10 ipc=10 trainer=gpu
@@ -14,7 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from dmcondense.cli import CONF_DIR, USER_ERRORS, check_command_line, fail
+from dmcondense.cli import CONF_DIR, USER_ERRORS, check_command_line, expand_short_forms, fail
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -31,6 +31,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    sys.argv[1:] = expand_short_forms(sys.argv[1:])
     check_command_line(sys.argv[1:])
     hydra_main()
 

@@ -11,6 +11,12 @@ import torch
 from dmcondense.condense.tracking import log_grid
 from dmcondense.errors import NonFiniteLossError
 from dmcondense.io import image_grid, save_grid, save_synthetic
+from dmcondense.methods.base import CondensationMethod
+
+
+def picture_columns(module: CondensationMethod) -> int:
+    """One row per class: as many columns as decoded training images per class."""
+    return module.synthetic_images.decoded_per_class
 
 
 class SyntheticWriter(L.Callback):
@@ -29,7 +35,7 @@ class SyntheticWriter(L.Callback):
             f"{self.run_dir / 'synthetic.pt'}"
         )
 
-    def write(self, module: L.LightningModule, step: int) -> None:
+    def write(self, module: CondensationMethod, step: int) -> None:
         images = module.synthetic.detach().cpu()
         if not torch.isfinite(images).all():
             raise NonFiniteLossError(
@@ -46,7 +52,7 @@ class SyntheticWriter(L.Callback):
                 **self.metadata,
             },
         )
-        save_grid(self.run_dir / "synthetic.png", module.denormalised(), module.ipc)
+        save_grid(self.run_dir / "synthetic.png", module.denormalised(), picture_columns(module))
         self.last_written_step = step
 
     def writes_at(self, step: int) -> bool:
@@ -113,7 +119,9 @@ class ImageLogger(L.Callback):
 
     def send(self, trainer: L.Trainer, module) -> None:
         log_grid(
-            trainer.loggers, image_grid(module.denormalised(), module.ipc), trainer.global_step
+            trainer.loggers,
+            image_grid(module.denormalised(), picture_columns(module)),
+            trainer.global_step,
         )
         self.last_sent_step = trainer.global_step
 

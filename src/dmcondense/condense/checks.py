@@ -14,7 +14,7 @@ IMAGEFOLDER_LAYOUT = "<path>/train/<class>/<image> and <path>/test/<class>/<imag
 
 
 def check_config(cfg: DictConfig) -> None:
-    """All checks below; fills dataset.num_classes of an image folder left as ???."""
+    """All checks below; reads the config, never changes it."""
     validate(cfg)
     check_image_folder(cfg)
 
@@ -34,7 +34,7 @@ def validate(cfg: DictConfig) -> None:
     missing = missing_keys(cfg)
     if cfg.dataset.get("source") == "imagefolder":
         missing.discard("dataset.num_classes")  # counted from the folder
-        if "path" in missing:
+        if "dataset.path" in missing:
             raise ConfigError(
                 f"dataset=imagefolder needs path=<folder> holding {IMAGEFOLDER_LAYOUT}"
             )
@@ -57,8 +57,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 def check_image_folder(cfg: DictConfig) -> None:
-    """dataset=imagefolder: the folder has train/ and test/ with class folders; a num_classes
-    left as ??? becomes the number of class folders in train/."""
+    """dataset=imagefolder: the folder has train/ and test/, each with class folders."""
     d = cfg.dataset
     if d.source != "imagefolder":
         return
@@ -76,5 +75,3 @@ def check_image_folder(cfg: DictConfig) -> None:
         classes = [p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
         if not classes:
             raise ConfigError(f"{split_dir} holds no class folders; {fix}")
-        if split == "train" and OmegaConf.is_missing(d, "num_classes"):
-            d.num_classes = len(classes)

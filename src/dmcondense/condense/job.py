@@ -23,22 +23,18 @@ from omegaconf import DictConfig, OmegaConf
 from dmcondense import build
 from dmcondense.condense import tracking
 from dmcondense.condense.callbacks import FiniteLossGuard, ImageLogger, SyntheticWriter
-from dmcondense.condense.checks import check_config
-from dmcondense.condense.module import DistributionMatching
+from dmcondense.data.spec import DatasetSpec, resolve_spec
 from dmcondense.errors import ConfigError
 from dmcondense.evaluation.callback import PeriodicEvaluation
-from dmcondense.evaluation.protocol import (
-    accuracy_summary,
-    as_network_input,
-    channel_stats,
-    train_networks,
-)
+from dmcondense.evaluation.protocol import accuracy_summary
+from dmcondense.evaluation.score import score
 from dmcondense.export import export_imagefolder
 from dmcondense.hostmem import reuse_freed_memory
 from dmcondense.io import atomic_write
+from dmcondense.methods.base import CondensationMethod
 from dmcondense.rng import generator
 
-SET_LABELS = {"dm": "(the condensed set)", "random": "(random real images, same budget)"}
+RANDOM_LABEL = "(random real images, same budget)"
 
 
 def _not_an_advert(record: logging.LogRecord) -> bool:
@@ -71,16 +67,19 @@ def load_data(cfg: DictConfig):
         raise
     except ValueError as error:  # the loaders' complaints about the files they read
         message = str(error).strip().splitlines()[0]
-        if cfg.strict and ("not an image file" in message or "cannot decode" in message):
+        if cfg.dataset.get("strict") and (
+            "not an image file" in message or "cannot decode" in message
+        ):
             message += "; fix or remove that file, or set strict=false to skip unreadable files"
         raise ConfigError(f"{cfg.dataset.name} data: {message}") from error
     return dm, test
 
 
-def initial_images(cfg: DictConfig, dm, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
-    """The starting synthetic set and the indices of the real images it was drawn from.
-
-    The real draw is made either way: it is the random-real baseline of this run.
+def initial_images(
+    cfg: DictConfig, dm, spec: DatasetSpec, init: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The starting synthetic set (`init`: real | noise) and the indices of the real images it
+    was drawn from. The real draw is made either way: it is the random-real baseline of this run.
     """
     counts = dm.train_set.class_counts()
     fewest = int(counts.min())
@@ -91,38 +90,32 @@ def initial_images(cfg: DictConfig, dm, mean, std) -> tuple[torch.Tensor, torch.
             f"set ipc={fewest} or lower, or add images to that class"
         )
     indices = dm.index.sample(cfg.ipc, generator(cfg.seed, "init")).flatten()
-    real = as_network_input(dm.real_images(indices), *channel_stats(mean, std, "cpu"))
-    if cfg.init == "noise":
+    real = spec.normaliser.to_input(dm.real_images(indices))
+    if init == "noise":
         g = generator(cfg.seed, "init-noise")
         return torch.randn(real.shape, generator=g), indices
     return real, indices
 
 
 def evaluate(
-    cfg: DictConfig, sets: dict[str, tuple[torch.Tensor, torch.Tensor]], test, mean, std
+    cfg: DictConfig, sets: dict[str, tuple[torch.Tensor, torch.Tensor]], test, spec: DatasetSpec
 ) -> dict:
     """Accuracy of eval.num_models fresh networks per architecture on each named set."""
-    protocol = build.protocol(cfg)
-    results = {}
-    for set_name, (images, labels) in sets.items():
-        for model_name in cfg.eval.models:
-            acc = train_networks(
-                model_name,
-                images,
-                labels,
-                test.images,
-                test.labels,
-                num_models=cfg.eval.num_models,
-                protocol=protocol,
-                seed=cfg.seed,
-                mean=mean,
-                std=std,
-                model_kwargs=build.model_kwargs(cfg, model_name),
-                num_classes=cfg.dataset.num_classes,
-                progress=True,
-            )
-            results.setdefault(set_name, {})[model_name] = accuracy_summary(acc)
-    return results
+    scores = score(
+        {name: [images_labels] for name, images_labels in sets.items()},
+        build.architectures(cfg),
+        build.protocol(cfg),
+        test,
+        cfg.seed,
+        num_models=cfg.eval.num_models,
+        normaliser=spec.normaliser,
+        backend=build.eval_backend(cfg),
+        progress=True,
+    )
+    return {
+        name: {arch: accuracy_summary(acc) for arch, acc in by_arch.items()}
+        for name, by_arch in scores.items()
+    }
 
 
 def resume_checkpoint(resume: str | None, run_dir: Path) -> str | None:
@@ -141,38 +134,33 @@ def resume_checkpoint(resume: str | None, run_dir: Path) -> str | None:
     return resume
 
 
+def resolved_config(cfg: DictConfig, spec: DatasetSpec) -> dict:
+    """The run's config as plain values, with the data set's facts as resolved (config.yaml,
+    synthetic.pt, the loggers' hyper-parameters)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["dataset"].update(spec.facts())
+    return resolved
+
+
 def run(cfg: DictConfig) -> Path:
+    """Condense with the `method` group's module, then score the set; `cfg` was checked by
+    `check_config` (the entry point does it before torch loads) and is never changed."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     started = time.time()
     quiet_library_chatter()
-    check_config(cfg)
     if cfg.get("reuse_host_memory", True):
         reuse_freed_memory()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, test = load_data(cfg)
-    build.fill_dataset_facts(cfg, dm.train_set)
-    mean, std = list(cfg.dataset.mean), list(cfg.dataset.std)
-    init, init_indices = initial_images(cfg, dm, mean, std)
-
-    module = DistributionMatching(
-        build.embedding_network(cfg),
-        build.augmenter(cfg),
-        init,
-        cfg.dataset.num_classes,
-        mean,
-        std,
-        lr_img=cfg.lr_img,
-        momentum=cfg.momentum,
-        seed=cfg.seed,
-        channels_last=cfg.channels_last,
-        compile=cfg.compile,
-    )
-    tracking.choose_wandb_mode(cfg)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    spec = resolve_spec(cfg.dataset, dm.train_set)
+    init, init_indices = initial_images(cfg, dm, spec, cfg.init)
+    module = build.method(cfg, spec, init)
+    logger_kwargs = tracking.wandb_logger_kwargs(cfg)
+    resolved = resolved_config(cfg, spec)
     metadata = {
-        "class_names": list(cfg.dataset.class_names),
-        "mean": mean,
-        "std": std,
+        "class_names": list(spec.class_names),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
         "init_indices": init_indices,
         "config": resolved,
     }
@@ -194,18 +182,20 @@ def run(cfg: DictConfig) -> Path:
         callbacks.append(
             PeriodicEvaluation(
                 cfg.eval.every,
-                cfg.eval.models,
+                build.architectures(cfg),
                 cfg.eval.num_models,
                 build.protocol(cfg),
                 cfg.seed,
-                lambda name: build.model_kwargs(cfg, name),
+                backend=build.eval_backend(cfg),
             )
         )
-    trainer = build.trainer(cfg, run_dir, callbacks)
+    trainer = build.trainer(cfg, run_dir, callbacks, logger_kwargs)
     ckpt = resume_checkpoint(cfg.resume, run_dir)
     tracking.log_config(trainer.loggers, resolved)
     try:
-        summary = condense_and_score(cfg, trainer, module, dm, test, init, ckpt, run_dir, started)
+        summary = condense_and_score(
+            cfg, spec, trainer, module, dm, test, init, ckpt, run_dir, started
+        )
     except BaseException:
         with contextlib.suppress(Exception):  # never hide the error that stopped the run
             for note in tracking.close(trainer.loggers, failed=True):
@@ -214,6 +204,7 @@ def run(cfg: DictConfig) -> Path:
     notes = tracking.close(trainer.loggers)
     if summary is None:  # not rank zero
         return run_dir
+    atomic_write(run_dir / "config.yaml", lambda tmp: OmegaConf.save(resolved, tmp))
     print_summary(cfg, summary, run_dir, notes)
     return run_dir
 
@@ -227,10 +218,8 @@ def print_summary(cfg: DictConfig, summary: dict, run_dir: Path, notes: list[str
     )
     for set_name, by_model in summary["results"].items():
         for model_name, r in by_model.items():
-            print(
-                f"{set_name:>8} {model_name:<12} {r['mean']:6.2f} +- {r['std']:.2f} %   "
-                f"{SET_LABELS.get(set_name, '')}"
-            )
+            label = RANDOM_LABEL if set_name == "random" else "(the condensed set)"
+            print(f"{set_name:>8} {model_name:<12} {r['mean']:6.2f} +- {r['std']:.2f} %   {label}")
     print(
         f"wall time {summary['total_seconds']:.0f} s "
         f"(condensation {summary['condense_seconds']:.0f} s)"
@@ -243,31 +232,36 @@ def print_summary(cfg: DictConfig, summary: dict, run_dir: Path, notes: list[str
 
 
 def condense_and_score(
-    cfg: DictConfig, trainer: L.Trainer, module, dm, test, init, ckpt, run_dir: Path, started
+    cfg: DictConfig,
+    spec: DatasetSpec,
+    trainer: L.Trainer,
+    module: CondensationMethod,
+    dm,
+    test,
+    init: torch.Tensor,
+    ckpt: str | None,
+    run_dir: Path,
+    started: float,
 ) -> dict | None:
     """Fit, then (on rank zero) export, evaluate, write results.json; returns its content."""
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     condense_seconds = time.time() - started
     if not trainer.is_global_zero:
         return None
-    tracking.log_synthetic_artifact(trainer.loggers, run_dir, cfg.dataset.name)
+    tracking.log_synthetic_artifact(trainer.loggers, run_dir, spec.name)
     if cfg.export == "imagefolder":
         export_imagefolder(run_dir / "synthetic.pt", run_dir / "export")
 
-    mean, std = list(cfg.dataset.mean), list(cfg.dataset.std)
-    labels = module.labels.cpu()
+    images, labels = module.decoded()
+    random_real = init if cfg.init == "real" else initial_images(cfg, dm, spec, "real")[0]
     sets = {
-        "dm": (module.synthetic.detach().cpu(), labels),
-        "random": (
-            init
-            if cfg.init == "real"
-            else initial_images(OmegaConf.merge(cfg, {"init": "real"}), dm, mean, std)[0],
-            labels,
-        ),
+        module.name: (images.cpu(), labels.cpu()),
+        "random": (random_real, module.labels.cpu()),
     }
-    results = evaluate(cfg, sets, test, mean, std)
+    results = evaluate(cfg, sets, test, spec)
     summary = {
-        "dataset": cfg.dataset.name,
+        "dataset": spec.name,
+        "method": module.name,
         "ipc": cfg.ipc,
         "iterations": cfg.iterations,
         "seed": cfg.seed,
@@ -281,7 +275,5 @@ def condense_and_score(
         run_dir / "results.json",
         lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"),
     )
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    atomic_write(run_dir / "config.yaml", lambda tmp: OmegaConf.save(resolved, tmp))
     tracking.log_results(trainer.loggers, results, trainer.global_step)
     return summary

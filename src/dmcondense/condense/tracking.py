@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 WANDB_TARGET = "lightning.pytorch.loggers.WandbLogger"
 WANDB_OFFLINE_MODES = ("offline", "dryrun")
@@ -45,14 +45,13 @@ def wandb_credentials_found() -> bool:
     return False
 
 
-def choose_wandb_mode(cfg: DictConfig) -> bool:
-    """For `logger=wandb`: run offline when WANDB_MODE says so or no API key is configured.
-
-    Sets `logger.offline` in `cfg` and returns True when the run will be offline.
-    """
+def wandb_logger_kwargs(cfg: DictConfig) -> dict:
+    """For `logger=wandb`: {"offline": True} when WANDB_MODE says so or no API key is
+    configured, else {"offline": False}; {} for other loggers. Passed to the logger's
+    constructor, so the config stays as composed."""
     logger = cfg.get("logger")
     if not logger or logger.get("_target_") != WANDB_TARGET:
-        return False
+        return {}
     mode = os.environ.get("WANDB_MODE", "").lower()
     offline = bool(logger.get("offline")) or mode in WANDB_OFFLINE_MODES
     if not offline and mode != "disabled" and not wandb_credentials_found():
@@ -61,9 +60,7 @@ def choose_wandb_mode(cfg: DictConfig) -> bool:
             flush=True,
         )
         offline = True
-    with open_dict(logger):  # a custom logger config may lack the key
-        logger.offline = offline
-    return offline
+    return {"offline": offline}
 
 
 def log_config(loggers: list[Logger], config: dict) -> None:

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from dmcondense.data.imageset import ImageSet
+from dmcondense.data.imageset import ImageSet, TrainingSplit
 from dmcondense.data.sources import load_split
 from dmcondense.errors import ConfigError
 from dmcondense.rng import generator
@@ -78,7 +78,7 @@ class ClassBatchDataModule(L.LightningDataModule):
         self,
         source: str,
         data_dir: str,
-        num_classes: int,
+        num_classes: int | None,
         batch_real: int,
         iterations: int,
         seed: int,
@@ -90,7 +90,7 @@ class ClassBatchDataModule(L.LightningDataModule):
         self.source_kwargs = dict(source_kwargs or {})
         self.num_classes, self.batch_real = num_classes, batch_real
         self.iterations, self.seed = iterations, seed
-        self.train_set: ImageSet | None = None
+        self.train_set: TrainingSplit | None = None  # an ImageSet here; subclasses may stream
         self._store: torch.Tensor | None = None
 
     def load(self, split: str) -> ImageSet:
@@ -105,6 +105,8 @@ class ClassBatchDataModule(L.LightningDataModule):
             return
         train = self.load("train")
         # ConfigError (a ValueError): the entry points print it as one line, not a traceback.
+        if self.num_classes is None:  # counted from the data
+            self.num_classes = train.num_classes
         if train.num_classes != self.num_classes:
             raise ConfigError(
                 f"{self.source} has {train.num_classes} classes but the dataset config says "
@@ -139,4 +141,5 @@ class ClassBatchDataModule(L.LightningDataModule):
         return batch
 
     def real_images(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.train_set.images[indices]
+        """uint8 [*indices.shape, C, H, W] on the host (e.g. `init=real`), in memory or streamed."""
+        return self.train_set.decode(indices)

@@ -1,7 +1,9 @@
 """Image files on disk -> ImageSet: the `<root>/<split>/<class>/<image>` layout, decoding, cache.
 
 Decoding is the one place with a loop over images (each file must be opened); everything after it
-works on whole tensors. TinyImageNet reuses `decode_image_files` and `save_atomic`.
+works on whole tensors. `list_files` and `decode` are the public seams: TinyImageNet decodes with
+`decode_image_files` and `decode`, streaming lists with `list_files` and decodes one file at a time
+with `decode`. Cache files are written with `dmcondense.atomic.atomic_write`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dmcondense.atomic import atomic_write
 from dmcondense.data.imageset import ImageSet
 
 SPLITS = ("train", "test")
@@ -33,6 +35,7 @@ DECODE_CHUNK = (
 
 
 def require_split(split: str) -> str:
+    """`split` itself, once checked to be one of SPLITS: a typo fails before any file is read."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return split
@@ -50,7 +53,7 @@ def _skip(path: Path, reason: str, strict: bool) -> None:
     warnings.warn(f"skipping {message}", stacklevel=3)
 
 
-def list_imagefolder(
+def list_files(
     root: str | Path, split: str, strict: bool = False
 ) -> tuple[list[Path], torch.Tensor, list[str]]:
     """Paths and labels of `<root>/<split>/<class>/**/<image>`, without decoding.
@@ -95,8 +98,10 @@ def list_imagefolder(
     return paths, torch.tensor(labels, dtype=torch.int64), [d.name for d in class_dirs]
 
 
-def _decode_one(path: Path, image_size: int | None) -> np.ndarray:
-    """[H, W] for grey images, [H, W, 3] for the rest."""
+def decode(path: str | Path, image_size: int | None) -> np.ndarray:
+    """One file as uint8 [H, W] (grey) or [H, W, 3] (the rest), resized to a square of
+    `image_size` when given: the one decode both the in-memory and the streaming path use, so
+    their pixels agree. Raises one of DECODE_ERRORS for a file PIL cannot read."""
     with Image.open(path) as image:
         image.load()
         image = image.convert("L" if image.mode in GREY_MODES else "RGB")
@@ -108,7 +113,7 @@ def _decode_one(path: Path, image_size: int | None) -> np.ndarray:
 
 def _decode_or_error(path: Path, image_size: int | None) -> np.ndarray | Exception:
     try:
-        return _decode_one(path, image_size)
+        return decode(path, image_size)
     except DECODE_ERRORS as error:
         return error
 
@@ -168,23 +173,10 @@ def decode_image_files(
     return images, torch.tensor(kept, dtype=torch.int64)
 
 
-def save_atomic(obj: object, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def try_save_cache(obj: object, path: Path) -> None:
     """Write a cache file, or warn and carry on when the folder is not writable."""
     try:
-        save_atomic(obj, path)
+        atomic_write(path, lambda tmp: torch.save(obj, tmp))
     except OSError as error:
         warnings.warn(f"could not write decode cache {path}: {error}", stacklevel=2)
 
@@ -214,7 +206,7 @@ def load_imagefolder(
     """
     del download  # a user's folder has nothing to download; the argument keeps one signature
     root = Path(root).expanduser()
-    listed, labels, class_names = list_imagefolder(root, split, strict=strict)
+    listed, labels, class_names = list_files(root, split, strict=strict)
     cache_path = None
     if cache_dir is not None:
         digest = _listing_digest(root, split, image_size, listed)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from dmcondense.data.imageset import ImageSet
-from dmcondense.data.streaming import ImageFiles
+from dmcondense.data.imageset import TrainingSplit
 from dmcondense.rng import generator
 
 SAMPLE_SIZE = 2000
@@ -25,10 +24,9 @@ def sample_indices(count: int, limit: int = SAMPLE_SIZE) -> torch.Tensor:
     return torch.randperm(count, generator=generator(0, "statistics"))[:limit].sort().values
 
 
-def statistics_sample(train: ImageSet | ImageFiles, limit: int = SAMPLE_SIZE) -> torch.Tensor:
+def statistics_sample(train: TrainingSplit, limit: int = SAMPLE_SIZE) -> torch.Tensor:
     """uint8 [n, C, H, W]: the images the statistics are computed from."""
-    indices = sample_indices(len(train), limit)
-    return train.decode(indices) if isinstance(train, ImageFiles) else train.images[indices]
+    return train.decode(sample_indices(len(train), limit))
 
 
 def channel_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:

@@ -10,24 +10,34 @@ does not grow with the number of files. Sources: an image folder, or TinyImageNe
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from dmcondense.data import tinyimagenet
 from dmcondense.data.datamodule import ClassBatchDataModule, StepStream
-from dmcondense.data.imagefolder import DECODE_ERRORS, _decode_one, list_imagefolder
+from dmcondense.data.imagefolder import DECODE_ERRORS
+from dmcondense.data.imagefolder import decode as decode_imagefolder
+from dmcondense.data.imagefolder import list_files as list_imagefolder
 from dmcondense.data.imageset import ImageSet
+from dmcondense.data.tinyimagenet import decode as decode_tinyimagenet
+from dmcondense.data.tinyimagenet import list_files as list_tinyimagenet
 from dmcondense.errors import ConfigError
 
 STREAMING_SOURCES = ("imagefolder", "tinyimagenet")
+# A source's one-file decode: (path, image_size) -> uint8 [H, W] (grey) or [H, W, 3].
+FileDecoder = Callable[[Path, int], np.ndarray]
 
 
 class ImageFiles:
-    """A split as image files: labels and class names now, uint8 pixels on request."""
+    """A split as image files: labels and class names now, uint8 pixels on request.
+
+    A `TrainingSplit` (see imageset.py), like the in-memory ImageSet: consumers call `decode`
+    and `channels` and need not know which of the two they hold. `decode_file` is the source's
+    own one-file decode (module-level, so DataLoader workers can pickle it).
+    """
 
     def __init__(
         self,
@@ -36,6 +46,7 @@ class ImageFiles:
         class_names: list[str],
         channels: int,
         image_size: int,
+        decode_file: FileDecoder = decode_imagefolder,
     ) -> None:
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -47,6 +58,7 @@ class ImageFiles:
         self.labels = labels.long()
         self.class_names = list(class_names)
         self.channels, self.image_size = channels, image_size
+        self.decode_file = decode_file
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -57,13 +69,6 @@ class ImageFiles:
 
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=self.num_classes)
-
-    @property
-    def images(self) -> torch.Tensor:
-        raise ConfigError(
-            "this needs the whole training split in memory, but dataset.streaming=true keeps it "
-            "on disk; set dataset.streaming=false"
-        )
 
     def path(self, index: int) -> Path:
         return Path(os.fsdecode(self._paths[index]))
@@ -81,7 +86,7 @@ class ImageFiles:
         for row, index in enumerate(flat):  # decoding opens each file: the one per-image loop
             path = self.path(index)
             try:
-                array = _decode_one(path, size)
+                array = self.decode_file(path, size)
             except DECODE_ERRORS as error:
                 raise ValueError(
                     f"{path}: cannot decode image ({type(error).__name__}: {error}); remove or "
@@ -107,25 +112,10 @@ def list_training_files(
     """The training split of `source` as ImageFiles, in the order its in-memory loader uses."""
     if source == "imagefolder":
         paths, labels, class_names = list_imagefolder(root, "train", strict=strict)
-        return ImageFiles(paths, labels, class_names, channels, image_size)
+        return ImageFiles(paths, labels, class_names, channels, image_size, decode_imagefolder)
     if source == "tinyimagenet":
-        base = Path(root).expanduser() / tinyimagenet.FOLDER
-        required = tinyimagenet._required_files(base, "train")
-        if download and not all(p.exists() for p in required):
-            from torchvision.datasets.utils import download_and_extract_archive
-
-            download_and_extract_archive(tinyimagenet.URL, str(base.parent), md5=tinyimagenet.MD5)
-        missing = [p for p in required if not p.exists()]
-        if missing:
-            raise FileNotFoundError(
-                f"TinyImageNet train data not found: expected {missing[0]}; pass "
-                f"dataset.download=true or set data_dir to the folder holding "
-                f"{tinyimagenet.FOLDER}/"
-            )
-        wnids = tinyimagenet._read_wnids(base)
-        paths, labels = tinyimagenet._list_split(base, "train", wnids)
-        class_names = tinyimagenet._read_names(base, wnids)
-        return ImageFiles(paths, labels, class_names, channels, image_size)
+        paths, labels, class_names = list_tinyimagenet(root, "train", download=download)
+        return ImageFiles(paths, labels, class_names, channels, image_size, decode_tinyimagenet)
     raise ConfigError(
         f"dataset.streaming=true works for {' and '.join(STREAMING_SOURCES)}, not '{source}' "
         f"(it fits in memory); set dataset.streaming=false"
@@ -189,6 +179,3 @@ class StreamingClassDataModule(ClassBatchDataModule):
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         return batch  # the images came with the batch: nothing to gather
-
-    def real_images(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.train_set.decode(indices)

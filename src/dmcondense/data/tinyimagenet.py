@@ -7,7 +7,8 @@
 
 The public test split has no labels, so "test" here is the labelled validation set, as in the
 DM paper. Decoding 110,000 JPEGs takes a while; the uint8 result is cached as
-`cache_<split>.pt` in the archive folder.
+`cache_<split>.pt` in the archive folder. `list_files` and `decode` serve the streaming path,
+which reads the same files in the same order without the cache.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from dmcondense.data.imagefolder import (
-    decode_image_files,
-    require_split,
-    try_save_cache,
-)
+from dmcondense.data import imagefolder
+from dmcondense.data.imagefolder import decode_image_files, require_split, try_save_cache
 from dmcondense.data.imageset import ImageSet
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -78,26 +77,48 @@ def _required_files(base: Path, split: str) -> list[Path]:
     return [base / "wnids.txt", base / "words.txt", data]
 
 
-def load_tinyimagenet(root: str | Path, split: str, download: bool = False) -> ImageSet:
-    """TinyImageNet as uint8 [N, 3, 64, 64]: "train" (100,000) or "test" (the 10,000 val images)."""
-    require_split(split)
-    root = Path(root).expanduser()
-    base = root / FOLDER
-    if download and not all(p.exists() for p in _required_files(base, split)):
+def _missing_files(root: Path, split: str, download: bool) -> list[Path]:
+    """The files `split` needs that are absent, after fetching the official archive into `root`
+    when `download` and anything is missing."""
+    required = _required_files(root / FOLDER, split)
+    if download and not all(p.exists() for p in required):
         from torchvision.datasets.utils import download_and_extract_archive
 
         download_and_extract_archive(URL, str(root), md5=MD5)
-    missing = [p for p in _required_files(base, split) if not p.exists()]
+    return [p for p in required if not p.exists()]
+
+
+def list_files(
+    root: str | Path, split: str, download: bool = False
+) -> tuple[list[Path], torch.Tensor, list[str]]:
+    """Paths, labels and class names of `split`, in the order `load_tinyimagenet` uses, without
+    decoding (the listing streaming reads from). Fetches the archive first when `download`."""
+    require_split(split)
+    root = Path(root).expanduser()
+    base = root / FOLDER
+    missing = _missing_files(root, split, download)
     if missing:
         raise FileNotFoundError(
             f"TinyImageNet {split} data not found: expected {missing[0]} (the official archive "
             f"unpacked in {root}); pass dataset.download=true or set data_dir to the folder "
-            f"holding "
-            f"{FOLDER}/"
+            f"holding {FOLDER}/"
         )
     wnids = _read_wnids(base)
-    class_names = _read_names(base, wnids)
     paths, labels = _list_split(base, split, wnids)
+    return paths, labels, _read_names(base, wnids)
+
+
+def decode(path: str | Path, image_size: int | None) -> np.ndarray:
+    """One file as uint8 [H, W] (grey) or [H, W, 3], resized to `image_size` when given: the
+    same PIL decode `load_tinyimagenet` uses, so streamed pixels equal the loaded ones."""
+    return imagefolder.decode(path, image_size)
+
+
+def load_tinyimagenet(root: str | Path, split: str, download: bool = False) -> ImageSet:
+    """TinyImageNet as uint8 [N, 3, 64, 64]: "train" (100,000) or "test" (the 10,000 val images)."""
+    paths, labels, class_names = list_files(root, split, download)
+    base = Path(root).expanduser() / FOLDER
+    wnids = _read_wnids(base)
     fingerprint = _fingerprint(base, paths, wnids)
     cache_path = base / f"cache_{split}.pt"
     if cache_path.is_file():

@@ -7,22 +7,18 @@ from dmcondense.evaluation.baselines import (
     select_random,
     select_whole,
 )
-from dmcondense.evaluation.protocol import (
-    Protocol,
-    evaluate_synthetic,
-    lr_at,
-    make_optimizer,
-    top1_accuracy,
-    train_network,
-    train_networks,
-)
+from dmcondense.evaluation.protocol import Protocol, accuracy_summary, lr_at, make_optimizer
+from dmcondense.evaluation.score import BACKENDS, score, train_networks
+from dmcondense.evaluation.sequential import top1_accuracy, train_network
 
 __all__ = [
+    "BACKENDS",
     "Protocol",
+    "accuracy_summary",
     "embed_features",
-    "evaluate_synthetic",
     "lr_at",
     "make_optimizer",
+    "score",
     "select_herding",
     "select_kcenter",
     "select_random",

@@ -18,12 +18,12 @@ to use when comparing with the published herding / k-center figures.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
-from dmcondense.evaluation.protocol import Protocol, as_network_input, channel_stats, train_network
+from dmcondense.data.normalise import Normaliser
+from dmcondense.evaluation.protocol import Protocol
+from dmcondense.evaluation.sequential import train_network
 from dmcondense.models.init import reset_parameters
 from dmcondense.models.registry import build_model
 from dmcondense.rng import generator as make_generator
@@ -109,12 +109,11 @@ def select_kcenter(
 
 
 @torch.no_grad()
-def _embed_all(net: torch.nn.Module, images: Tensor, mean: Tensor, std: Tensor,
-               batch_size: int) -> Tensor:  # fmt: skip
-    device = mean.device
+def _embed_all(net: torch.nn.Module, images: Tensor, normaliser: Normaliser,
+               batch_size: int, device: torch.device) -> Tensor:  # fmt: skip
     net.eval()
     chunks = [
-        net.embed(as_network_input(images[start : start + batch_size].to(device), mean, std)).cpu()
+        net.embed(normaliser.to_input(images[start : start + batch_size].to(device))).cpu()
         for start in range(0, images.shape[0], batch_size)
     ]
     return torch.cat(chunks)
@@ -122,8 +121,7 @@ def _embed_all(net: torch.nn.Module, images: Tensor, mean: Tensor, std: Tensor,
 
 def embed_features(
     images_uint8: Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
+    normaliser: Normaliser,
     *,
     seed: int,
     image_size: int,
@@ -149,7 +147,6 @@ def embed_features(
         train_network(
             net, images_uint8.to(device), train_labels.to(device).long(),
             protocol=Protocol(epochs=train_epochs, augment=False), seed=seed, index="coreset-net",
-            mean=mean, std=std,
+            normaliser=normaliser,
         )  # fmt: skip
-    mean_t, std_t = channel_stats(mean, std, device)
-    return _embed_all(net, images_uint8, mean_t, std_t, batch_size)
+    return _embed_all(net, images_uint8, normaliser, batch_size, device)

@@ -25,8 +25,8 @@ SUPPORTED_NORMS = (nn.GroupNorm, nn.Identity)
 class _GroupedConv(torch.autograd.Function):
     """3x3 conv with groups=M whose backward runs network by network.
 
-    On the CPU, oneDNN's grouped-convolution backward is ~2x slower than M ordinary backward
-    passes of the same total size (measured, width 128); the forward is as fast either way.
+    On the CPU, oneDNN's grouped-convolution backward measured slower than M ordinary backward
+    passes of the same total size (benchmarks/README.md); the forward is as fast either way.
     """
 
     @staticmethod
@@ -63,7 +63,7 @@ def supports_ensemble(template: nn.Module) -> bool:
 
 
 class ConvNetEnsemble:
-    """M ConvNets with the interface of the vmap stack: `params`, `size`, `losses`, `logits`."""
+    """M ConvNets as one `NetworkStack` (batched.py): `params`, `size`, `losses`, `logits`."""
 
     def __init__(self, networks: list[nn.Module], device: torch.device) -> None:
         if not all(supports_ensemble(net) for net in networks):

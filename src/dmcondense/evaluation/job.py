@@ -21,12 +21,12 @@ import json
 import time
 from pathlib import Path
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dmcondense import build
 from dmcondense.data.datamodule import ClassBatchDataModule
+from dmcondense.data.spec import DatasetSpec, resolve_spec
 from dmcondense.errors import ConfigError, require_positive
 from dmcondense.evaluation.baselines import (
     embed_features,
@@ -35,12 +35,8 @@ from dmcondense.evaluation.baselines import (
     select_random,
     select_whole,
 )
-from dmcondense.evaluation.protocol import (
-    accuracy_summary,
-    as_network_input,
-    channel_stats,
-    train_networks,
-)
+from dmcondense.evaluation.protocol import accuracy_summary
+from dmcondense.evaluation.score import LabelledImages, score
 from dmcondense.hostmem import reuse_freed_memory
 from dmcondense.io import atomic_write, load_synthetic
 from dmcondense.rng import generator
@@ -48,31 +44,32 @@ from dmcondense.rng import generator
 BASELINES = ("random", "herding", "kcenter", "whole")
 
 
-def normalised(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
-    return as_network_input(images_uint8, *channel_stats(mean, std, images_uint8.device))
-
-
-def synthetic_sets(cfg: DictConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def synthetic_sets(cfg: DictConfig) -> tuple[list[LabelledImages], DictConfig, DatasetSpec, int]:
+    """The saved sets (their training images), the data set config and facts they were condensed
+    from (they are scored on its test split), and their IPC."""
     paths = cfg.synthetic if OmegaConf.is_list(cfg.synthetic) else [cfg.synthetic]
-    sets = []
+    sets, dataset, spec, ipc = [], None, None, None
     for path in paths:
-        dataset, meta = load_synthetic(path)
-        images, labels = dataset.tensors
-        # The set is scored on the test split of the data it was condensed from.
+        loaded, meta = load_synthetic(path)
         saved = meta["config"]["dataset"]
-        if sets and saved["name"] != cfg.dataset.name:
-            raise ConfigError(f"{path} was condensed from {saved['name']}, not {cfg.dataset.name}")
-        cfg.dataset = OmegaConf.merge(cfg.dataset, saved)
-        cfg.ipc = meta["ipc"]
-        sets.append((images, labels))
-    return sets
+        if spec is not None and saved["name"] != spec.name:
+            raise ConfigError(f"{path} was condensed from {saved['name']}, not {spec.name}")
+        dataset = OmegaConf.merge(cfg.dataset, saved)
+        spec = DatasetSpec.from_config(dataset)
+        ipc = meta["ipc"]
+        sets.append(tuple(loaded.tensors))
+    return sets, dataset, spec, ipc
 
 
 def baseline_sets(
-    cfg: DictConfig, dm: ClassBatchDataModule
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    cfg: DictConfig, dm: ClassBatchDataModule, spec: DatasetSpec
+) -> list[LabelledImages]:
     train = dm.train_set
-    mean, std = list(cfg.dataset.mean), list(cfg.dataset.std)
+    if cfg.baseline in ("herding", "kcenter", "whole") and cfg.dataset.get("streaming"):
+        raise ConfigError(
+            f"baseline={cfg.baseline} needs the whole training split in memory, but "
+            "dataset.streaming=true keeps it on disk; set dataset.streaming=false"
+        )
     sets = []
     for exp in range(cfg.num_exp):
         seed = cfg.seed + exp
@@ -82,19 +79,18 @@ def baseline_sets(
             index = select_random(train.labels, cfg.ipc, generator(seed, "baseline-random"))
         else:
             features = embed_features(
-                train.images, mean, std, seed=seed, image_size=cfg.dataset.image_size,
-                channels=cfg.dataset.channels, num_classes=cfg.dataset.num_classes,
+                train.images, spec.normaliser, seed=seed, image_size=spec.image_size,
+                channels=spec.channels, num_classes=spec.num_classes,
                 train_epochs=cfg.coreset_train_epochs, train_labels=train.labels,
-                model_kwargs=build.model_kwargs(cfg, "convnet"),
+                model_kwargs=OmegaConf.to_container(cfg.eval.architectures.convnet, resolve=True),
             )  # fmt: skip
             if cfg.baseline == "herding":
                 index = select_herding(features, train.labels, cfg.ipc)
             else:
                 index = select_kcenter(features, train.labels, cfg.ipc, generator(seed, "kcenter"))
-        images = train.images[index] if cfg.baseline == "whole" else normalised(
-            train.images[index], mean, std
-        )  # fmt: skip
-        sets.append((images, train.labels[index]))
+        images = train.decode(index)
+        sets.append((images if cfg.baseline == "whole" else spec.normaliser.to_input(images),
+                     train.labels[index]))  # fmt: skip
     return sets
 
 
@@ -120,32 +116,28 @@ def run(cfg: DictConfig) -> Path:
     )  # fmt: skip
     if cfg.get("reuse_host_memory", True):
         reuse_freed_memory()
+    ipc = cfg.ipc
     if cfg.synthetic is not None:
-        sets, what = synthetic_sets(cfg), f"synthetic {cfg.synthetic}"
-    dm = build.datamodule(cfg)
-    dm.prepare_data()
-    if cfg.synthetic is None:
+        sets, dataset, spec, ipc = synthetic_sets(cfg)
+        what = f"synthetic {cfg.synthetic}"
+        dm = build.datamodule(cfg, dataset)
+        dm.prepare_data()
+    else:
+        dm = build.datamodule(cfg)
+        dm.prepare_data()
         dm.setup("fit")
-        build.fill_dataset_facts(cfg, dm.train_set)
-        sets, what = baseline_sets(cfg, dm), f"baseline {cfg.baseline} (ipc {cfg.ipc})"
+        spec = resolve_spec(cfg.dataset, dm.train_set)
+        sets, what = baseline_sets(cfg, dm, spec), f"baseline {cfg.baseline} (ipc {ipc})"
     test = dm.load("test")
-    mean, std = list(cfg.dataset.mean), list(cfg.dataset.std)
     epochs = cfg.whole_epochs if cfg.baseline == "whole" else cfg.eval.epochs
-    protocol = build.protocol(cfg, epochs=epochs)
-    results = {}
-    for model_name in cfg.eval.models:
-        accuracies = torch.cat([
-            train_networks(
-                model_name, images, labels, test.images, test.labels,
-                num_models=cfg.eval.num_models, protocol=protocol, seed=cfg.seed + exp,
-                mean=mean, std=std, model_kwargs=build.model_kwargs(cfg, model_name),
-                num_classes=cfg.dataset.num_classes, progress=True,
-            )
-            for exp, (images, labels) in enumerate(sets)
-        ])  # fmt: skip
-        results[model_name] = accuracy_summary(accuracies)
+    scores = score(
+        {"set": sets}, build.architectures(cfg), build.protocol(cfg, epochs=epochs), test,
+        cfg.seed, num_models=cfg.eval.num_models, normaliser=spec.normaliser,
+        backend=build.eval_backend(cfg), progress=True,
+    )["set"]  # fmt: skip
+    results = {name: accuracy_summary(acc) for name, acc in scores.items()}
     summary = {
-        "what": what, "dataset": cfg.dataset.name, "ipc": cfg.ipc, "seed": cfg.seed,
+        "what": what, "dataset": spec.name, "ipc": ipc, "seed": cfg.seed,
         "experiments": len(sets), "networks_per_experiment": cfg.eval.num_models,
         "epochs": epochs, "seconds": round(time.time() - started, 1), "results": results,
     }  # fmt: skip
@@ -159,7 +151,7 @@ def run(cfg: DictConfig) -> Path:
     )
     atomic_write(run_dir / "results.csv", lambda t: Path(t).write_text(buffer.getvalue()))
     print(
-        f"{what} on {cfg.dataset.name}: {len(sets)} experiment(s) x {cfg.eval.num_models} "
+        f"{what} on {spec.name}: {len(sets)} experiment(s) x {cfg.eval.num_models} "
         f"networks, {epochs} epochs"
     )
     print(f"{'architecture':<14}{'accuracy %':>12}")

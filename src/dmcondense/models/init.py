@@ -10,10 +10,13 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _NormBase  # BatchNorm*, SyncBatchNorm, InstanceNorm*
 
 # Their default init is deterministic (weight 1, bias 0, running stats reset): reuse it.
-_DETERMINISTIC_INIT = (_NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
+_DETERMINISTIC_INIT = (
+    *(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm),
+    *(nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d),
+    *(nn.GroupNorm, nn.LayerNorm, nn.RMSNorm),
+)
 
 
 def _fill_kaiming_uniform(weight: torch.Tensor, generator: torch.Generator) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm  # base of BatchNorm1d/2d/3d and SyncBatchNorm
 
 from dmcondense.models.convnet import ConvNet, ConvNetBN
 from dmcondense.models.pool import MLP, VGG11, AlexNet, LeNet, ResNet18, ResNet18BN
@@ -44,6 +43,9 @@ def build_model(
     return MODELS[name](channels, num_classes, image_size, **kwargs)
 
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
 def uses_batchnorm(module: nn.Module) -> bool:
     """True when any submodule normalises with batch statistics (samples are coupled)."""
-    return any(isinstance(m, _BatchNorm) for m in module.modules())
+    return any(isinstance(m, BATCH_NORMS) for m in module.modules())

@@ -1,5 +1,9 @@
 """Seeded uint8 noise in a data set's shape, for benchmarks and device checks: timing needs
-shapes, not content."""
+shapes, not content.
+
+Imported as `random_images` by scripts run from a checkout: `python benchmarks/step_time.py`
+finds it beside itself, scripts/device_check.py puts benchmarks/ on sys.path first.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from dmcondense.rng import generator
 
 
 class RandomImagesDataModule(ClassBatchDataModule):
+    """`per_class` noise images of every class, drawn from a fixed seed per split."""
+
     def __init__(self, per_class: int, side: int = 32, channels: int = 3, **kwargs) -> None:
         super().__init__(source="random", data_dir="", **kwargs)
         self.per_class_images, self.side, self.channels = per_class, side, channels

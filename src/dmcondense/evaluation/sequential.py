@@ -1,0 +1,101 @@
+"""The sequential trainer: one network at a time, plain PyTorch (torchvision references style)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dmcondense.augment import DSA, NoAugment
+from dmcondense.data.normalise import Normaliser
+from dmcondense.evaluation.protocol import (
+    Protocol,
+    epochs,
+    make_augmenter,
+    make_optimizer,
+    progress_bar,
+)
+
+
+def train_network(
+    net: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    protocol: Protocol,
+    seed: int,
+    index: int | str,
+    normaliser: Normaliser,
+    augmenter: DSA | NoAugment | None = None,
+    bar=None,
+) -> nn.Module:
+    """Train one network in place with the protocol; draws keyed by (seed, index).
+
+    `images` are normalised float [N, C, H, W] or uint8 (then normalised batch by batch), on
+    the network's device.
+    """
+    device = images.device
+    augmenter = make_augmenter(protocol) if augmenter is None else augmenter
+    optimizer = make_optimizer(net.parameters(), protocol)
+    n = images.shape[0]
+    net.train()
+    for (order,), (aug_generator,) in epochs(optimizer, protocol, seed, [index], n, device):
+        for start in range(0, n, protocol.batch_size):
+            batch = order[start : start + protocol.batch_size]
+            x = normaliser.to_input(images[batch])
+            x = augmenter.apply(x, augmenter.sample(batch.numel(), aug_generator))
+            loss = F.cross_entropy(net(x), labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if bar is not None:
+            bar.update(1)
+    return net
+
+
+@torch.no_grad()
+def top1_accuracy(
+    net: nn.Module,
+    test_images: Tensor,
+    test_labels: Tensor,
+    *,
+    normaliser: Normaliser,
+    batch_size: int = 1024,
+) -> float:
+    """Top-1 accuracy of `net` (eval mode) on uint8 test images, normalised batch by batch."""
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    correct = 0
+    for start in range(0, test_images.shape[0], batch_size):
+        x = normaliser.to_input(test_images[start : start + batch_size].to(device))
+        y = test_labels[start : start + batch_size].to(device)
+        correct += int((net(x).argmax(dim=1) == y).sum())
+    net.train(was_training)
+    return correct / max(test_images.shape[0], 1)
+
+
+def train_sequential(
+    networks: list[nn.Module],
+    images: Tensor,
+    labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    *,
+    protocol: Protocol,
+    seed: int,
+    normaliser: Normaliser,
+    progress: str | None = None,
+) -> Tensor:
+    """Train `networks` (network i draws with index i) one after another; accuracies [M]."""
+    bar = progress_bar(protocol.epochs * len(networks), progress)
+    augmenter = make_augmenter(protocol)
+    accuracies = torch.zeros(len(networks), dtype=torch.float64)
+    for i, net in enumerate(networks):
+        train_network(net.to(images.device), images, labels, protocol=protocol, seed=seed,
+                      index=i, normaliser=normaliser, augmenter=augmenter, bar=bar)  # fmt: skip
+        accuracies[i] = top1_accuracy(net, test_images, test_labels, normaliser=normaliser,
+                                      batch_size=protocol.test_batch_size)  # fmt: skip
+    if bar is not None:
+        bar.close()
+    return accuracies

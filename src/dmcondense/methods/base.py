@@ -1,0 +1,142 @@
+"""What every condensation method shares, written once: the base LightningModule.
+
+It owns the synthetic pixels as the module's only `nn.Parameter`, their SGD optimiser
+(`lr_img`, `momentum`), the labels, how stored pixels decode into training images
+(`SyntheticImages`), the normaliser, the embedding network that a method redraws each step, and
+the step itself: a method adds only `step_loss`, or its own `training_step` with manual
+optimisation where it needs an inner loop. Pictures, checkpoints, resume, the NaN guard and the
+image logger (condense/callbacks.py) work on this base, so they work for every method.
+
+GPU fast path: under precision=bf16-mixed the network runs in bf16 while the synthetic images and
+the features stay fp32; `channels_last` feeds the network NHWC tensors; `compile` wraps the
+network's `embed` in torch.compile once (the network is re-initialised in place each step, so the
+compiled code is reused); the real images arrive as uint8 on the device and a step has no
+host-device sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import nn
+
+from dmcondense.augment import DSA, NoAugment
+from dmcondense.data.normalise import Normaliser
+from dmcondense.models.init import reset_parameters
+from dmcondense.rng import generator
+from dmcondense.synthetic import SyntheticImages
+
+
+class CondensationMethod(L.LightningModule):
+    name = "method"  # the synthetic set's name in results (results.json, eval/<name>/<model>)
+
+    def __init__(
+        self,
+        embed_net: nn.Module,
+        augment: DSA | NoAugment,
+        initial_images: torch.Tensor,
+        num_classes: int,
+        normaliser: Normaliser,
+        lr_img: float = 1.0,
+        momentum: float = 0.5,
+        seed: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_backend: str | Callable = "inductor",
+    ) -> None:
+        super().__init__()
+        if initial_images.shape[0] % num_classes:
+            raise ValueError("initial_images must hold the same number of images for every class")
+        self.num_classes = num_classes
+        self.ipc = initial_images.shape[0] // num_classes
+        self.synthetic_images = SyntheticImages(num_classes, self.ipc)
+        self.synthetic = nn.Parameter(initial_images.clone().float())  # stored, class-major
+        self.register_buffer("labels", torch.arange(num_classes).repeat_interleave(self.ipc))
+        self.normaliser = normaliser
+        # A tuple hides it from nn.Module: its weights are redrawn each step, never learned.
+        self._net = (embed_net.requires_grad_(False),)
+        self.augment = augment
+        self.lr_img, self.momentum, self.seed = lr_img, momentum, seed
+        self.channels_last = channels_last
+        self.compile, self.compile_backend = compile, compile_backend
+        self._compiled_embed: Callable | None = None
+
+    # --- the step ------------------------------------------------------------------------------
+    def step_loss(self, step: int, classes: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The method's loss of one step for `classes` with uint8 real images [k, n, C, H, W]."""
+        raise NotImplementedError(f"{type(self).__name__} must define step_loss")
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.step_loss(batch["step"], batch["classes"], batch["images"])
+        # Each rank holds its classes' share; the logged figure is the sum over all classes.
+        self.log(
+            "train/loss",
+            loss,
+            prog_bar=True,
+            reduce_fx="sum",
+            sync_dist=self.trainer.world_size > 1,
+        )
+        # DDP averages gradients over ranks; each rank holds a disjoint slice of classes,
+        # so scaling by the world size turns that average into the full sum over classes.
+        return loss * self.trainer.world_size
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD([self.synthetic], lr=self.lr_img, momentum=self.momentum)
+
+    # --- the images ----------------------------------------------------------------------------
+    def training_images(self) -> torch.Tensor:
+        """The decoded training images, class-major, differentiable w.r.t. the stored pixels."""
+        return self.synthetic_images.decode(self.synthetic)
+
+    def decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training images, labels), detached: what evaluation trains on."""
+        images = self.synthetic_images.decode(self.synthetic.detach())
+        return images, self.synthetic_images.decode_labels(self.labels)
+
+    def denormalised(self) -> torch.Tensor:
+        """The decoded training images in [0, 1], for pictures."""
+        return self.normaliser.to_unit(self.decoded()[0])
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 real images -> network input, on the device that holds them (the hot path)."""
+        return self.normaliser.to_input_fused(images)
+
+    # --- the network ---------------------------------------------------------------------------
+    @property
+    def embed_net(self) -> nn.Module:
+        return self._net[0]
+
+    def on_fit_start(self) -> None:
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        self._net = (self.embed_net.to(self.device, memory_format=memory_format).train(),)
+
+    def draw_network(self, step: int) -> nn.Module:
+        """The embedding network of `step`, re-initialised from generator(seed, "net", step)."""
+        return reset_parameters(
+            self.embed_net, generator(self.seed, "net", step, device=self.device)
+        )
+
+    def embed_function(self, net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """`net.embed`, compiled on first use when `compile` is set.
+
+        The parameters are updated in place (same tensors), so no step recompiles: one graph for
+        the real pass (no grad) and one for the synthetic pass. dynamic=False keeps both
+        specialised to their fixed batch sizes instead of one dynamic-shape graph.
+        """
+        if not self.compile:
+            return net.embed
+        if self._compiled_embed is None:
+            self._compiled_embed = torch.compile(
+                net.embed, backend=self.compile_backend, dynamic=False
+            )
+        return self._compiled_embed
+
+    def embed(self, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Flat features [N, D] in fp32: under bf16 autocast the network computes in bf16, but
+        class statistics of nearly equal bf16 features would lose the differences a loss
+        measures."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.embed_function(net)(images).flatten(1).float()
