@@ -64,6 +64,12 @@ CASES = {
         ["dataset=imagefolder", "path={corrupt}", "strict=true"],
         ["{bad_png}", "strict=false"],
     ),
+    "dc-ipc-not-in-the-loop-table": (
+        ["method=dc", "ipc=7"],
+        ["ipc=7", "1, 10, 20, 30, 40, 50", "method.outer_loop=N method.inner_loop=M"],
+    ),
+    "dc-unknown-distance": (["method=dc", "ipc=1", "method.distance=foo"], ["foo", "ours, mse"]),
+    "unknown-eval-protocol": (["eval.protocol=dm"], ["eval.protocol", "'dm'", "dsa, dc"]),
     "output-folder-under-a-file": (
         ["hydra.run.dir={file}/run"],
         ["{file}", "output folder", "hydra.run.dir"],

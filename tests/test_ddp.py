@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import torch
 from helpers import run_train
 
@@ -41,16 +42,23 @@ def initial_images(meta: dict) -> torch.Tensor:
     return (train.images[meta["init_indices"]].float() / 255 - mean) / std
 
 
-def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
+# DC: two rounds an iteration, so a step makes two DDP backward passes and trains the network
+# between them on every rank; init=real so that the start is the same set as DM's.
+METHODS = {"dm": [], "dc": ["method=dc", "method.outer_loop=2", "method.inner_loop=2", "init=real"]}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_two_process_ddp_matches_one_process(tmp_path: Path, method: str) -> None:
     single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
-    single = run_train(*TINY, f"hydra.run.dir={single_dir}")
+    args = [*TINY, *METHODS[method]]
+    single = run_train(*args, f"hydra.run.dir={single_dir}")
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = run_train(*TINY, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={ddp_dir}")
+    ddp = run_train(*args, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={ddp_dir}")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
     # Two ranks really ran, and only rank 0 evaluated and reported.
     assert "MEMBER: 2/2" in ddp.stdout + ddp.stderr
-    assert ddp.stdout.count("dm convnet") == 1, ddp.stdout[-3000:]
+    assert ddp.stdout.count(f"{method} convnet") == 1, ddp.stdout[-3000:]
     assert (ddp_dir / "results.json").is_file()
 
     (one, meta_one), (two, meta_two) = load_synthetic(single_dir), load_synthetic(ddp_dir)

@@ -59,7 +59,7 @@ def test_optimizer_is_sgd_with_momentum_and_weight_decay() -> None:
 
 @pytest.mark.parametrize("backend", ["loop", "ensemble", "vmap"])
 def test_training_augments_every_batch_with_dsa_by_default(monkeypatch, backend: str) -> None:
-    assert Protocol().augment
+    assert Protocol().augment == "dsa"
     calls: list[int] = []
     original = DSA.apply
 
@@ -78,7 +78,7 @@ def test_training_augments_every_batch_with_dsa_by_default(monkeypatch, backend:
     else:
         assert calls == [8, 8, 4] * 2 * 2
     calls.clear()
-    no_aug = Protocol(epochs=2, batch_size=8, augment=False)
+    no_aug = Protocol(epochs=2, batch_size=8, augment="none")
     train_networks("convnet", normalised, labels, images, labels, **{**kwargs, "protocol": no_aug})
     assert calls == []
 
@@ -88,7 +88,7 @@ def test_convnet_on_whole_mnist_sample_reaches_90_percent(mnist) -> None:
     start = time.perf_counter()
     accuracy = train_networks(
         "convnet", normalise(train.images), train.labels, test.images, test.labels,
-        num_models=1, protocol=Protocol(epochs=2, batch_size=64, augment=False), seed=0,
+        num_models=1, protocol=Protocol(epochs=2, batch_size=64, augment="none"), seed=0,
         normaliser=MNIST, model_kwargs={"width": 32},
     )  # fmt: skip
     elapsed = time.perf_counter() - start

@@ -22,7 +22,9 @@ from dmcondense.errors import ConfigError
 from dmcondense.evaluation.protocol import Protocol
 from dmcondense.evaluation.score import BACKENDS
 from dmcondense.methods.base import CondensationMethod
-from dmcondense.models.registry import MODELS, build_model
+from dmcondense.models.registry import MODELS, build_model, uses_batchnorm
+
+EVAL_PROTOCOLS = ("dsa", "dc")
 
 
 def model_knobs(cfg: DictConfig) -> dict:
@@ -49,6 +51,18 @@ def eval_backend(cfg: DictConfig) -> str:
             f"unknown eval.backend '{cfg.eval.backend}'; choose one of {', '.join(BACKENDS)}"
         )
     return cfg.eval.backend
+
+
+def check_evaluation(cfg: DictConfig) -> None:
+    """The eval group's choices, checked before anything runs (a typo answers before a long
+    condensation rather than after it)."""
+    eval_backend(cfg)
+    architectures(cfg)
+    if cfg.eval.protocol not in EVAL_PROTOCOLS:
+        raise ConfigError(
+            f"unknown eval.protocol '{cfg.eval.protocol}'; choose one of "
+            f"{', '.join(EVAL_PROTOCOLS)}"
+        )
 
 
 def embedding_network(cfg: DictConfig, spec: DatasetSpec) -> torch.nn.Module:
@@ -130,16 +144,31 @@ def datamodule(cfg: DictConfig, dataset: DictConfig | None = None) -> ClassBatch
     )
 
 
-def protocol(cfg: DictConfig, epochs: int | None = None) -> Protocol:
+def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> dict[str, Protocol]:
+    """Each evaluated architecture's protocol (eval.protocol):
+    dsa  the common protocol of the DSA and DM papers: eval.epochs (or `epochs`), DSA per
+         image when eval.augment
+    dc   as the DC paper scored its sets: 300 epochs without augmentation; MNIST 1,000 epochs
+         with crop, scale and rotate; BatchNorm models 1,000 epochs with crop
+    """
+    check_evaluation(cfg)
     e = cfg.eval
-    return Protocol(
-        epochs=epochs or e.epochs,
-        lr=e.lr,
-        momentum=e.momentum,
-        weight_decay=e.weight_decay,
-        batch_size=e.batch_size,
-        augment=e.augment,
-    )
+    common = dict(lr=e.lr, momentum=e.momentum, weight_decay=e.weight_decay,
+                  batch_size=e.batch_size)  # fmt: skip
+    chosen = {}
+    for name, knobs in architectures(cfg).items():
+        if e.protocol == "dsa":
+            augment = "dsa" if e.augment else "none"
+            chosen[name] = Protocol(epochs=epochs or e.epochs, augment=augment, **common)
+            continue
+        shape = (spec.channels, spec.num_classes, spec.image_size)
+        if uses_batchnorm(build_model(name, *shape, **knobs)):
+            chosen[name] = Protocol(epochs=1000, augment="dc_batchnorm", **common)
+        elif spec.name.startswith("mnist"):
+            chosen[name] = Protocol(epochs=1000, augment="dc_mnist", **common)
+        else:
+            chosen[name] = Protocol(epochs=300, augment="none", **common)
+    return chosen
 
 
 def trainer(

@@ -104,7 +104,7 @@ def evaluate(
     scores = score(
         {name: [images_labels] for name, images_labels in sets.items()},
         build.architectures(cfg),
-        build.protocol(cfg),
+        build.protocols(cfg, spec),
         test,
         cfg.seed,
         num_models=cfg.eval.num_models,
@@ -148,6 +148,7 @@ def run(cfg: DictConfig) -> Path:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     started = time.time()
     quiet_library_chatter()
+    build.check_evaluation(cfg)
     if cfg.get("reuse_host_memory", True):
         reuse_freed_memory()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -184,7 +185,7 @@ def run(cfg: DictConfig) -> Path:
                 cfg.eval.every,
                 build.architectures(cfg),
                 cfg.eval.num_models,
-                build.protocol(cfg),
+                build.protocols(cfg, spec),
                 cfg.seed,
                 backend=build.eval_backend(cfg),
             )
@@ -212,9 +213,12 @@ def run(cfg: DictConfig) -> Path:
 def print_summary(cfg: DictConfig, summary: dict, run_dir: Path, notes: list[str]) -> None:
     """Accuracies, wall time, where things are; the last line names the run folder."""
     networks, epochs = cfg.eval.num_models, cfg.eval.epochs
+    trained = (
+        f"{epochs} epoch{'s' * (epochs != 1)}" if cfg.eval.protocol == "dsa" else "DC's protocol"
+    )
     print(
         f"accuracy on the real test set ({networks} network{'s' * (networks != 1)} x "
-        f"{epochs} epoch{'s' * (epochs != 1)} per set and model):"
+        f"{trained} per set and model):"
     )
     for set_name, by_model in summary["results"].items():
         for model_name, r in by_model.items():
@@ -244,8 +248,10 @@ def condense_and_score(
     started: float,
 ) -> dict | None:
     """Fit, then (on rank zero) export, evaluate, write results.json; returns its content."""
+    fit_started = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     condense_seconds = time.time() - started
+    fit_seconds = time.time() - fit_started
     if not trainer.is_global_zero:
         return None
     tracking.log_synthetic_artifact(trainer.loggers, run_dir, spec.name)
@@ -265,9 +271,12 @@ def condense_and_score(
         "ipc": cfg.ipc,
         "iterations": cfg.iterations,
         "seed": cfg.seed,
+        "eval_protocol": cfg.eval.protocol,
         "eval_epochs": cfg.eval.epochs,
         "eval_num_models": cfg.eval.num_models,
+        "steps": trainer.global_step,
         "condense_seconds": round(condense_seconds, 1),
+        "fit_seconds": round(fit_seconds, 1),
         "total_seconds": round(time.time() - started, 1),
         "results": results,
     }

@@ -46,7 +46,12 @@ class ClassIndex:
 
 
 class StepStream(IterableDataset):
-    """Yields {step, classes, indices} for steps start..stop-1; worker w takes every n-th step."""
+    """Yields {step, classes, indices} for steps start..stop-1; worker w takes every n-th step.
+
+    indices: [classes, per_class], or [rounds, classes, per_class] when a method matches
+    `rounds` real batches a step (gradient matching: one per outer round). Round 0 is the draw
+    of the one-batch stream, so the rounds only add draws.
+    """
 
     def __init__(
         self,
@@ -56,16 +61,23 @@ class StepStream(IterableDataset):
         seed: int,
         start: int,
         stop: int,
+        rounds: int = 1,
     ) -> None:
         self.index, self.classes, self.per_class = index, classes, per_class
-        self.seed, self.start, self.stop = seed, start, stop
+        self.seed, self.start, self.stop, self.rounds = seed, start, stop, rounds
+
+    def draw(self, step: int) -> torch.Tensor:
+        """The indices of `step` for this stream's classes."""
+        keys = [("real", step)] + [("real", step, r) for r in range(1, self.rounds)]
+        picks = [self.index.sample(self.per_class, generator(self.seed, *k))[self.classes]
+                 for k in keys]  # fmt: skip
+        return picks[0] if self.rounds == 1 else torch.stack(picks)
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
         first, stride = (0, 1) if info is None else (info.id, info.num_workers)
         for step in range(self.start + first, self.stop, stride):
-            picks = self.index.sample(self.per_class, generator(self.seed, "real", step))
-            yield {"step": step, "classes": self.classes, "indices": picks[self.classes]}
+            yield {"step": step, "classes": self.classes, "indices": self.draw(step)}
 
 
 def rank_classes(num_classes: int, rank: int, world_size: int) -> torch.Tensor:
@@ -123,6 +135,8 @@ class ClassBatchDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         start = trainer.global_step if trainer else 0  # resumes where the checkpoint left off
+        # A method that matches several real batches a step says so (gradient matching).
+        rounds = getattr(trainer.lightning_module, "real_batches_per_step", 1) if trainer else 1
         stream = StepStream(
             self.index,
             rank_classes(self.num_classes, rank, world),
@@ -130,6 +144,7 @@ class ClassBatchDataModule(L.LightningDataModule):
             self.seed,
             start,
             self.iterations,
+            rounds,
         )
         return DataLoader(stream, batch_size=None)
 
@@ -137,7 +152,9 @@ class ClassBatchDataModule(L.LightningDataModule):
         device = batch["indices"].device
         if self._store is None or self._store.device != device:
             self._store = self.train_set.images.to(device)
-        batch["images"] = self._store[batch["indices"]]  # uint8 [classes, per_class, C, H, W]
+        batch["images"] = self._store[
+            batch["indices"]
+        ]  # uint8 [(rounds,) classes, per_class, C, H, W]
         return batch
 
     def real_images(self, indices: torch.Tensor) -> torch.Tensor:

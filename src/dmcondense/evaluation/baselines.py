@@ -146,7 +146,7 @@ def embed_features(
             raise ValueError("train_epochs > 0 needs train_labels")
         train_network(
             net, images_uint8.to(device), train_labels.to(device).long(),
-            protocol=Protocol(epochs=train_epochs, augment=False), seed=seed, index="coreset-net",
+            protocol=Protocol(epochs=train_epochs, augment="none"), seed=seed, index="coreset-net",
             normaliser=normaliser,
         )  # fmt: skip
     return _embed_all(net, images_uint8, normaliser, batch_size, device)

@@ -17,7 +17,7 @@ class PeriodicEvaluation(L.Callback):
         every: int,
         architectures: Mapping[str, Mapping],
         num_models: int,
-        protocol: Protocol,
+        protocol: Protocol | Mapping[str, Protocol],
         seed: int,
         backend: str = "auto",
     ) -> None:

@@ -114,6 +114,7 @@ def run(cfg: DictConfig) -> Path:
         ipc=cfg.ipc, num_exp=cfg.num_exp,
         **{"eval.num_models": cfg.eval.num_models, "eval.epochs": cfg.eval.epochs},
     )  # fmt: skip
+    build.check_evaluation(cfg)
     if cfg.get("reuse_host_memory", True):
         reuse_freed_memory()
     ipc = cfg.ipc
@@ -131,13 +132,14 @@ def run(cfg: DictConfig) -> Path:
     test = dm.load("test")
     epochs = cfg.whole_epochs if cfg.baseline == "whole" else cfg.eval.epochs
     scores = score(
-        {"set": sets}, build.architectures(cfg), build.protocol(cfg, epochs=epochs), test,
+        {"set": sets}, build.architectures(cfg), build.protocols(cfg, spec, epochs=epochs), test,
         cfg.seed, num_models=cfg.eval.num_models, normaliser=spec.normaliser,
         backend=build.eval_backend(cfg), progress=True,
     )["set"]  # fmt: skip
     results = {name: accuracy_summary(acc) for name, acc in scores.items()}
     summary = {
         "what": what, "dataset": spec.name, "ipc": ipc, "seed": cfg.seed,
+        "eval_protocol": cfg.eval.protocol,
         "experiments": len(sets), "networks_per_experiment": cfg.eval.num_models,
         "epochs": epochs, "seconds": round(time.time() - started, 1), "results": results,
     }  # fmt: skip

@@ -97,7 +97,7 @@ def train_networks(
 def score(
     sets: Mapping[str, Sequence[LabelledImages]],
     architectures: Mapping[str, Mapping],
-    protocol: Protocol,
+    protocol: Protocol | Mapping[str, Protocol],
     test: ImageSet,
     seed: int,
     *,
@@ -111,14 +111,16 @@ def score(
 
     `sets`: name -> experiments, each (images, labels); experiment e draws with seed + e, and
     its accuracies are pooled into one tensor [experiments * num_models] per architecture.
-    `architectures`: name -> constructor knobs. Returns results[set][architecture].
+    `architectures`: name -> constructor knobs; `protocol`: one for all, or one per
+    architecture. Returns results[set][architecture].
     """
     return {
         name: {
             arch: torch.cat([
                 train_networks(
                     arch, images, labels, test.images, test.labels, num_models=num_models,
-                    protocol=protocol, seed=seed + e, normaliser=normaliser, backend=backend,
+                    protocol=protocol[arch] if isinstance(protocol, Mapping) else protocol,
+                    seed=seed + e, normaliser=normaliser, backend=backend,
                     model_kwargs=knobs, num_classes=test.num_classes, device=device,
                     progress=progress,
                 )

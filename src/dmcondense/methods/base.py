@@ -31,6 +31,7 @@ from dmcondense.synthetic import SyntheticImages
 
 class CondensationMethod(L.LightningModule):
     name = "method"  # the synthetic set's name in results (results.json, eval/<name>/<model>)
+    real_batches_per_step = 1  # real batches a class the DataModule serves each step
 
     def __init__(
         self,
@@ -70,6 +71,12 @@ class CondensationMethod(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.step_loss(batch["step"], batch["classes"], batch["images"])
+        self.log_loss(loss)
+        # DDP averages gradients over ranks; each rank holds a disjoint slice of classes,
+        # so scaling by the world size turns that average into the full sum over classes.
+        return loss * self.trainer.world_size
+
+    def log_loss(self, loss: torch.Tensor) -> None:
         # Each rank holds its classes' share; the logged figure is the sum over all classes.
         self.log(
             "train/loss",
@@ -78,9 +85,6 @@ class CondensationMethod(L.LightningModule):
             reduce_fx="sum",
             sync_dist=self.trainer.world_size > 1,
         )
-        # DDP averages gradients over ranks; each rank holds a disjoint slice of classes,
-        # so scaling by the world size turns that average into the full sum over classes.
-        return loss * self.trainer.world_size
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD([self.synthetic], lr=self.lr_img, momentum=self.momentum)
