@@ -24,6 +24,7 @@ from dmcondense.data.normalise import Normaliser
 from dmcondense.evaluation.ensemble import ConvNetEnsemble
 from dmcondense.evaluation.protocol import (
     Protocol,
+    Task,
     epochs,
     make_augmenter,
     make_optimizer,
@@ -142,25 +143,15 @@ def test_stack(
 
 
 def train_batched(
-    networks: list[nn.Module],
-    stack_kind: str,
-    images: Tensor,
-    labels: Tensor,
-    test_images: Tensor,
-    test_labels: Tensor,
-    *,
-    protocol: Protocol,
-    seed: int,
-    normaliser: Normaliser,
-    chunk_size: int | None = None,
-    progress: str | None = None,
+    networks: list[nn.Module], stack_kind: str, task: Task, chunk_size: int | None = None
 ) -> Tensor:
     """Train `networks` (network i draws with index i) as stacks of `stack_kind` ("vmap" or
     "ensemble") of at most `chunk_size` networks; accuracies [M]. Results do not depend on the
     chunking. Raises BatchingUnsupported before any training when vmap cannot batch them."""
+    images, labels, normaliser, protocol = task.images, task.labels, task.normaliser, task.protocol
     device, m = images.device, len(networks)
     chunk = m if chunk_size is None else max(1, chunk_size)
-    bar = progress_bar(protocol.epochs * -(-m // chunk), progress)
+    bar = progress_bar(protocol.epochs * -(-m // chunk), task.progress)
     augmenter = make_augmenter(protocol)
     accuracies = []
     try:
@@ -172,9 +163,9 @@ def train_batched(
             else:
                 stack = VmapStack(nets, device)
                 stack.check(images, labels, normaliser)
-            train_stack(stack, indices, images, labels, protocol=protocol, seed=seed,
+            train_stack(stack, indices, images, labels, protocol=protocol, seed=task.seed,
                         normaliser=normaliser, augmenter=augmenter, bar=bar)  # fmt: skip
-            tested = test_stack(stack, test_images, test_labels, normaliser=normaliser,
+            tested = test_stack(stack, task.test_images, task.test_labels, normaliser=normaliser,
                                 device=device, batch_size=protocol.test_batch_size)  # fmt: skip
             accuracies.append(tested)
     finally:

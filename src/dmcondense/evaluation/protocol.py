@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from dmcondense.augment import DSA, NoAugment
+from dmcondense.data.normalise import Normaliser
 from dmcondense.models.init import reset_parameters
 from dmcondense.rng import generator
 
@@ -47,6 +48,21 @@ class Protocol:
     augment: str = "dsa"  # a key of AUGMENTATIONS
     # Test images per forward pass, summed over the networks of a batched pass (memory bound).
     test_batch_size: int = 1024
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a trainer needs besides its networks: the training and the test set, the protocol,
+    the seed of the draws, the normaliser, and the progress bar's label (None: no bar)."""
+
+    images: Tensor  # normalised float [N, C, H, W], or uint8 (normalised batch by batch)
+    labels: Tensor
+    test_images: Tensor  # uint8
+    test_labels: Tensor
+    protocol: Protocol
+    seed: int
+    normaliser: Normaliser
+    progress: str | None = None
 
 
 def make_optimizer(params: Iterable[Tensor], protocol: Protocol) -> torch.optim.SGD:

@@ -23,7 +23,7 @@ from dmcondense.data.imageset import ImageSet
 from dmcondense.data.normalise import Normaliser
 from dmcondense.evaluation.batched import BatchingUnsupported, train_batched
 from dmcondense.evaluation.ensemble import supports_ensemble
-from dmcondense.evaluation.protocol import Protocol, fresh_network
+from dmcondense.evaluation.protocol import Protocol, Task, fresh_network
 from dmcondense.evaluation.sequential import train_sequential
 from dmcondense.models.registry import build_model, uses_batchnorm
 
@@ -80,18 +80,17 @@ def train_networks(
     template = build_model(model_name, *shape, **dict(model_kwargs or {}))
     chosen = choose_backend(backend, template, device)
     networks = [fresh_network(template, seed, model_name, i) for i in range(num_models)]
-    data = (images, labels, test_images, test_labels)
-    common = dict(protocol=protocol, seed=seed, normaliser=normaliser,
-                  progress=model_name if progress else None)  # fmt: skip
+    task = Task(images, labels, test_images, test_labels, protocol, seed, normaliser,
+                progress=model_name if progress else None)  # fmt: skip
     if chosen != "loop":
         try:
-            return train_batched(networks, chosen, *data, chunk_size=chunk_size, **common)
+            return train_batched(networks, chosen, task, chunk_size)
         except BatchingUnsupported as error:
             if backend != "auto":
                 raise
             warnings.warn(f"vmap failed for {model_name} ({error}); training its networks one "
                           "after another", stacklevel=2)  # fmt: skip
-    return train_sequential(networks, *data, **common)
+    return train_sequential(networks, task)
 
 
 def score(

@@ -10,6 +10,7 @@ from dmcondense.augment import DSA, NoAugment
 from dmcondense.data.normalise import Normaliser
 from dmcondense.evaluation.protocol import (
     Protocol,
+    Task,
     epochs,
     make_augmenter,
     make_optimizer,
@@ -75,26 +76,18 @@ def top1_accuracy(
     return correct / max(test_images.shape[0], 1)
 
 
-def train_sequential(
-    networks: list[nn.Module],
-    images: Tensor,
-    labels: Tensor,
-    test_images: Tensor,
-    test_labels: Tensor,
-    *,
-    protocol: Protocol,
-    seed: int,
-    normaliser: Normaliser,
-    progress: str | None = None,
-) -> Tensor:
+def train_sequential(networks: list[nn.Module], task: Task) -> Tensor:
     """Train `networks` (network i draws with index i) one after another; accuracies [M]."""
-    bar = progress_bar(protocol.epochs * len(networks), progress)
+    protocol = task.protocol
+    bar = progress_bar(protocol.epochs * len(networks), task.progress)
     augmenter = make_augmenter(protocol)
     accuracies = torch.zeros(len(networks), dtype=torch.float64)
     for i, net in enumerate(networks):
-        train_network(net.to(images.device), images, labels, protocol=protocol, seed=seed,
-                      index=i, normaliser=normaliser, augmenter=augmenter, bar=bar)  # fmt: skip
-        accuracies[i] = top1_accuracy(net, test_images, test_labels, normaliser=normaliser,
+        train_network(net.to(task.images.device), task.images, task.labels, protocol=protocol,
+                      seed=task.seed, index=i, normaliser=task.normaliser, augmenter=augmenter,
+                      bar=bar)  # fmt: skip
+        accuracies[i] = top1_accuracy(net, task.test_images, task.test_labels,
+                                      normaliser=task.normaliser,
                                       batch_size=protocol.test_batch_size)  # fmt: skip
     if bar is not None:
         bar.close()
