@@ -27,6 +27,8 @@ RUN = [
     "logger=csv",
 ]
 KILL_AFTER = 8  # the checkpoint step the killed run must have reached
+# DC: manual optimisation, two image updates and a network trained between them a step.
+METHODS = {"dm": [], "dc": ["method=dc", "method.outer_loop=2", "method.inner_loop=2", "init=real"]}
 
 # The entry point as `python -m dmcondense.train`, made to stand still once `pause_at` steps are
 # done (after the step-8 checkpoint, before the step-12 one), so the kill always lands between.
@@ -55,13 +57,13 @@ def checkpoint_step(path: Path) -> int:
         return -1
 
 
-def start_paused_run(run_dir: Path, pause_at: int) -> subprocess.Popen:
+def start_paused_run(run_dir: Path, pause_at: int, args: list[str]) -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (env.get("PYTHONPATH"), str(REPO_ROOT / "src")) if p
     )
     return subprocess.Popen(
-        [sys.executable, "-c", PAUSING_ENTRY, str(pause_at), *RUN, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-c", PAUSING_ENTRY, str(pause_at), *args, f"hydra.run.dir={run_dir}"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -70,10 +72,12 @@ def start_paused_run(run_dir: Path, pause_at: int) -> subprocess.Popen:
     )
 
 
-def test_killed_run_resumes_to_the_same_synthetic_set(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", list(METHODS))
+def test_killed_run_resumes_to_the_same_synthetic_set(tmp_path: Path, method: str) -> None:
     killed_dir, whole_dir = tmp_path / "killed", tmp_path / "whole"
     last = killed_dir / "checkpoints" / "last.ckpt"
-    process = start_paused_run(killed_dir, pause_at=KILL_AFTER + 2)
+    args = [*RUN, *METHODS[method]]
+    process = start_paused_run(killed_dir, pause_at=KILL_AFTER + 2, args=args)
     try:
         deadline = time.monotonic() + 150
         while checkpoint_step(last) < KILL_AFTER:
@@ -98,10 +102,10 @@ def test_killed_run_resumes_to_the_same_synthetic_set(tmp_path: Path) -> None:
     assert load_synthetic(killed_dir)[1]["step"] == KILL_AFTER
     assert not (killed_dir / "results.json").exists()
 
-    resumed = run_train(*RUN, "resume=last", f"hydra.run.dir={killed_dir}")
+    resumed = run_train(*args, "resume=last", f"hydra.run.dir={killed_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restored all states" in resumed.stdout + resumed.stderr
-    whole = run_train(*RUN, f"hydra.run.dir={whole_dir}")
+    whole = run_train(*args, f"hydra.run.dir={whole_dir}")
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     (resumed_set, resumed_meta), (whole_set, whole_meta) = (
