@@ -50,8 +50,8 @@ def test_tensorboard_holds_config_loss_image_grids_and_accuracies(tmp_path: Path
     assert [e.step for e in losses] == list(range(ITERATIONS))
     assert all(math.isfinite(e.value) for e in losses)
 
-    grids = events.Images("synthetic")
-    assert [e.step for e in grids] == list(range(IMAGES_EVERY, ITERATIONS + 1, IMAGES_EVERY))
+    grids = events.Images("synthetic")  # the initial set, then every IMAGES_EVERY steps
+    assert [e.step for e in grids] == list(range(0, ITERATIONS + 1, IMAGES_EVERY))
     assert all(grid_size(e.width, e.height) for e in grids)
     # The last grid is the final synthetic set: the picture written beside synthetic.pt.
     with Image.open(run_dir / "synthetic.png") as picture:
@@ -64,6 +64,9 @@ def test_tensorboard_holds_config_loss_image_grids_and_accuracies(tmp_path: Path
         (logged,) = events.Scalars(f"eval/{set_name}/convnet")
         assert logged.value == pytest.approx(results[set_name]["convnet"]["mean"], abs=1e-4)
     assert "eval/accuracy/text_summary" in events.Tags()["tensors"]
+    # The HPARAMS tab's metric is the condensed set's accuracy (not Lightning's placeholder -1).
+    (metric,) = events.Scalars("hp_metric")
+    assert metric.value == pytest.approx(results["dm"]["convnet"]["mean"], abs=1e-4)
     hparams = OmegaConf.load(run_dir / "hparams.yaml")
     assert hparams.ipc == IPC and hparams.iterations == ITERATIONS
 
@@ -137,7 +140,7 @@ def test_wandb_without_a_key_runs_offline_with_config_loss_images_table_and_arti
     losses = [h["train/loss"] for h in history if "train/loss" in h]
     assert len(losses) == ITERATIONS and all(math.isfinite(v) for v in losses)
     grids = [h for h in history if "synthetic/filenames" in h]
-    assert [h["trainer/global_step"] for h in grids] == [2, 4]
+    assert [h["trainer/global_step"] for h in grids] == [0, 2, 4]
     for h in grids:
         (name,) = h["synthetic/filenames"]
         with Image.open(offline_dir / "files" / name) as image:
@@ -178,3 +181,21 @@ def test_wandb_goes_offline_only_without_credentials(wandb_env, monkeypatch, tmp
 
     csv_cfg = OmegaConf.create({"logger": {"_target_": "lightning.pytorch.loggers.CSVLogger"}})
     assert wandb_logger_kwargs(csv_cfg) == {}
+
+
+def test_default_grid_cadence_is_the_start_and_ten_more_and_csv_runs_quietly(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, csv_dir = tmp_path / "run", tmp_path / "csv"
+    args = [a for a in TINY if not a.startswith(("log_images_every", "iterations"))]
+    result = run_train(*args, "iterations=20", "logger=tensorboard", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("synthetic")] == list(range(0, 21, 2))
+
+    # The run folder holds Hydra's record before the CSV logger starts: no "not empty" notice.
+    result = run_train(*TINY, "logger=csv", f"hydra.run.dir={csv_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (csv_dir / ".hydra").is_dir() and (csv_dir / "metrics.csv").is_file()
+    assert "exists and is not empty" not in result.stderr + result.stdout

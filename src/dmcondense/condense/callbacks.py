@@ -111,7 +111,8 @@ class FiniteLossGuard(L.Callback):
 
 
 class ImageLogger(L.Callback):
-    """Sends the synthetic image grid to the active logger every `every` steps and at the end."""
+    """Sends the synthetic image grid to the active logger when training starts (the initial
+    set), every `every` steps, and at the end."""
 
     def __init__(self, every: int = 500) -> None:
         self.every = every
@@ -124,6 +125,10 @@ class ImageLogger(L.Callback):
             trainer.global_step,
         )
         self.last_sent_step = trainer.global_step
+
+    def on_train_start(self, trainer, module) -> None:
+        if trainer.is_global_zero:
+            self.send(trainer, module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if self.every and trainer.global_step % self.every == 0 and trainer.is_global_zero:

@@ -35,6 +35,7 @@ from dmcondense.methods.base import CondensationMethod
 from dmcondense.rng import generator
 
 RANDOM_LABEL = "(random real images, same budget)"
+GRIDS_PER_RUN = 10  # image grids sent to the logger over a run, unless log_images_every is set
 
 
 def _not_an_advert(record: logging.LogRecord) -> bool:
@@ -53,6 +54,10 @@ def quiet_library_chatter() -> None:
     # The same function object each time: addFilter ignores a repeat (jobs of a sweep).
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # The run folder always holds Hydra's record, so the CSV logger's "not empty" notice is noise.
+    warnings.filterwarnings(
+        "ignore", message=r"Experiment logs directory .* exists and is not empty"
+    )
 
 
 def load_data(cfg: DictConfig):
@@ -176,7 +181,7 @@ def run(cfg: DictConfig) -> Path:
         # The guard runs first, so a non-finite set never replaces the last good synthetic.pt.
         FiniteLossGuard(every=math.gcd(10, cfg.save_every), writer=writer),
         writer,
-        ImageLogger(cfg.log_images_every),
+        ImageLogger(cfg.log_images_every or max(1, cfg.iterations // GRIDS_PER_RUN)),
         checkpoints,
     ]
     if cfg.eval.every:
@@ -284,5 +289,5 @@ def condense_and_score(
         run_dir / "results.json",
         lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"),
     )
-    tracking.log_results(trainer.loggers, results, trainer.global_step)
+    tracking.log_results(trainer.loggers, results, trainer.global_step, resolved_config(cfg, spec))
     return summary

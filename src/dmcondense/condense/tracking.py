@@ -64,9 +64,16 @@ def wandb_logger_kwargs(cfg: DictConfig) -> dict:
 
 
 def log_config(loggers: list[Logger], config: dict) -> None:
-    """The resolved run config, as each logger's hyperparameters."""
+    """The resolved run config, as each logger's hyperparameters. (TensorBoard, whose default
+    hp_metric is off, writes its HPARAMS entry at the end with the final accuracy: log_results.)"""
     for logger in loggers:
         logger.log_hyperparams(config)
+
+
+def hp_metric(results: dict) -> float:
+    """The condensed set's accuracy on the first evaluated architecture (the sweep comparison)."""
+    name = next(name for name in results if name != "random")
+    return next(iter(results[name].values()))["mean"]
 
 
 def log_grid(loggers: list[Logger], grid: torch.Tensor, step: int) -> None:
@@ -97,8 +104,9 @@ def accuracy_rows(results: dict) -> list[list]:
     ]
 
 
-def log_results(loggers: list[Logger], results: dict, step: int) -> None:
-    """The evaluation accuracies (%): scalars `eval/<set>/<model>` everywhere, plus a table."""
+def log_results(loggers: list[Logger], results: dict, step: int, config: dict) -> None:
+    """The evaluation accuracies (%): scalars `eval/<set>/<model>` everywhere, plus a table;
+    TensorBoard also gets the config with hp_metric = the condensed set's accuracy."""
     scalars = {
         f"eval/{name}/{model}": r["mean"]
         for name, by_model in results.items()
@@ -112,6 +120,7 @@ def log_results(loggers: list[Logger], results: dict, step: int) -> None:
         else:
             logger.log_metrics(scalars, step=step)
         if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(config, {"hp_metric": hp_metric(results)})
             header = "| " + " | ".join(ACCURACY_COLUMNS) + " |\n|" + "---|" * len(ACCURACY_COLUMNS)
             lines = ["| " + " | ".join(map(str, row)) + " |" for row in rows]
             logger.experiment.add_text("eval/accuracy", "\n".join([header, *lines]), step)
