@@ -10,9 +10,10 @@ from helpers import run_train
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
+from PIL import Image
 
 from dmcondense.cli import CONF_DIR
-from dmcondense.sweep import SweepSummary, collect, markdown_table, write_summary
+from dmcondense.sweep import SweepSummary, collect, curves, markdown_table, write_summary
 
 TINY = [
     "iterations=2",
@@ -53,6 +54,8 @@ def test_sweep_writes_a_folder_per_run_and_a_summary(tmp_path: Path) -> None:
     table = (sweep_dir / "summary.md").read_text()
     assert table in result.stdout  # the same table is printed at the end
     assert len(table.strip().splitlines()) == 2 + len(rows)
+    with Image.open(sweep_dir / "summary.png") as picture:
+        assert picture.format == "PNG"
 
 
 def fake_run(sweep_dir: Path, name: str, overrides: list[str], results: dict | None) -> None:
@@ -85,6 +88,26 @@ def test_summary_orders_runs_and_keeps_failed_ones(tmp_path: Path) -> None:
     saved = read_csv(tmp_path / "summary.csv")
     assert saved[3]["status"] == "no results.json" and saved[3]["dm/convnet mean"] == ""
     assert markdown_table(rows) == "\n".join(table) + "\n"
+    # summary.png: accuracy against IPC, one curve per data set and set; the dead run is left out.
+    assert curves(rows) == {"d dm (convnet)": ([2, 9, 10], [52.0, 59.0, 60.0], [0.5, 0.5, 0.5])}
+    with Image.open(tmp_path / "summary.png") as picture:
+        assert picture.format == "PNG" and picture.size[0] > 300
+
+
+def test_summary_curves_average_runs_at_one_ipc_and_keep_sets_apart() -> None:
+    def row(ipc: int, dm: float, random: float, dataset: str = "d") -> dict:
+        return {"status": "ok", "dataset": dataset, "ipc": ipc, "dm/convnet mean": dm,
+                "dm/convnet std": 1.0, "random/convnet mean": random,
+                "random/convnet std": 3.0}  # fmt: skip
+
+    rows = [row(1, 40, 20), row(1, 50, 30), row(10, 70, 60), row(1, 90, 80, dataset="e"),
+            {"status": "no results.json", "ipc": 1}]  # fmt: skip
+    assert curves(rows) == {
+        "d dm (convnet)": ([1, 10], [45.0, 70.0], [1.0, 1.0]),
+        "d random (convnet)": ([1, 10], [25.0, 60.0], [3.0, 3.0]),
+        "e dm (convnet)": ([1], [90.0], [1.0]),
+        "e random (convnet)": ([1], [80.0], [3.0]),
+    }
 
 
 def test_only_rank_zero_writes_the_summary(tmp_path: Path, monkeypatch) -> None:

@@ -1,8 +1,9 @@
 """The summary of a sweep (`python -m dmcondense.train -m ...`): one row per run.
 
 A Hydra callback reads every run folder's results.json once all jobs have returned and writes
-summary.csv and summary.md into the sweep folder. It scans the folder rather than collecting
-job returns, so it works the same whether the jobs ran here or on a cluster (submitit).
+summary.csv, summary.md and summary.png (accuracy against IPC) into the sweep folder. It scans
+the folder rather than collecting job returns, so it works the same whether the jobs ran here or
+on a cluster (submitit).
 """
 
 from __future__ import annotations
@@ -106,8 +107,58 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+Curve = tuple[list[int], list[float], list[float]]
+
+
+def curves(rows: list[dict[str, Any]]) -> dict[str, Curve]:
+    """ "<data set> <set> (<model>)" -> (IPCs, mean accuracies, stds): one curve per data set, set
+    (the method's condensed set, or random real images) and architecture, over the finished runs.
+    Runs that share a curve and an IPC (other seeds, other settings) are averaged."""
+    points: dict[str, dict[int, list[tuple[float, float]]]] = {}
+    for row in rows:
+        if row.get("status") != "ok" or row.get("ipc") is None:
+            continue
+        for name in accuracy_columns([row]):
+            set_name, model = name.split("/", 1)
+            label = f"{row.get('dataset')} {set_name} ({model})"
+            figures = (row[f"{name} mean"], row[f"{name} std"])
+            points.setdefault(label, {}).setdefault(int(row["ipc"]), []).append(figures)
+    found = {}
+    for label, by_ipc in points.items():
+        ipcs = sorted(by_ipc)
+        means = [sum(m for m, _ in by_ipc[i]) / len(by_ipc[i]) for i in ipcs]
+        stds = [sum(s for _, s in by_ipc[i]) / len(by_ipc[i]) for i in ipcs]
+        found[label] = (ipcs, means, stds)
+    return found
+
+
+def plot_curves(found: dict[str, Curve], path: Path) -> None:
+    """Accuracy against IPC with error bars (one std), random real images dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8.0, 4.2), dpi=120)
+    for label, (ipcs, means, stds) in found.items():
+        style = "--" if " random " in label else "-"
+        axes.errorbar(ipcs, means, yerr=stds, marker="o", capsize=3, linestyle=style, label=label)
+    all_ipcs = [i for ipcs, _, _ in found.values() for i in ipcs]
+    if max(all_ipcs) >= 10 * min(all_ipcs):
+        axes.set_xscale("log")
+    axes.set_xticks(sorted(set(all_ipcs)), [str(i) for i in sorted(set(all_ipcs))])
+    axes.set_xlabel("images per class (IPC)")
+    axes.set_ylabel("test accuracy (%)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
+
+
 def write_summary(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> tuple[Path, Path]:
-    """summary.csv (mean and std columns apart) and summary.md in `sweep_dir`."""
+    """summary.csv (mean and std columns apart), summary.md and, when a run finished,
+    summary.png in `sweep_dir`."""
     from dmcondense.io import atomic_write  # torch, only when there is a summary to write
 
     sweep_dir = Path(sweep_dir)
@@ -125,6 +176,9 @@ def write_summary(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> tuple[Pa
     md_path = atomic_write(
         sweep_dir / "summary.md", lambda tmp: Path(tmp).write_text(markdown_table(rows))
     )
+    found = curves(rows)
+    if found:
+        atomic_write(sweep_dir / "summary.png", lambda tmp: plot_curves(found, Path(tmp)))
     return csv_path, md_path
 
 
