@@ -149,14 +149,62 @@ def test_atomic_write_leaves_nothing_when_the_first_write_fails(tmp_path: Path) 
 
 
 def test_resume_auto_starts_fresh_without_a_checkpoint_and_resumes_with_one(tmp_path) -> None:
-    from dmcondense.condense.job import resume_checkpoint
+    from dmcondense.condense.checkpoints import resume_checkpoint
 
     assert resume_checkpoint("auto", tmp_path) is None
     with pytest.raises(FileNotFoundError, match="resume=auto"):
         resume_checkpoint("last", tmp_path)
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
-    last.write_bytes(b"")
+    torch.save({"global_step": 3}, last)
     assert resume_checkpoint("auto", tmp_path) == str(last)
     assert resume_checkpoint("last", tmp_path) == str(last)
     assert resume_checkpoint(None, tmp_path) is None
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys) -> None:
+    from dmcondense.condense.checkpoints import KeepPreviousCheckpointIO, resume_checkpoint
+    from dmcondense.errors import ConfigError
+
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    writer = KeepPreviousCheckpointIO()
+    writer.save_checkpoint({"global_step": 4}, last)
+    writer.save_checkpoint({"global_step": 6}, last)  # the step-4 one becomes the previous
+    previous = last.with_name("last.previous.ckpt")
+    assert torch.load(previous, weights_only=False)["global_step"] == 4
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt", "last.previous.ckpt"]
+
+    last.write_bytes(last.read_bytes()[:1000])  # cut short, as a kill mid-copy would
+    assert resume_checkpoint("last", tmp_path) == str(previous)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("warning: ") and str(last) in line and str(previous) in line
+
+    previous.write_bytes(previous.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match="no usable earlier checkpoint; start afresh"):
+        resume_checkpoint("last", tmp_path)
+    assert resume_checkpoint("auto", tmp_path) is None  # a requeued job starts afresh
+    assert "starting afresh" in capsys.readouterr().err
+
+
+def test_a_truncated_last_checkpoint_resumes_from_the_previous_to_the_same_set(tmp_path) -> None:
+    args = [a for a in RUN if not a.startswith(("iterations", "save_every"))]
+    args += ["iterations=6", "save_every=2"]
+    cut, whole = tmp_path / "cut", tmp_path / "whole"
+    assert run_train(*args, f"hydra.run.dir={cut}").returncode == 0
+    last = cut / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    resumed = run_train(*args, "resume=last", f"hydra.run.dir={cut}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Traceback" not in resumed.stderr
+    warnings = [line for line in resumed.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "last.previous.ckpt" in warnings[0], resumed.stderr[-2000:]
+    assert run_train(*args, f"hydra.run.dir={whole}").returncode == 0
+    assert torch.equal(load_synthetic(cut)[0].tensors[0], load_synthetic(whole)[0].tensors[0])
+
+    for name in ("last.ckpt", "last.previous.ckpt"):  # nothing usable: one line, what to do
+        path = cut / "checkpoints" / name
+        path.write_bytes(path.read_bytes()[:1000])
+    failed = run_train(*args, "resume=last", f"hydra.run.dir={cut}")
+    lines = failed.stderr.strip().splitlines()
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "resume=null" in lines[0]

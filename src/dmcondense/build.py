@@ -172,9 +172,14 @@ def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> 
 
 
 def trainer(
-    cfg: DictConfig, run_dir: Path, callbacks: list, logger_kwargs: dict | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    callbacks: list,
+    logger_kwargs: dict | None = None,
+    plugins: list | None = None,
 ) -> L.Trainer:
-    """`logger_kwargs` go to the logger's constructor (W&B's offline mode)."""
+    """`logger_kwargs` go to the logger's constructor (W&B's offline mode); `plugins` to the
+    Trainer (the checkpoint writer)."""
     logger = instantiate(cfg.logger, **(logger_kwargs or {})) if cfg.get("logger") else False
     # The bar reads the logged loss, a host-device sync: on a GPU refresh it every N steps.
     progress = TQDMProgressBar(refresh_rate=cfg.get("progress_every", 1))
@@ -182,6 +187,7 @@ def trainer(
         cfg.trainer,
         logger=logger,
         callbacks=[*callbacks, progress],
+        plugins=plugins or [],
         default_root_dir=str(run_dir),
         enable_model_summary=False,
     )

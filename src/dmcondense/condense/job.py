@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from dmcondense import build
 from dmcondense.condense import tracking
 from dmcondense.condense.callbacks import FiniteLossGuard, ImageLogger, SyntheticWriter
+from dmcondense.condense.checkpoints import KeepPreviousCheckpointIO, resume_checkpoint
 from dmcondense.data.spec import DatasetSpec, resolve_spec
 from dmcondense.errors import ConfigError
 from dmcondense.evaluation.callback import PeriodicEvaluation
@@ -123,22 +124,6 @@ def evaluate(
     }
 
 
-def resume_checkpoint(resume: str | None, run_dir: Path) -> str | None:
-    """`last`: this run folder's last.ckpt (must exist); `auto`: it if it exists, else a fresh
-    start (for pre-emptible jobs that are requeued into the same folder); else a path or None."""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if resume == "auto":
-        return str(last) if last.is_file() else None
-    if resume == "last":
-        if not last.is_file():
-            raise FileNotFoundError(
-                f"resume=last but there is no {last}; use resume=auto to start "
-                f"fresh when there is none"
-            )
-        return str(last)
-    return resume
-
-
 def resolved_config(cfg: DictConfig, spec: DatasetSpec) -> dict:
     """The run's config as plain values, with the data set's facts as resolved (config.yaml,
     synthetic.pt, the loggers' hyper-parameters)."""
@@ -195,7 +180,7 @@ def run(cfg: DictConfig) -> Path:
                 backend=build.eval_backend(cfg),
             )
         )
-    trainer = build.trainer(cfg, run_dir, callbacks, logger_kwargs)
+    trainer = build.trainer(cfg, run_dir, callbacks, logger_kwargs, [KeepPreviousCheckpointIO()])
     ckpt = resume_checkpoint(cfg.resume, run_dir)
     tracking.log_config(trainer.loggers, resolved)
     try:
