@@ -107,8 +107,11 @@ def test_unreadable_files_are_skipped_with_a_warning(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [ln for ln in result.stderr.splitlines() if "skipping" in ln]
-    assert any(str(paths["bad_png"]) in ln for ln in warnings), result.stderr
-    assert any(str(notes) in ln for ln in warnings), result.stderr
+    # One plain line a file, as a user reads it: no source path, line number or category.
+    assert f"warning: skipping {notes}: not an image file" in warnings, result.stderr
+    assert any(ln.startswith(f"warning: skipping {paths['bad_png']}: cannot decode")
+               for ln in warnings), result.stderr  # fmt: skip
+    assert len(warnings) == 2 and "UserWarning" not in result.stderr
     dataset, meta = load_synthetic(run_dir)
     assert meta["class_names"] == ["apple", "mango", "zebra"] and len(dataset) == 3 * 2
     assert (run_dir / "results.json").is_file()
@@ -132,3 +135,16 @@ def test_a_loss_that_overflows_stops_the_run_and_keeps_the_last_good_set(tmp_pat
     assert torch.isfinite(dataset.tensors[0]).all()  # the last good set, not the broken one
     assert meta["step"] <= step and f"(step {meta['step']})" in line
     assert not (run_dir / "results.json").exists()
+
+
+def test_many_skipped_files_show_ten_lines_and_a_count(tmp_path: Path) -> None:
+    paths = make_inputs(tmp_path / "inputs")
+    for i in range(14):  # 15 unreadable files with the corrupt png
+        (paths["corrupt"] / "train" / "mango" / f"notes_{i:02d}.txt").write_text("no image\n")
+    result = run_train(*TINY, "dataset=imagefolder", f"path={paths['corrupt']}", "ipc=2",
+                       f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("warning: ")]
+    skipped = [ln for ln in lines if ln.startswith("warning: skipping ")]
+    assert len(skipped) == 10 and len(set(skipped)) == 10
+    assert lines[-1] == "warning: 5 more warnings like these were not shown"

@@ -60,6 +60,11 @@ def test_train_writes_synthetic_set_picture_and_results(tmp_path: Path) -> None:
 
     last_line = result.stdout.strip().splitlines()[-1]
     assert str(run_dir) in last_line
+    # Not a terminal (a pipe, as in a log file): plain progress lines, no bar frames.
+    assert "\r" not in result.stdout + result.stderr
+    assert "step 3/3 (100%) train/loss " in result.stdout
+    assert "dm/convnet: 1/1 epochs (100%)" in result.stdout
+    assert "random/convnet: 1/1 epochs (100%)" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,8 @@ from dmcondense.evaluation.protocol import Protocol
 from dmcondense.evaluation.score import BACKENDS
 from dmcondense.methods.base import CondensationMethod
 from dmcondense.models.registry import MODELS, build_model, uses_batchnorm
+from dmcondense.progress import StepLines
+from dmcondense.progress import on_terminal as progress_on_terminal
 
 EVAL_PROTOCOLS = ("dsa", "dc")
 
@@ -182,11 +184,14 @@ def trainer(
     Trainer (the checkpoint writer)."""
     logger = instantiate(cfg.logger, **(logger_kwargs or {})) if cfg.get("logger") else False
     # The bar reads the logged loss, a host-device sync: on a GPU refresh it every N steps.
+    # Off a terminal (a log file), plain lines instead of a bar's carriage-return frames.
     progress = TQDMProgressBar(refresh_rate=cfg.get("progress_every", 1))
+    on_terminal = progress_on_terminal()
     return instantiate(
         cfg.trainer,
         logger=logger,
-        callbacks=[*callbacks, progress],
+        callbacks=[*callbacks, progress if on_terminal else StepLines()],
+        enable_progress_bar=on_terminal,
         plugins=plugins or [],
         default_root_dir=str(run_dir),
         enable_model_summary=False,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -13,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from dmcondense.errors import ConfigError, NonFiniteLossError
+from dmcondense.errors import ConfigError, DmcondenseWarning, NonFiniteLossError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -39,6 +40,34 @@ def expand_short_forms(argv: list[str]) -> list[str]:
         key, sep, value = word.partition("=")
         expanded.append(f"{SHORT_FORMS[key]}={value}" if sep and key in SHORT_FORMS else word)
     return expanded
+
+
+class ReadableWarnings:
+    """Our warnings (DmcondenseWarning) as `warning: <message>` lines on stderr, the first
+    `limit` of them; the rest are counted and `summary` says how many. Other libraries'
+    warnings keep Python's format."""
+
+    def __init__(self, limit: int = 10) -> None:
+        self.limit, self.shown, self.hidden = limit, 0, 0
+        self._python_format = warnings.showwarning
+
+    def install(self) -> ReadableWarnings:
+        warnings.showwarning = self.show
+        return self
+
+    def show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if not issubclass(category, DmcondenseWarning):
+            self._python_format(message, category, filename, lineno, file, line)
+        elif self.shown < self.limit:
+            self.shown += 1
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            self.hidden += 1
+
+    def summary(self) -> None:
+        if self.hidden:
+            print(f"warning: {self.hidden} more warnings like these were not shown",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
 
 def fail(error: BaseException | str) -> NoReturn:

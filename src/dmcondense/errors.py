@@ -15,5 +15,10 @@ def require_positive(**values: int) -> None:
             )
 
 
+class DmcondenseWarning(UserWarning):
+    """A notice for the user (a skipped file, a fallback); the entry points print it as
+    `warning: <message>`, once, and count what goes past the first few."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss or the synthetic images stopped being finite; the last good set is kept."""

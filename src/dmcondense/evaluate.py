@@ -14,7 +14,14 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from dmcondense.cli import CONF_DIR, USER_ERRORS, check_command_line, expand_short_forms, fail
+from dmcondense.cli import (
+    CONF_DIR,
+    USER_ERRORS,
+    ReadableWarnings,
+    check_command_line,
+    expand_short_forms,
+    fail,
+)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
@@ -30,7 +37,11 @@ def hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     sys.argv[1:] = expand_short_forms(sys.argv[1:])
     check_command_line(sys.argv[1:], config_name="evaluate")
-    hydra_main()
+    notices = ReadableWarnings().install()
+    try:
+        hydra_main()
+    finally:
+        notices.summary()
 
 
 if __name__ == "__main__":

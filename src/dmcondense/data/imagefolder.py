@@ -22,6 +22,7 @@ from PIL import Image
 
 from dmcondense.atomic import atomic_write
 from dmcondense.data.imageset import ImageSet
+from dmcondense.errors import DmcondenseWarning
 
 SPLITS = ("train", "test")
 # PIL modes that hold one grey channel; everything else is decoded as RGB.
@@ -50,7 +51,7 @@ def _skip(path: Path, reason: str, strict: bool) -> None:
     message = f"{path}: {reason}"
     if strict:
         raise ValueError(message)
-    warnings.warn(f"skipping {message}", stacklevel=3)
+    warnings.warn(f"skipping {message}", DmcondenseWarning, stacklevel=3)
 
 
 def list_files(
@@ -90,7 +91,8 @@ def list_files(
             else:
                 _skip(path, "not an image file", strict)
         if not images:
-            warnings.warn(f"class folder {class_dir} holds no images", stacklevel=2)
+            warnings.warn(f"class folder {class_dir} holds no images", DmcondenseWarning,
+                          stacklevel=2)  # fmt: skip
         paths.extend(images)
         labels.extend([label] * len(images))
     if not paths:
@@ -178,7 +180,8 @@ def try_save_cache(obj: object, path: Path) -> None:
     try:
         atomic_write(path, lambda tmp: torch.save(obj, tmp))
     except OSError as error:
-        warnings.warn(f"could not write decode cache {path}: {error}", stacklevel=2)
+        warnings.warn(f"could not write decode cache {path}: {error}", DmcondenseWarning,
+                      stacklevel=2)  # fmt: skip
 
 
 def _listing_digest(root: Path, split: str, image_size: int | None, paths: Sequence[Path]) -> str:

@@ -28,8 +28,8 @@ from dmcondense.evaluation.protocol import (
     epochs,
     make_augmenter,
     make_optimizer,
-    progress_bar,
 )
+from dmcondense.progress import epoch_progress
 
 
 class NetworkStack(Interface):
@@ -151,7 +151,7 @@ def train_batched(
     images, labels, normaliser, protocol = task.images, task.labels, task.normaliser, task.protocol
     device, m = images.device, len(networks)
     chunk = m if chunk_size is None else max(1, chunk_size)
-    bar = progress_bar(protocol.epochs * -(-m // chunk), task.progress)
+    bar = epoch_progress(protocol.epochs * -(-m // chunk), task.progress)
     augmenter = make_augmenter(protocol)
     accuracies = []
     try:

@@ -131,11 +131,12 @@ def run(cfg: DictConfig) -> Path:
         sets, what = baseline_sets(cfg, dm, spec), f"baseline {cfg.baseline} (ipc {ipc})"
     test = dm.load("test")
     epochs = cfg.whole_epochs if cfg.baseline == "whole" else cfg.eval.epochs
+    name = cfg.baseline or "synthetic"
     scores = score(
-        {"set": sets}, build.architectures(cfg), build.protocols(cfg, spec, epochs=epochs), test,
+        {name: sets}, build.architectures(cfg), build.protocols(cfg, spec, epochs=epochs), test,
         cfg.seed, num_models=cfg.eval.num_models, normaliser=spec.normaliser,
         backend=build.eval_backend(cfg), progress=True,
-    )["set"]  # fmt: skip
+    )[name]  # fmt: skip
     results = {name: accuracy_summary(acc) for name, acc in scores.items()}
     summary = {
         "what": what, "dataset": spec.name, "ipc": ipc, "seed": cfg.seed,

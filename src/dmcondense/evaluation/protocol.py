@@ -121,15 +121,6 @@ def fresh_network(template: nn.Module, seed: int, model_name: str, index: int) -
     )
 
 
-def progress_bar(total: int, desc: str | None):
-    """A tqdm bar counting epochs, or None when `desc` is None (no progress shown)."""
-    if desc is None:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="epoch")
-
-
 def accuracy_summary(accuracies: Tensor) -> dict:
     """Accuracies in [0, 1] -> {mean, std (population), accuracies} in percent (results files)."""
     return {

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from dmcondense.data.imageset import ImageSet
 from dmcondense.data.normalise import Normaliser
+from dmcondense.errors import DmcondenseWarning
 from dmcondense.evaluation.batched import BatchingUnsupported, train_batched
 from dmcondense.evaluation.ensemble import supports_ensemble
 from dmcondense.evaluation.protocol import Protocol, Task, fresh_network
@@ -60,7 +61,7 @@ def train_networks(
     num_classes: int | None = None,
     chunk_size: int | None = None,
     device: torch.device | str | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> Tensor:
     """Accuracies [num_models] (float64, CPU, in [0, 1]) of fresh `model_name` networks trained
     on (images, labels) and tested on uint8 test images.
@@ -68,6 +69,7 @@ def train_networks(
     `images`: normalised float [N, C, H, W] or uint8 (normalised batch by batch). `chunk_size`
     caps the networks of one batched pass (memory); results do not depend on it.
     `num_classes` defaults to 1 + the largest label in the training or test labels.
+    `progress`: show the epochs, labelled with the model name (True) or the given text.
     """
     if num_models < 1:
         raise ValueError(f"num_models must be positive, got {num_models}")
@@ -81,7 +83,8 @@ def train_networks(
     chosen = choose_backend(backend, template, device)
     networks = [fresh_network(template, seed, model_name, i) for i in range(num_models)]
     task = Task(images, labels, test_images, test_labels, protocol, seed, normaliser,
-                progress=model_name if progress else None)  # fmt: skip
+                progress=(progress if isinstance(progress, str) else model_name)
+                if progress else None)  # fmt: skip
     if chosen != "loop":
         try:
             return train_batched(networks, chosen, task, chunk_size)
@@ -89,7 +92,7 @@ def train_networks(
             if backend != "auto":
                 raise
             warnings.warn(f"vmap failed for {model_name} ({error}); training its networks one "
-                          "after another", stacklevel=2)  # fmt: skip
+                          "after another", DmcondenseWarning, stacklevel=2)  # fmt: skip
     return train_sequential(networks, task)
 
 
@@ -121,7 +124,7 @@ def score(
                     protocol=protocol[arch] if isinstance(protocol, Mapping) else protocol,
                     seed=seed + e, normaliser=normaliser, backend=backend,
                     model_kwargs=knobs, num_classes=test.num_classes, device=device,
-                    progress=progress,
+                    progress=f"{name}/{arch}" if progress else False,
                 )
                 for e, (images, labels) in enumerate(experiments)
             ])

@@ -14,8 +14,8 @@ from dmcondense.evaluation.protocol import (
     epochs,
     make_augmenter,
     make_optimizer,
-    progress_bar,
 )
+from dmcondense.progress import epoch_progress
 
 
 def train_network(
@@ -79,7 +79,7 @@ def top1_accuracy(
 def train_sequential(networks: list[nn.Module], task: Task) -> Tensor:
     """Train `networks` (network i draws with index i) one after another; accuracies [M]."""
     protocol = task.protocol
-    bar = progress_bar(protocol.epochs * len(networks), task.progress)
+    bar = epoch_progress(protocol.epochs * len(networks), task.progress)
     augmenter = make_augmenter(protocol)
     accuracies = torch.zeros(len(networks), dtype=torch.float64)
     for i, net in enumerate(networks):
