@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dmcondense.data.download import downloading
 from dmcondense.data.imagefolder import load_imagefolder, require_split
 from dmcondense.data.imageset import ImageSet
 from dmcondense.data.tinyimagenet import load_tinyimagenet
@@ -25,16 +26,25 @@ DIGITS = [str(d) for d in range(10)]
 
 
 def _open_torchvision(
-    name: str, expected: str, root: str | Path, split: str, download: bool, build: Callable
+    name: str,
+    expected: str,
+    root: str | Path,
+    split: str,
+    download: bool,
+    build: Callable,
+    url: str = "",
+    archive: str = "",
 ):
-    """Build a torchvision data set; turn its 'not found' RuntimeError into one clear line."""
+    """Build a torchvision data set; turn its 'not found' RuntimeError, or a failed download of
+    `url` (saved as `archive`), into one clear line."""
     require_split(split)
     root = Path(root).expanduser()
+    if download:
+        with downloading(name, url, root, archive or expected):
+            return build(str(root), split == "train", download)
     try:
         return build(str(root), split == "train", download)
     except RuntimeError as error:
-        if download:
-            raise
         raise FileNotFoundError(
             f"{name} {split} data not found (or failed its checksum) at {root / expected}; "
             f"pass dataset.download=true to fetch it, or set data_dir to the folder that holds it"
@@ -53,6 +63,8 @@ def _mnist_like(dataset_class_name: str, name: str) -> Callable[..., ImageSet]:
             split,
             download,
             lambda r, train, d: dataset_class(r, train=train, download=d),
+            url=dataset_class.mirrors[0] + dataset_class.resources[0][0],
+            archive=f"{dataset_class_name}/raw/" + ", ".join(f for f, _ in dataset_class.resources),
         )
         images = torch.as_tensor(dataset.data, dtype=torch.uint8).unsqueeze(1)  # [N, 1, 28, 28]
         labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
@@ -79,6 +91,8 @@ def _cifar(dataset_class_name: str, name: str, folder: str) -> Callable[..., Ima
             split,
             download,
             lambda r, train, d: dataset_class(r, train=train, download=d),
+            url=dataset_class.url,
+            archive=dataset_class.filename,
         )
         images = torch.from_numpy(np.ascontiguousarray(dataset.data))  # [N, 32, 32, 3]
         labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
@@ -104,6 +118,7 @@ def load_svhn(root: str | Path, split: str, download: bool = False) -> ImageSet:
         split,
         download,
         lambda r, train, d: datasets.SVHN(r, split="train" if train else "test", download=d),
+        url=datasets.SVHN.split_list[split][0],
     )
     images = torch.from_numpy(np.ascontiguousarray(dataset.data))  # already [N, 3, 32, 32]
     labels = torch.as_tensor(dataset.labels, dtype=torch.int64)

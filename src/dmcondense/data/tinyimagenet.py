@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dmcondense.data import imagefolder
+from dmcondense.data.download import downloading
 from dmcondense.data.imagefolder import decode_image_files, require_split, try_save_cache
 from dmcondense.data.imageset import ImageSet
 
@@ -84,7 +85,9 @@ def _missing_files(root: Path, split: str, download: bool) -> list[Path]:
     if download and not all(p.exists() for p in required):
         from torchvision.datasets.utils import download_and_extract_archive
 
-        download_and_extract_archive(URL, str(root), md5=MD5)
+        expected = f"{Path(URL).name} (unpacked: {FOLDER}/wnids.txt, words.txt, train/, val/)"
+        with downloading("TinyImageNet", URL, root, expected):
+            download_and_extract_archive(URL, str(root), md5=MD5)
     return [p for p in required if not p.exists()]
 
 

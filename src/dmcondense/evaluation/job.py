@@ -137,7 +137,7 @@ def run(cfg: DictConfig) -> Path:
         cfg.seed, num_models=cfg.eval.num_models, normaliser=spec.normaliser,
         backend=build.eval_backend(cfg), progress=True,
     )[name]  # fmt: skip
-    results = {name: accuracy_summary(acc) for name, acc in scores.items()}
+    results = {arch: accuracy_summary(acc) for arch, acc in scores.items()}
     summary = {
         "what": what, "dataset": spec.name, "ipc": ipc, "seed": cfg.seed,
         "eval_protocol": cfg.eval.protocol,
