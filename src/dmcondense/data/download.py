@@ -23,7 +23,7 @@ def downloading(name: str, url: str, folder: str | Path, expected: str) -> Itera
     """Run a library's download of `name` from `url` into `folder`. If it fails, the files it
     created there (a partial or corrupt archive, half-extracted members) are removed and a
     DownloadError names the URL, the reason, `expected` (what to put where) and the way out."""
-    folder = Path(folder).expanduser()
+    folder = Path(folder).expanduser().absolute()
     before = _files(folder)
     try:
         yield
