@@ -7,6 +7,7 @@ import difflib
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -68,6 +69,18 @@ class ReadableWarnings:
         if self.hidden:
             print(f"warning: {self.hidden} more warnings like these were not shown",
                   file=sys.stderr, flush=True)  # fmt: skip
+
+
+def run_entry_point(hydra_main: Callable[[], None], config_name: str = "config") -> None:
+    """What both entry points do around Hydra: expand the short forms, check the command line
+    (one line and exit 2 on a typo), print our warnings readably, then run."""
+    sys.argv[1:] = expand_short_forms(sys.argv[1:])
+    check_command_line(sys.argv[1:], config_name=config_name)
+    notices = ReadableWarnings().install()
+    try:
+        hydra_main()
+    finally:
+        notices.summary()
 
 
 def fail(error: BaseException | str) -> NoReturn:

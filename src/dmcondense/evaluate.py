@@ -9,19 +9,10 @@ architecture and writes results.json and results.csv into the run folder.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from dmcondense.cli import (
-    CONF_DIR,
-    USER_ERRORS,
-    ReadableWarnings,
-    check_command_line,
-    expand_short_forms,
-    fail,
-)
+from dmcondense.cli import CONF_DIR, USER_ERRORS, fail, run_entry_point
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
@@ -35,13 +26,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    sys.argv[1:] = expand_short_forms(sys.argv[1:])
-    check_command_line(sys.argv[1:], config_name="evaluate")
-    notices = ReadableWarnings().install()
-    try:
-        hydra_main()
-    finally:
-        notices.summary()
+    run_entry_point(hydra_main, config_name="evaluate")
 
 
 if __name__ == "__main__":
