@@ -91,3 +91,19 @@ def test_the_evaluate_config_extends_the_train_config() -> None:
     cfg = composed("baseline=random", config_name="evaluate")
     assert cfg.baseline == "random" and cfg.method._target_.endswith("DistributionMatching")
     assert cfg.eval.backend == "auto"
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(
+    tmp_path, monkeypatch, terminal: bool
+) -> None:
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from dmcondense.progress import StepLines
+
+    monkeypatch.setattr(build, "progress_on_terminal", lambda: terminal)
+    trainer = build.trainer(composed("~logger"), tmp_path, [])
+    bars = [c for c in trainer.callbacks if isinstance(c, TQDMProgressBar)]
+    lines = [c for c in trainer.callbacks if isinstance(c, StepLines)]
+    assert (len(bars), len(lines)) == ((1, 0) if terminal else (0, 1))
+    assert (trainer.progress_bar_callback is not None) == terminal
