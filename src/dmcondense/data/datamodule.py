@@ -152,9 +152,8 @@ class ClassBatchDataModule(L.LightningDataModule):
         device = batch["indices"].device
         if self._store is None or self._store.device != device:
             self._store = self.train_set.images.to(device)
-        batch["images"] = self._store[
-            batch["indices"]
-        ]  # uint8 [(rounds,) classes, per_class, C, H, W]
+        # uint8 [(rounds,) classes, per_class, C, H, W]
+        batch["images"] = self._store[batch["indices"]]
         return batch
 
     def real_images(self, indices: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,8 +28,9 @@ class DatasetSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
-    @property
+    @cached_property
     def normaliser(self) -> Normaliser:
+        """One normaliser for the run, so its per-device constants are made once."""
         return Normaliser(self.mean, self.std)
 
     @classmethod
