@@ -1,4 +1,4 @@
-"""DC, DSA and DM side by side at one fixed CPU budget, scored by one protocol.
+"""DC, DSA, DM, DM x factor 2, M3D and IDM side by side at one fixed CPU budget, one protocol.
 
     python benchmarks/compare_methods.py                      # mnist_sample and CIFAR-10, IPC 1, 10
     python benchmarks/compare_methods.py --budget 120 --datasets mnist_sample --ipcs 1
@@ -6,9 +6,11 @@
 Every run gets the same condensation wall time (`--budget` seconds, Lightning's max_time: a run
 stops at the first step that ends past it), the same ConvNet, real batch and evaluation (the
 common DSA protocol, `--num-models` networks x `--epochs` epochs), and each method its own
-defaults otherwise (DC from noise, DSA and DM from real images). The random real images of each
-run are the floor. CIFAR-10 is the shared JPEG copy (../shared/datasets); without it only
-mnist_sample runs. Prints a Markdown table and writes it to <out>/table.md.
+defaults otherwise (DC from noise, the others from real images; DM x2, M3D and IDM decode each
+stored image into 4 by multi-formation). IPC counts stored images: every method gets the same
+pixels. The random real images of each run (IPC full-size real images a class) are the floor.
+CIFAR-10 is the shared JPEG copy (../shared/datasets); without it only mnist_sample runs. Prints a
+Markdown table and writes it to <out>/table.md.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from pathlib import Path
 
 from cifar10 import ARCHIVE, REPO, unpack
 
-METHODS = ("dc", "dsa", "dm")
+# name in the table -> the overrides that select it
+METHODS = {
+    "dc": ["method=dc"],
+    "dsa": ["method=dsa"],
+    "dm": ["method=dm"],
+    "dm_x2": ["method=dm", "synthetic.factor=2"],
+    "m3d": ["method=m3d"],
+    "idm": ["method=idm"],
+}
 
 
 def train(overrides: list[str], run_dir: Path) -> tuple[dict, dict, float]:
@@ -52,7 +62,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=60, help="condensation seconds a run")
     parser.add_argument("--datasets", nargs="+", default=["mnist_sample", "cifar10"])
     parser.add_argument("--ipcs", nargs="+", type=int, default=[1, 10])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--batch-real", type=int, default=64)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=300)
@@ -82,12 +92,13 @@ def main() -> None:
             for method in args.methods:
                 run_dir = args.out / f"{dataset}_ipc{ipc}_{method}"
                 t = time.time()
-                results, meta, peak = train([*data, *common, f"method={method}", f"ipc={ipc}"],
+                results, meta, peak = train([*data, *common, *METHODS[method], f"ipc={ipc}"],
                                             run_dir)  # fmt: skip
                 steps = int(meta["step"])
                 rows.append({
                     "data set": dataset, "IPC": ipc, "method": method,
-                    "accuracy": results["results"][method]["convnet"],
+                    "decoded": results.get("decoded_per_class", ipc),
+                    "accuracy": results["results"][results["method"]]["convnet"],
                     "random real": results["results"]["random"]["convnet"],
                     "steps": steps, "s/step": results["fit_seconds"] / max(steps, 1),
                     "wall s": time.time() - t, "peak MiB": peak,
@@ -97,16 +108,20 @@ def main() -> None:
         f"{args.batch_real}; {args.num_models} networks x {args.epochs} epochs (DSA protocol); "
         f"{(time.time() - started) / 60:.0f} min in all",
         "",
-        "| data set | IPC | method | accuracy % | random real % | steps | s/step | wall s | "
-        "peak MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| data set | IPC | method | decoded a class | accuracy % | random real % | steps | "
+        "s/step | s/step / DM's | wall s | peak MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    dm_step = {(r["data set"], r["IPC"]): r["s/step"] for r in rows if r["method"] == "dm"}
     for r in rows:
         acc, floor = r["accuracy"], r["random real"]
+        dm = dm_step.get((r["data set"], r["IPC"]))
+        relative = f"{r['s/step'] / dm:.1f}" if dm else "-"
         lines.append(
-            f"| {r['data set']} | {r['IPC']} | {r['method'].upper()} | {acc['mean']:.2f} +- "
-            f"{acc['std']:.2f} | {floor['mean']:.2f} +- {floor['std']:.2f} | {r['steps']} | "
-            f"{r['s/step']:.2f} | {r['wall s']:.0f} | {r['peak MiB']:.0f} |"
+            f"| {r['data set']} | {r['IPC']} | {r['method'].upper().replace('_X2', ' x2')} | "
+            f"{r['decoded']} | {acc['mean']:.2f} +- {acc['std']:.2f} | {floor['mean']:.2f} +- "
+            f"{floor['std']:.2f} | {r['steps']} | {r['s/step']:.2f} | {relative} | "
+            f"{r['wall s']:.0f} | {r['peak MiB']:.0f} |"
         )
     table = "\n".join(lines)
     print(table)

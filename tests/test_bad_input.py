@@ -70,6 +70,11 @@ CASES = {
     ),
     "dc-unknown-distance": (["method=dc", "ipc=1", "method.distance=foo"], ["foo", "ours, mse"]),
     "unknown-eval-protocol": (["eval.protocol=dm"], ["eval.protocol", "'dm'", "dsa, dc"]),
+    "factor-that-cuts-no-whole-tiles": (
+        ["synthetic.factor=3"],
+        ["synthetic.factor=3", "28x28", "1, 2, 4, 7"],
+    ),
+    "idm-queue-smaller-than-its-start": (["method=idm", "method.net_num=2"], ["net_num=2", "3"]),
     "output-folder-under-a-file": (
         ["hydra.run.dir={file}/run"],
         ["{file}", "output folder", "hydra.run.dir"],
@@ -117,11 +122,22 @@ def test_unreadable_files_are_skipped_with_a_warning(tmp_path: Path) -> None:
     assert (run_dir / "results.json").is_file()
 
 
-def test_a_loss_that_overflows_stops_the_run_and_keeps_the_last_good_set(tmp_path: Path) -> None:
+# IDM: manual optimisation and a network queue, with the same guard.
+OVERFLOWING = {
+    "dm": [],
+    "idm": ["method=idm", "method.batch_train=8", "method.model_train_steps=1"],
+}
+
+
+@pytest.mark.parametrize("method", list(OVERFLOWING))
+def test_a_loss_that_overflows_stops_the_run_and_keeps_the_last_good_set(
+    tmp_path: Path, method: str
+) -> None:
     run_dir = tmp_path / "run"
     iterations = 6
     result = run_train(
         *TINY,
+        *OVERFLOWING[method],
         "lr_img=1e30",  # the first update throws the images far out: the loss overflows
         f"iterations={iterations}",
         "save_every=1",

@@ -28,7 +28,23 @@ RUN = [
 ]
 KILL_AFTER = 8  # the checkpoint step the killed run must have reached
 # DC: manual optimisation, two image updates and a network trained between them a step.
-METHODS = {"dm": [], "dc": ["method=dc", "method.outer_loop=2", "method.inner_loop=2", "init=real"]}
+# M3D: a network held for 3 steps (the kill lands inside a block), pixels clamped in [0, 1].
+# IDM: its queue is pushed every 3 steps and full at 4, so networks leave it before and after
+# the kill, and its accuracy counts restart at step 5 and 10.
+METHODS = {
+    "dm": [],
+    "dc": ["method=dc", "method.outer_loop=2", "method.inner_loop=2", "init=real"],
+    "m3d": ["method=m3d", "method.redraw_every=3", "batch_real=8"],
+    "idm": [
+        "method=idm",
+        "method.net_num=4",
+        "method.net_generate_interval=3",
+        "method.accuracy_window=5",
+        "method.batch_train=16",
+        "method.model_train_steps=2",
+        "batch_real=8",
+    ],  # fmt: skip
+}
 
 # The entry point as `python -m dmcondense.train`, made to stand still once `pause_at` steps are
 # done (after the step-8 checkpoint, before the step-12 one), so the kill always lands between.

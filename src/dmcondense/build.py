@@ -67,6 +67,16 @@ def check_evaluation(cfg: DictConfig) -> None:
         )
 
 
+def eval_device(cfg: DictConfig) -> torch.device:
+    """Where the evaluation networks train: the GPU when the trainer group asks for one."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if accelerator in ("gpu", "cuda"):
+        raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA device is visible")
+    return torch.device("cpu")
+
+
 def embedding_network(cfg: DictConfig, spec: DatasetSpec) -> torch.nn.Module:
     name = cfg.model.name
     if name not in MODELS:
@@ -103,6 +113,7 @@ def method(cfg: DictConfig, spec: DatasetSpec, initial_images: torch.Tensor) -> 
         seed=cfg.seed,
         channels_last=cfg.channels_last,
         compile=cfg.compile,
+        factor=cfg.synthetic.factor,
     )
 
 

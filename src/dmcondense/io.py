@@ -2,14 +2,17 @@
 
 synthetic.pt (format 1) is a dict saved with torch.save:
     format       int, 1
-    images       float32 [classes * ipc, C, H, W], normalised with mean/std, class-major
+    images       float32 [classes * ipc, C, H, W], normalised with mean/std, class-major: the
+                 stored images (decoded into training images by `factor`, see synthetic.py)
     labels       int64 [classes * ipc]
     class_names  list[str]
     mean, std    list[float], one per channel (images * std + mean is in [0, 1])
-    ipc          int
+    ipc          int, stored images a class
+    factor       int, multi-formation factor (absent in older files: 1); a stored image
+                 decodes into factor^2 training images
     step         int, the condensation steps done when it was written
-    init_indices int64 [classes * ipc] or None: the training-split images `init=real` started
-                 from (the random-real baseline of the same run)
+    init_indices int64 [classes * ipc * factor^2] or None: the training-split images
+                 `init=real` started from (the random-real baseline of a factor-1 run)
     config       dict, the resolved run config
 
 `load_synthetic(path)` returns it as a TensorDataset of (image, label) plus the other fields;

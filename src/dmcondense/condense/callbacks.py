@@ -36,7 +36,7 @@ class SyntheticWriter(L.Callback):
         )
 
     def write(self, module: CondensationMethod, step: int) -> None:
-        images = module.synthetic.detach().cpu()
+        images = module.stored_normalised().detach().cpu()
         if not torch.isfinite(images).all():
             raise NonFiniteLossError(
                 f"the synthetic images became non-finite by step {step}, so the run stopped; "
@@ -48,6 +48,7 @@ class SyntheticWriter(L.Callback):
                 "images": images,
                 "labels": module.labels.cpu(),
                 "ipc": module.ipc,
+                "factor": module.synthetic_images.factor,
                 "step": step,
                 **self.metadata,
             },

@@ -47,6 +47,7 @@ def validate(cfg: DictConfig) -> None:
         batch_real=cfg.batch_real,
         **{"eval.num_models": cfg.eval.num_models, "eval.epochs": cfg.eval.epochs},
     )
+    check_factor(cfg)
     if cfg.init not in ("real", "noise"):
         raise ConfigError(f"init must be 'real' or 'noise', got '{cfg.init}'")
     if cfg.export is not None and cfg.export not in EXPORT_FORMATS:
@@ -54,6 +55,23 @@ def validate(cfg: DictConfig) -> None:
             f"unknown export '{cfg.export}'; choose export=null or "
             f"export={' | '.join(EXPORT_FORMATS)}"
         )
+
+
+def check_factor(cfg: DictConfig, largest: int = 8) -> None:
+    """synthetic.factor must cut the data set's images into whole tiles; one line names the
+    factors (up to `largest`) that do."""
+    factor = cfg.synthetic.factor
+    size = cfg.dataset.get("image_size")
+    height, width = (size, size) if isinstance(size, int) else tuple(size or (0, 0))
+    if not isinstance(factor, int) or factor < 1:
+        raise ConfigError(f"synthetic.factor must be a whole number of 1 or more, got {factor}")
+    if not height or (height % factor == 0 and width % factor == 0):
+        return
+    works = [f for f in range(1, largest + 1) if height % f == 0 and width % f == 0]
+    raise ConfigError(
+        f"synthetic.factor={factor} does not cut {height}x{width} images into whole tiles; "
+        f"factors that work for this size: {', '.join(map(str, works))}"
+    )
 
 
 def check_image_folder(cfg: DictConfig) -> None:

@@ -34,6 +34,7 @@ from dmcondense.hostmem import reuse_freed_memory
 from dmcondense.io import atomic_write
 from dmcondense.methods.base import CondensationMethod
 from dmcondense.rng import generator
+from dmcondense.synthetic import SyntheticImages
 
 RANDOM_LABEL = "(random real images, same budget)"
 GRIDS_PER_RUN = 10  # image grids sent to the logger over a run, unless log_images_every is set
@@ -55,6 +56,11 @@ def quiet_library_chatter() -> None:
     # The same function object each time: addFilter ignores a repeat (jobs of a sweep).
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # Manual-optimisation methods (DC, DSA, IDM) checkpoint the state after a step on purpose:
+    # a resumed run starts the next step from it.
+    warnings.filterwarnings(
+        "ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps"
+    )
     # The run folder always holds Hydra's record, so the CSV logger's "not empty" notice is noise.
     warnings.filterwarnings(
         "ignore", message=r"Experiment logs directory .* exists and is not empty"
@@ -82,21 +88,26 @@ def load_data(cfg: DictConfig):
 
 
 def initial_images(
-    cfg: DictConfig, dm, spec: DatasetSpec, init: str
+    cfg: DictConfig, dm, spec: DatasetSpec, init: str, factor: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The starting synthetic set (`init`: real | noise) and the indices of the real images it
-    was drawn from. The real draw is made either way: it is the random-real baseline of this run.
+    """The starting stored set (`init`: real | noise) and the indices of the real images it was
+    drawn from. With multi-formation `factor` f, each stored image packs f^2 real images, each
+    downsampled into its tile. The real draw is made either way: with factor 1 it is the
+    random-real baseline of this run.
     """
+    per_stored = factor**2
     counts = dm.train_set.class_counts()
     fewest = int(counts.min())
-    if fewest < cfg.ipc:
+    if fewest < cfg.ipc * per_stored:
         name = dm.train_set.class_names[int(counts.argmin())]
+        needed = f"ipc={cfg.ipc}" + (f" x {per_stored} tiles" if factor > 1 else "")
         raise ConfigError(
-            f"class '{name}' has only {fewest} training images but ipc={cfg.ipc} with init=real; "
-            f"set ipc={fewest} or lower, or add images to that class"
+            f"class '{name}' has only {fewest} training images but {needed} with init=real; "
+            f"set ipc={fewest // per_stored} or lower, or add images to that class"
         )
-    indices = dm.index.sample(cfg.ipc, generator(cfg.seed, "init")).flatten()
+    indices = dm.index.sample(cfg.ipc * per_stored, generator(cfg.seed, "init")).flatten()
     real = spec.normaliser.to_input(dm.real_images(indices))
+    real = SyntheticImages(spec.num_classes, cfg.ipc, factor).encode(real)
     if init == "noise":
         g = generator(cfg.seed, "init-noise")
         return torch.randn(real.shape, generator=g), indices
@@ -104,9 +115,14 @@ def initial_images(
 
 
 def evaluate(
-    cfg: DictConfig, sets: dict[str, tuple[torch.Tensor, torch.Tensor]], test, spec: DatasetSpec
+    cfg: DictConfig,
+    sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    test,
+    spec: DatasetSpec,
+    device: torch.device | str = "cpu",
 ) -> dict:
-    """Accuracy of eval.num_models fresh networks per architecture on each named set."""
+    """Accuracy of eval.num_models fresh networks per architecture on each named set, trained
+    on `device` (the condensation's)."""
     scores = score(
         {name: [images_labels] for name, images_labels in sets.items()},
         build.architectures(cfg),
@@ -116,6 +132,7 @@ def evaluate(
         num_models=cfg.eval.num_models,
         normaliser=spec.normaliser,
         backend=build.eval_backend(cfg),
+        device=device,
         progress=True,
     )
     return {
@@ -144,7 +161,7 @@ def run(cfg: DictConfig) -> Path:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, test = load_data(cfg)
     spec = resolve_spec(cfg.dataset, dm.train_set)
-    init, init_indices = initial_images(cfg, dm, spec, cfg.init)
+    init, init_indices = initial_images(cfg, dm, spec, cfg.init, cfg.synthetic.factor)
     module = build.method(cfg, spec, init)
     logger_kwargs = tracking.wandb_logger_kwargs(cfg)
     resolved = resolved_config(cfg, spec)
@@ -200,6 +217,15 @@ def run(cfg: DictConfig) -> Path:
     return run_dir
 
 
+def condensed_label(summary: dict) -> str:
+    if summary["factor"] == 1:
+        return "(the condensed set)"
+    return (
+        f"(the condensed set: {summary['ipc']} stored images a class, decoded into "
+        f"{summary['decoded_per_class']} by factor {summary['factor']})"
+    )
+
+
 def print_summary(cfg: DictConfig, summary: dict, run_dir: Path, notes: list[str]) -> None:
     """Accuracies, wall time, where things are; the last line names the run folder."""
     networks, epochs = cfg.eval.num_models, cfg.eval.epochs
@@ -212,7 +238,7 @@ def print_summary(cfg: DictConfig, summary: dict, run_dir: Path, notes: list[str
     )
     for set_name, by_model in summary["results"].items():
         for model_name, r in by_model.items():
-            label = RANDOM_LABEL if set_name == "random" else "(the condensed set)"
+            label = RANDOM_LABEL if set_name == "random" else condensed_label(summary)
             print(f"{set_name:>8} {model_name:<12} {r['mean']:6.2f} +- {r['std']:.2f} %   {label}")
     print(
         f"wall time {summary['total_seconds']:.0f} s "
@@ -249,16 +275,20 @@ def condense_and_score(
         export_imagefolder(run_dir / "synthetic.pt", run_dir / "export")
 
     images, labels = module.decoded()
-    random_real = init if cfg.init == "real" else initial_images(cfg, dm, spec, "real")[0]
+    # The random baseline: ipc real images a class at full size, the same stored pixels.
+    same_draw = cfg.init == "real" and cfg.synthetic.factor == 1
+    random_real = init if same_draw else initial_images(cfg, dm, spec, "real")[0]
     sets = {
         module.name: (images.cpu(), labels.cpu()),
         "random": (random_real, module.labels.cpu()),
     }
-    results = evaluate(cfg, sets, test, spec)
+    results = evaluate(cfg, sets, test, spec, device=module.device)
     summary = {
         "dataset": spec.name,
         "method": module.name,
         "ipc": cfg.ipc,
+        "factor": cfg.synthetic.factor,
+        "decoded_per_class": module.synthetic_images.decoded_per_class,
         "iterations": cfg.iterations,
         "seed": cfg.seed,
         "eval_protocol": cfg.eval.protocol,

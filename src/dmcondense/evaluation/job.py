@@ -135,7 +135,7 @@ def run(cfg: DictConfig) -> Path:
     scores = score(
         {name: sets}, build.architectures(cfg), build.protocols(cfg, spec, epochs=epochs), test,
         cfg.seed, num_models=cfg.eval.num_models, normaliser=spec.normaliser,
-        backend=build.eval_backend(cfg), progress=True,
+        backend=build.eval_backend(cfg), device=build.eval_device(cfg), progress=True,
     )[name]  # fmt: skip
     results = {arch: accuracy_summary(acc) for arch, acc in scores.items()}
     summary = {

@@ -24,9 +24,14 @@ from torch import nn
 
 from dmcondense.augment import DSA, NoAugment
 from dmcondense.data.normalise import Normaliser
+from dmcondense.errors import ConfigError
 from dmcondense.models.init import reset_parameters
 from dmcondense.rng import generator
 from dmcondense.synthetic import SyntheticImages
+
+# normalised: pixels learned as network input (DM, DC, DSA, IDM); unit: learned in [0, 1] and
+# clamped there after each step (IDC's pipeline, M3D).
+PIXEL_SPACES = ("normalised", "unit")
 
 
 class CondensationMethod(L.LightningModule):
@@ -46,16 +51,26 @@ class CondensationMethod(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_backend: str | Callable = "inductor",
+        factor: int = 1,
+        pixels: str = "normalised",
     ) -> None:
         super().__init__()
         if initial_images.shape[0] % num_classes:
             raise ValueError("initial_images must hold the same number of images for every class")
+        if pixels not in PIXEL_SPACES:
+            raise ConfigError(
+                f"unknown method.pixels '{pixels}'; choose one of {', '.join(PIXEL_SPACES)}"
+            )
         self.num_classes = num_classes
         self.ipc = initial_images.shape[0] // num_classes
-        self.synthetic_images = SyntheticImages(num_classes, self.ipc)
-        self.synthetic = nn.Parameter(initial_images.clone().float())  # stored, class-major
-        self.register_buffer("labels", torch.arange(num_classes).repeat_interleave(self.ipc))
+        self.synthetic_images = SyntheticImages(num_classes, self.ipc, factor)
         self.normaliser = normaliser
+        self.pixels = pixels
+        stored = initial_images.clone().float()  # normalised, class-major
+        if pixels == "unit":
+            stored = self.unit_from_normalised(stored)
+        self.synthetic = nn.Parameter(stored)  # stored, in the `pixels` space
+        self.register_buffer("labels", torch.arange(num_classes).repeat_interleave(self.ipc))
         # A tuple hides it from nn.Module: its weights are redrawn each step, never learned.
         self._net = (embed_net.requires_grad_(False),)
         self.augment = augment
@@ -89,14 +104,34 @@ class CondensationMethod(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD([self.synthetic], lr=self.lr_img, momentum=self.momentum)
 
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.pixels == "unit":  # pixels learned in [0, 1] stay there (IDC, M3D)
+            with torch.no_grad():
+                self.synthetic.clamp_(0.0, 1.0)
+
     # --- the images ----------------------------------------------------------------------------
+    def unit_from_normalised(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images -> [0, 1] pixels, unclamped (differentiable)."""
+        c = self.normaliser.constants(images.device)
+        return images * c["std"] + c["mean"]
+
+    def stored_normalised(self) -> torch.Tensor:
+        """The stored images as network input (normalised), differentiable: what synthetic.pt
+        keeps. Decoding commutes with the per-channel normalisation (bilinear weights sum to 1),
+        so decoding these equals normalising the decoded [0, 1] pixels."""
+        if self.pixels == "unit":
+            c = self.normaliser.constants(self.synthetic.device)
+            return (self.synthetic - c["mean"]) / c["std"]
+        return self.synthetic
+
     def training_images(self) -> torch.Tensor:
         """The decoded training images, class-major, differentiable w.r.t. the stored pixels."""
-        return self.synthetic_images.decode(self.synthetic)
+        return self.synthetic_images.decode(self.stored_normalised())
 
     def decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(training images, labels), detached: what evaluation trains on."""
-        images = self.synthetic_images.decode(self.synthetic.detach())
+        images = self.synthetic_images.decode(self.stored_normalised().detach())
         return images, self.synthetic_images.decode_labels(self.labels)
 
     def denormalised(self) -> torch.Tensor:

@@ -7,12 +7,14 @@
             loss   += || mean psi(A(real_c, omega_c)) - mean psi(A(S_c, omega_c)) ||^2
         S <- S - lr_img * grad_S loss   (SGD with momentum, on the base)
 
-The loss is the squared distance of class-wise mean embeddings (a linear-kernel MMD).
+The loss is the squared distance of class-wise mean embeddings (a linear-kernel MMD). The
+methods that keep DM's shape (M3D, IDM) subclass it and change `network` or `match`.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from dmcondense.methods.base import CondensationMethod
 from dmcondense.rng import generator
@@ -32,7 +34,20 @@ class DistributionMatching(CondensationMethod):
     name = "dm"
 
     def step_loss(self, step: int, classes: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        net = self.draw_network(step)
+        net = self.network(step)
+        real_features, synthetic_features = self.class_features(net, step, classes, real)
+        return self.match(real_features, synthetic_features)
+
+    def network(self, step: int) -> nn.Module:
+        """The embedding network of `step`: DM draws a fresh one every step."""
+        return self.draw_network(step)
+
+    def class_features(
+        self, net: nn.Module, step: int, classes: torch.Tensor, real: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of the Siamese-augmented real images [k, n, D] (no grad) and of the
+        decoded synthetic images of the same `classes` [k, m, D], for uint8 real [k, n, C, H, W].
+        """
         omega = self.augment.sample(
             self.num_classes, generator(self.seed, "augment", step, device=self.device)
         )
@@ -41,11 +56,19 @@ class DistributionMatching(CondensationMethod):
             real_x = self.augment.apply(
                 self.normalise(real.flatten(0, 1)), omega, classes.repeat_interleave(n)
             )
-            real_means = class_means(self.embed(net, real_x), k)
+            real_features = self.embed(net, real_x)
         synthetic = self.synthetic_images.per_class(self.training_images())[classes]
         m = synthetic.shape[1]
         synthetic_x = self.augment.apply(
             synthetic.flatten(0, 1), omega, classes.repeat_interleave(m)
         )
-        synthetic_means = class_means(self.embed(net, synthetic_x), k)
-        return matching_loss(real_means, synthetic_means)
+        synthetic_features = self.embed(net, synthetic_x)
+        return real_features.view(k, n, -1), synthetic_features.view(k, m, -1)
+
+    def match(self, real_features: torch.Tensor, synthetic_features: torch.Tensor) -> torch.Tensor:
+        """DM: squared distance of the class means, summed over classes."""
+        k = real_features.shape[0]
+        return matching_loss(
+            class_means(real_features.flatten(0, 1), k),
+            class_means(synthetic_features.flatten(0, 1), k),
+        )

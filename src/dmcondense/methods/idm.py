@@ -1,0 +1,243 @@
+"""IDM: improved distribution matching (Zhao et al., CVPR 2023).
+
+    queue <- `initial_networks` random ConvNets
+    for each step t:
+        if t % net_generate_interval == 0: push a fresh network (pop the oldest when full)
+        psi    = one network drawn from the queue                    generator(seed, "queue", t)
+        for each class c (all classes batched):
+            omega_c = one DSA draw shared by real and synthetic
+            R, S    = psi(A(real_c, omega_c)), psi(A(decode(S)_c, omega_c))     (factor 2)
+            loss   += ||mean R - mean S||^2
+                      + ce_weight * acc(psi) * CE(classifier(S), c)   (acc: psi's running
+                                                                       accuracy on real data)
+        S <- S - lr_img * grad_S loss       (SGD with momentum)
+        two networks drawn from the queue each take `model_train_steps` SGD steps on real
+        batches that mix all classes, and count their accuracy on them
+
+The queue (weights, optimiser state, accuracy counts) lives in the module and in its
+checkpoints, and every draw is keyed by the step, so a resumed run ends where an uninterrupted
+one does. `acc` is in percent and restarts every `accuracy_window` steps, as in the authors'
+code (there it restarts at each evaluation).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dmcondense.errors import ConfigError
+from dmcondense.methods.dm import DistributionMatching
+from dmcondense.models.init import reset_parameters
+from dmcondense.models.registry import uses_batchnorm
+from dmcondense.rng import generator
+
+
+class QueuedNetwork:
+    """One network of the queue: weights, its SGD optimiser, and its accuracy counts."""
+
+    def __init__(self, net: nn.Module, birth: int, lr: float, momentum: float, wd: float) -> None:
+        self.net, self.birth = net, birth
+        self.optimizer = torch.optim.SGD(
+            net.parameters(), lr=lr, momentum=momentum, weight_decay=wd
+        )
+        device = next(net.parameters()).device
+        self.correct = torch.zeros((), device=device)
+        self.seen = torch.zeros((), device=device)
+
+    def accuracy_percent(self) -> torch.Tensor:
+        """Running accuracy on the real batches it trained on, in percent; 0 before any."""
+        return torch.where(self.seen > 0, 100.0 * self.correct / self.seen.clamp_min(1), 0.0)
+
+    def reset_accuracy(self) -> None:
+        self.correct.zero_()
+        self.seen.zero_()
+
+    def state_dict(self) -> dict:
+        return {
+            "birth": self.birth,
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "correct": self.correct,
+            "seen": self.seen,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.correct.copy_(state["correct"])
+        self.seen.copy_(state["seen"])
+
+
+class ModelQueue:
+    """First in, first out: at most `capacity` networks, each made from `template` and
+    initialised from generator(seed, "queue-net", birth), birth counting every network made."""
+
+    def __init__(self, template: nn.Module, capacity: int, seed: int, **optimiser) -> None:
+        self.template, self.capacity, self.seed = template, capacity, seed
+        self.optimiser = optimiser  # lr, momentum, wd of every queued network
+        self.networks: list[QueuedNetwork] = []
+        self.births = 0
+
+    def __len__(self) -> int:
+        return len(self.networks)
+
+    def push(self) -> None:
+        """Add a fresh network; drop the oldest first when the queue is full."""
+        if len(self.networks) == self.capacity:
+            self.networks.pop(0)
+        net = copy.deepcopy(self.template).requires_grad_(True).train()
+        device = next(net.parameters()).device
+        reset_parameters(net, generator(self.seed, "queue-net", self.births, device=device))
+        self.networks.append(QueuedNetwork(net, self.births, **self.optimiser))
+        self.births += 1
+
+    def state_dict(self) -> dict:
+        return {"births": self.births, "networks": [q.state_dict() for q in self.networks]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.networks = []
+        for saved in state["networks"]:
+            self.births = saved["birth"]
+            self.push()
+            self.networks[-1].load_state_dict(saved)
+        self.births = state["births"]
+
+
+class ImprovedDistributionMatching(DistributionMatching):
+    name = "idm"
+    real_batches_per_step = 2  # round 0: matching; round 1: the queue's training batches
+
+    def __init__(
+        self,
+        *args,
+        net_num: int = 100,
+        initial_networks: int = 3,
+        net_generate_interval: int = 30,
+        model_train_steps: int = 10,
+        trained_per_step: int = 2,
+        batch_train: int = 256,
+        lr_net: float = 0.01,
+        net_momentum: float = 0.9,
+        net_weight_decay: float = 5e-4,
+        ce_weight: float = 0.5,
+        accuracy_window: int = 100,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.automatic_optimization = False
+        if net_num < initial_networks:
+            raise ConfigError(
+                f"method.net_num={net_num} is smaller than the starting queue of "
+                f"{initial_networks} networks; set method.net_num={initial_networks} or more"
+            )
+        if uses_batchnorm(self.embed_net):
+            raise ConfigError(
+                "method=idm trains its queued networks on mixed batches and matches in the same "
+                "mode: it needs a network without BatchNorm; use model=convnet"
+            )
+        self.net_num, self.initial_networks = net_num, initial_networks
+        self.net_generate_interval = net_generate_interval
+        self.model_train_steps, self.trained_per_step = model_train_steps, trained_per_step
+        self.batch_train, self.ce_weight = batch_train, ce_weight
+        self.accuracy_window = accuracy_window
+        self.net_optimiser = {"lr": lr_net, "momentum": net_momentum, "wd": net_weight_decay}
+        self.queue: ModelQueue | None = None
+        self._saved_queue: dict | None = None
+
+    # --- the queue's life: built at fit start, restored from a checkpoint, saved in one ------
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.trainer.world_size > 1:
+            raise ConfigError(
+                "method=idm runs on one process: its queued networks train on batches of every "
+                "class, but DDP ranks hold a slice of the classes; use trainer=cpu or trainer=gpu"
+            )
+        self.start_queue()
+
+    def start_queue(self) -> None:
+        """`initial_networks` random networks, made from the embedding network as it is placed."""
+        self.queue = ModelQueue(self.embed_net, self.net_num, self.seed, **self.net_optimiser)
+        for _ in range(self.initial_networks):
+            self.queue.push()
+
+    def renew_queue(self, step: int) -> None:
+        """Before step `step`: restart the accuracy counts every `accuracy_window` steps, and push
+        a fresh network every `net_generate_interval` steps (the oldest leaves when full)."""
+        if step > 0 and step % self.accuracy_window == 0:
+            for queued in self.queue.networks:
+                queued.reset_accuracy()
+        if step % self.net_generate_interval == 0:
+            self.queue.push()
+
+    def on_train_start(self) -> None:
+        if self._saved_queue is not None:  # a resumed run: the checkpoint is read by now
+            self.queue.load_state_dict(self._saved_queue)
+            self._saved_queue = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["model_queue"] = self.queue.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._saved_queue = checkpoint["model_queue"]
+
+    def embed_function(self, net: nn.Module):
+        return net.embed  # a different network each step: nothing to compile once
+
+    # --- one step ------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        step, classes, real = batch["step"], batch["classes"], batch["images"]
+        self.renew_queue(step)
+        picks = generator(self.seed, "queue", step)  # host draws: no device sync
+        matching = self.queue.networks[int(torch.randint(len(self.queue), (), generator=picks))]
+
+        real_features, synthetic_features = self.class_features(
+            matching.net, step, classes, real[0]
+        )
+        loss = self.match(real_features, synthetic_features) + self.ce_weight * (
+            matching.accuracy_percent()
+            * self.class_cross_entropy(matching.net, synthetic_features, classes)
+        )
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss, inputs=[self.synthetic])
+        optimizer.step()
+
+        trained = torch.randperm(len(self.queue), generator=picks)[: self.trained_per_step]
+        for slot in trained.tolist():
+            self.train_queued(self.queue.networks[slot], step, real[1], classes)
+        self.log_loss(loss.detach())
+        return loss.detach()
+
+    def class_cross_entropy(
+        self, net: nn.Module, synthetic_features: torch.Tensor, classes: torch.Tensor
+    ) -> torch.Tensor:
+        """Sum over classes of the mean cross-entropy of the network's classifier on the class's
+        augmented synthetic features [k, m, D]."""
+        k, m = synthetic_features.shape[:2]
+        logits = net.classifier(synthetic_features.flatten(0, 1))
+        per_image = F.cross_entropy(logits, classes.repeat_interleave(m), reduction="none")
+        return per_image.view(k, m).mean(dim=1).sum()
+
+    def train_queued(
+        self, queued: QueuedNetwork, step: int, real: torch.Tensor, classes: torch.Tensor
+    ) -> None:
+        """`model_train_steps` SGD steps on batches of `batch_train` images drawn from the
+        step's second real round (all classes mixed), counting the accuracy on them."""
+        k, n = real.shape[:2]
+        images, labels = real.flatten(0, 1), classes.repeat_interleave(n)
+        draws = generator(self.seed, "queue-train", step, queued.birth, device=self.device)
+        batch = min(self.batch_train, k * n)
+        with torch.enable_grad():
+            for _ in range(self.model_train_steps):
+                chosen = torch.randperm(k * n, generator=draws, device=self.device)[:batch]
+                logits = queued.net(self.normalise(images[chosen]))
+                loss = F.cross_entropy(logits, labels[chosen])
+                queued.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                queued.optimizer.step()
+                with torch.no_grad():
+                    queued.correct += (logits.argmax(dim=1) == labels[chosen]).sum()
+                    queued.seen += batch

@@ -1,0 +1,109 @@
+"""IDM's model queue: its push and pop schedule, its state in a checkpoint, its one-line error,
+and the class-aware cross-entropy term."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dmcondense.augment import NoAugment
+from dmcondense.data.normalise import Normaliser
+from dmcondense.errors import ConfigError
+from dmcondense.methods.idm import ImprovedDistributionMatching
+from dmcondense.models.registry import build_model
+
+NORMALISER = Normaliser([0.5], [0.25])
+
+
+def idm(**knobs) -> ImprovedDistributionMatching:
+    images = torch.zeros(3, 1, 4, 4)
+    net = build_model("convnet", 1, 3, 4, width=4, depth=1)
+    return ImprovedDistributionMatching(net, NoAugment(), images, 3, NORMALISER, **knobs)
+
+
+def births(module: ImprovedDistributionMatching) -> list[int]:
+    return [queued.birth for queued in module.queue.networks]
+
+
+def test_the_queue_pushes_every_interval_and_drops_the_oldest_when_full() -> None:
+    module = idm(net_num=5, initial_networks=3, net_generate_interval=3)
+    module.start_queue()
+    assert births(module) == [0, 1, 2]
+    seen = {}
+    for step in range(19):
+        module.renew_queue(step)
+        seen[step] = births(module)
+    assert seen[0] == seen[2] == [0, 1, 2, 3]  # a push at step 0
+    assert seen[3] == [0, 1, 2, 3, 4]  # now full
+    assert seen[6] == seen[8] == [1, 2, 3, 4, 5]  # the oldest left
+    assert seen[18] == [5, 6, 7, 8, 9]
+
+
+def test_each_network_is_drawn_from_its_own_birth_and_is_not_the_template() -> None:
+    module = idm(net_num=4)
+    module.start_queue()
+    again = idm(net_num=4)
+    again.start_queue()
+    first = [q.net.classifier.weight for q in module.queue.networks]
+    assert all(
+        torch.equal(a, q.net.classifier.weight)
+        for a, q in zip(first, again.queue.networks, strict=True)
+    )
+    assert not torch.equal(first[0], first[1])
+    assert all(q.net is not module.embed_net for q in module.queue.networks)
+
+
+def test_the_queue_state_round_trips_with_weights_optimiser_and_accuracy() -> None:
+    module = idm(net_num=4, net_generate_interval=1)
+    module.start_queue()
+    real = torch.randint(0, 256, (3, 6, 1, 4, 4), generator=torch.Generator().manual_seed(0),
+                         dtype=torch.uint8)  # fmt: skip
+    for step in range(3):
+        module.renew_queue(step)
+        module.train_queued(module.queue.networks[-1], step, real, torch.arange(3))
+    state = module.queue.state_dict()
+    restored = idm(net_num=4, net_generate_interval=1)
+    restored.start_queue()
+    restored.queue.load_state_dict(state)
+    assert births(restored) == births(module) == [2, 3, 4, 5]
+    assert restored.queue.births == 6
+    for a, b in zip(module.queue.networks, restored.queue.networks, strict=True):
+        for pa, pb in zip(a.net.parameters(), b.net.parameters(), strict=True):
+            assert torch.equal(pa, pb)
+        assert torch.equal(a.seen, b.seen) and torch.equal(a.correct, b.correct)
+    trained = restored.queue.networks[-1]
+    assert trained.seen.item() == 10 * 18  # model_train_steps x every real image (batch capped)
+    momentum = trained.optimizer.state_dict()["state"][0]["momentum_buffer"]
+    assert momentum.abs().sum() > 0
+
+
+def test_a_queue_smaller_than_its_start_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError, match=r"net_num=2 .* 3 networks"):
+        idm(net_num=2, initial_networks=3)
+
+
+def test_the_cross_entropy_term_is_off_until_the_network_has_trained() -> None:
+    module = idm(net_num=4)
+    module.start_queue()
+    queued = module.queue.networks[0]
+    assert queued.accuracy_percent().item() == 0.0
+    queued.correct.fill_(3.0)
+    queued.seen.fill_(4.0)
+    assert queued.accuracy_percent().item() == 75.0
+    queued.reset_accuracy()
+    assert queued.accuracy_percent().item() == 0.0
+
+
+def test_class_cross_entropy_is_the_sum_of_per_class_means() -> None:
+    module = idm(net_num=4)
+    module.start_queue()
+    net = module.queue.networks[0].net
+    g = torch.Generator().manual_seed(2)
+    features = torch.randn(2, 3, net.classifier.in_features, generator=g)
+    classes = torch.tensor([2, 0])
+    logits = net.classifier(features)
+    by_hand = sum(
+        torch.nn.functional.cross_entropy(logits[i], torch.full((3,), int(c)))
+        for i, c in enumerate(classes)
+    )
+    assert torch.allclose(module.class_cross_entropy(net, features, classes), by_hand)
