@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Issue 13 on one GPU machine, one command from the repository root:
+#   1. the throughput probe (benchmarks/device/probe.py: condensation steps/s at IPC 10 and 50,
+#      fp32, eager and compiled; about 1-2 minutes, at most PROBE_S seconds)
+#   2. the paper's row (benchmarks/paper_table.py), cells in the order of CELLS; a cell whose
+#      condensation alone cannot finish in the time left (by the probe's steps/s) is not started,
+#      and a job still running at BUDGET_S seconds is stopped. Compiled when the probe says
+#      compiling pays over 20,000 steps (COMPILE=auto), or as COMPILE=0 / COMPILE=1 says.
+# Everything lands in $OUT as it goes (at most 8 files): issue13.log, probe.json,
+# paper_table.json, paper_table.md, and <cell>_synthetic.pt of each finished cell.
+#
+# Before (here, on the CPU machine): bash benchmarks/device/prepare.sh
+# Then, with the device tool:
+#   run(command="bash benchmarks/device/issue13.sh", timeout_s=600,
+#       carry=[".whl", "data/cifar10-jpeg.tar.gz"])
+# A later call continues: copy the returned paper_table.json to benchmarks/results/ first (its
+# finished cells are skipped); on a machine still warm, a stopped cell resumes from its last
+# checkpoint in lightning_logs/paper_table/.
+#
+# Environment: BUDGET_S (default 540: seconds for this whole command, under the tool's 600),
+# PROBE_S (default 150; PROBE=0 skips the probe), CELLS (default ipc=10,ipc=1,ipc=50,whole),
+# COMPILE (auto | 0 | 1), PAPER_ARGS (more paper_table.py options, e.g. "--whole-models 2"),
+# FRESH=1 (ignore benchmarks/results/paper_table.json), DEVICE=cpu (a dry run of the wiring on
+# a CPU: the probe at toy size and paper_table.py --tiny; its figures mean nothing).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+started=$(date +%s)
+OUT=${OUT:-/tmp/issue13}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/issue13.log") 2>&1
+export PYTHONUNBUFFERED=1
+elapsed() { echo $(($(date +%s) - started)); }
+
+# $PYTHON, else the project's .venv when it runs here, else python3 (the GPU image's, with torch)
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON=python3
+  if [ -x .venv/bin/python ] && .venv/bin/python -c "" 2>/dev/null; then PYTHON=.venv/bin/python; fi
+fi
+if ! "$PYTHON" -c "import hydra, omegaconf" 2>/dev/null; then
+  if ! ls .whl/*.whl >/dev/null 2>&1; then
+    echo "issue13: no Hydra here and no .whl/: run benchmarks/device/prepare.sh and carry .whl"
+    exit 2
+  fi
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 2
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
+"$PYTHON" -c "import hydra, omegaconf, torch, lightning, dmcondense" || exit 2
+
+DRY=0
+[ "${DEVICE:-cuda}" = cpu ] && DRY=1
+if [ "$DRY" = 0 ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "issue13: torch sees no CUDA device; DEVICE=cpu for a dry run"
+    exit 3
+  fi
+fi
+"$PYTHON" -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
+
+if [ "${PROBE:-1}" = 1 ]; then
+  echo "== probe ($(elapsed) s)"
+  OUT=$OUT timeout "${PROBE_S:-150}" "$PYTHON" benchmarks/device/probe.py \
+    || echo "issue13: the probe failed or was stopped (exit $?); the cells run without estimates"
+fi
+
+args=(--only "${CELLS:-ipc=10,ipc=1,ipc=50,whole}" --out "$OUT")
+[ -f "$OUT/probe.json" ] && args+=(--probe "$OUT/probe.json")
+compile=${COMPILE:-auto}
+[ "$DRY" = 1 ] && [ "$compile" = auto ] && compile=0  # the dry run's probe compiles nothing
+if [ "$compile" = auto ]; then
+  compile=0
+  if [ -f "$OUT/probe.json" ] && "$PYTHON" -c "import json, sys; sys.exit(0 if json.load(open('$OUT/probe.json')).get('compile_pays') else 1)"; then
+    compile=1
+  fi
+fi
+[ "$compile" = 1 ] && args+=(--compile)
+runs=lightning_logs/paper_table
+if [ "$DRY" = 1 ]; then  # the toy data and run folders stay out of $OUT
+  scratch=${TMPDIR:-/tmp}/issue13_dry
+  runs=$scratch/runs
+  args+=(--tiny --data "$scratch/tiny_cifar10.tar.gz" --unpack-to "$scratch/data" --runs "$runs")
+elif [ "${FRESH:-0}" != 1 ] && [ -f benchmarks/results/paper_table.json ] && [ ! -f "$OUT/paper_table.json" ]; then
+  cp benchmarks/results/paper_table.json "$OUT/paper_table.json"  # its finished cells are skipped
+fi
+left=$((${BUDGET_S:-540} - $(elapsed)))
+echo "== paper_table ($(elapsed) s; ${left} s left): ${args[*]} ${PAPER_ARGS:-}"
+# shellcheck disable=SC2086  # PAPER_ARGS: one word per option
+"$PYTHON" benchmarks/paper_table.py "${args[@]}" --budget-s "$left" ${PAPER_ARGS:-}
+status=$?
+
+for slug in ipc1 ipc10 ipc50; do
+  if [ -f "$runs/$slug/results.json" ] && [ -f "$runs/$slug/synthetic.pt" ]; then
+    cp "$runs/$slug/synthetic.pt" "$OUT/${slug}_synthetic.pt"
+  fi
+done
+echo "== done in $(elapsed) s (paper_table exit $status)"
+exit $status
