@@ -2,10 +2,12 @@
 
 It owns the synthetic pixels as the module's only `nn.Parameter`, their SGD optimiser
 (`lr_img`, `momentum`), the labels, how stored pixels decode into training images
-(`SyntheticImages`), the normaliser, the embedding network that a method redraws each step, and
-the step itself: a method adds only `step_loss`, or its own `training_step` with manual
-optimisation where it needs an inner loop. Pictures, checkpoints, resume, the NaN guard and the
-image logger (condense/callbacks.py) work on this base, so they work for every method.
+(`SyntheticImages`, multi-formation by `factor`), the space the pixels are learned in
+(`pixels`: normalised network input, or [0, 1] clamped after each step), the normaliser, the
+embedding network that a method redraws each step, and the step itself: a method adds only
+`step_loss`, or its own `training_step` with manual optimisation where it needs an inner loop.
+Pictures, checkpoints, resume, the NaN guard and the image logger (condense/callbacks.py) work on
+this base, so they work for every method.
 
 GPU fast path: under precision=bf16-mixed the network runs in bf16 while the synthetic images and
 the features stay fp32; `channels_last` feeds the network NHWC tensors; `compile` wraps the
