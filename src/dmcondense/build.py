@@ -117,10 +117,13 @@ def method(cfg: DictConfig, spec: DatasetSpec, initial_images: torch.Tensor) -> 
     )
 
 
-def datamodule(cfg: DictConfig, dataset: DictConfig | None = None) -> ClassBatchDataModule:
+def datamodule(
+    cfg: DictConfig, dataset: DictConfig | None = None, classes: list[int] | None = None
+) -> ClassBatchDataModule:
     """In memory (uint8, moved once to the device), or with dataset.streaming=true read from
     disk step by step: only the sampled images are decoded, in dataset.num_workers workers.
-    `dataset` replaces cfg.dataset (the evaluation job reads a saved set's data set)."""
+    `dataset` replaces cfg.dataset (the evaluation job reads a saved set's data set); `classes`
+    keeps those classes' training images only, relabelled 0.. in that order (continual steps)."""
     d = cfg.dataset if dataset is None else dataset
     if d.source not in SOURCES:
         raise ConfigError(
@@ -140,6 +143,7 @@ def datamodule(cfg: DictConfig, dataset: DictConfig | None = None) -> ClassBatch
         "seed": cfg.seed,
         "download": d.download,
         "source_kwargs": source_kwargs,
+        "classes": classes,
     }
     if not d.get("streaming", False):
         return ClassBatchDataModule(**common)

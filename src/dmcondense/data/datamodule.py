@@ -11,13 +11,13 @@ own classes: the same images are drawn whatever the number of ranks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from dmcondense.data.imageset import ImageSet, TrainingSplit
+from dmcondense.data.imageset import ImageSet, TrainingSplit, keep_classes
 from dmcondense.data.sources import load_split
 from dmcondense.errors import ConfigError
 from dmcondense.rng import generator
@@ -96,13 +96,20 @@ class ClassBatchDataModule(L.LightningDataModule):
         seed: int,
         download: bool = False,
         source_kwargs: dict | None = None,
+        classes: Sequence[int] | None = None,
     ) -> None:
+        """`classes`: keep only these classes' training images, relabelled 0.. in this order
+        (a class-incremental step); None: all. `num_classes` is the whole data set's count; after
+        setup it is the count this module holds."""
         super().__init__()
         self.source, self.data_dir, self.download = source, data_dir, download
         self.source_kwargs = dict(source_kwargs or {})
         self.num_classes, self.batch_real = num_classes, batch_real
         self.iterations, self.seed = iterations, seed
+        self.classes = None if classes is None else [int(c) for c in classes]
         self.train_set: TrainingSplit | None = None  # an ImageSet here; subclasses may stream
+        # Index in the whole training split of each kept image (None: all kept, the identity).
+        self.source_indices: torch.Tensor | None = None
         self._store: torch.Tensor | None = None
 
     def load(self, split: str) -> ImageSet:
@@ -128,6 +135,10 @@ class ClassBatchDataModule(L.LightningDataModule):
         if int(counts.min()) == 0:
             empty = [train.class_names[c] for c in torch.nonzero(counts == 0).flatten().tolist()]
             raise ConfigError(f"classes without training images: {', '.join(empty)}")
+        if self.classes is not None:
+            # The other classes' images are dropped here: memory follows the kept classes.
+            train, self.source_indices = keep_classes(train, self.classes)
+            self.num_classes, counts = train.num_classes, train.class_counts()
         self.train_set, self.index = train, ClassIndex(train.labels, train.num_classes)
         self.per_class = min(self.batch_real, int(counts.min()))
 

@@ -7,6 +7,7 @@ either without asking which one it holds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +32,12 @@ class TrainingSplit(Protocol):
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """uint8 [*indices.shape, C, H, W]: the images at `indices`."""
+        ...
+
+    def subset(
+        self, indices: torch.Tensor, labels: torch.Tensor, class_names: list[str]
+    ) -> TrainingSplit:
+        """The images at `indices` alone, relabelled `labels`, of the classes `class_names`."""
         ...
 
 
@@ -68,3 +75,31 @@ class ImageSet:
         """uint8 [*indices.shape, C, H, W]: already decoded, so a gather (the `TrainingSplit`
         call the streaming split answers by reading files)."""
         return self.images[indices]
+
+    def subset(
+        self, indices: torch.Tensor, labels: torch.Tensor, class_names: list[str]
+    ) -> ImageSet:
+        """A copy holding the images at `indices` only (indexing with a tensor copies, so the
+        whole split can be freed)."""
+        return ImageSet(self.images[indices], labels, list(class_names))
+
+
+def keep_classes(
+    split: TrainingSplit, classes: Sequence[int]
+) -> tuple[TrainingSplit, torch.Tensor]:
+    """The images of `classes` alone, relabelled by their position in `classes` (class
+    `classes[j]` becomes label j), in the split's order; and their indices in `split`.
+
+    A class-incremental step condenses its own classes from this: it holds only their images.
+    """
+    wanted = torch.as_tensor(list(classes), dtype=torch.long)
+    if wanted.numel() == 0 or len(set(wanted.tolist())) != wanted.numel():
+        raise ValueError(f"classes must be distinct and not empty, got {list(classes)}")
+    if int(wanted.min()) < 0 or int(wanted.max()) >= split.num_classes:
+        raise ValueError(f"classes must lie in [0, {split.num_classes}), got {list(classes)}")
+    position = torch.full((split.num_classes,), -1, dtype=torch.long)
+    position[wanted] = torch.arange(wanted.numel())
+    source_indices = torch.nonzero(position[split.labels] >= 0).squeeze(1)
+    labels = position[split.labels[source_indices]]
+    names = [split.class_names[c] for c in wanted.tolist()]
+    return split.subset(source_indices, labels, names), source_indices

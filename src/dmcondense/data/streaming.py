@@ -73,6 +73,15 @@ class ImageFiles:
     def path(self, index: int) -> Path:
         return Path(os.fsdecode(self._paths[index]))
 
+    def subset(
+        self, indices: torch.Tensor, labels: torch.Tensor, class_names: list[str]
+    ) -> ImageFiles:
+        """The files at `indices` alone (still undecoded), relabelled `labels`."""
+        kept = [os.fsdecode(p) for p in self._paths[indices.numpy()]]
+        return ImageFiles(
+            kept, labels, class_names, self.channels, self.image_size, self.decode_file
+        )
+
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """uint8 [*indices.shape, C, H, W]: the files at `indices`, resized to image_size.
 
