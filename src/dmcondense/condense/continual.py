@@ -49,7 +49,12 @@ from dmcondense import build
 from dmcondense.condense.callbacks import FiniteLossGuard
 from dmcondense.condense.checkpoints import KeepPreviousCheckpointIO, resume_checkpoint
 from dmcondense.condense.continual_checks import SELECTIONS, check_steps, memory_methods
-from dmcondense.condense.job import initial_images, quiet_library_chatter, resolved_config
+from dmcondense.condense.job import (
+    evaluate,
+    initial_images,
+    quiet_library_chatter,
+    resolved_config,
+)
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.imageset import ImageSet, keep_classes
 from dmcondense.data.spec import DatasetSpec, resolve_spec
@@ -60,8 +65,6 @@ from dmcondense.evaluation.baselines import (
     select_kcenter,
     select_random,
 )
-from dmcondense.evaluation.protocol import accuracy_summary
-from dmcondense.evaluation.score import score
 from dmcondense.hostmem import reuse_freed_memory
 from dmcondense.io import atomic_write, read_synthetic, save_grid, save_synthetic
 from dmcondense.rng import generator
@@ -231,19 +234,8 @@ def score_memory(
 ) -> dict:
     """{architecture: accuracy summary} of eval.num_models fresh networks trained on `memory`
     with the common protocol, tested on `test`."""
-    scores = score(
-        {name: [(memory.images, memory.labels)]},
-        build.architectures(cfg),
-        build.protocols(cfg, spec),
-        test,
-        cfg.seed,
-        num_models=cfg.eval.num_models,
-        normaliser=spec.normaliser,
-        backend=build.eval_backend(cfg),
-        device=build.eval_device(cfg),
-        progress=True,
-    )[name]
-    return {arch: accuracy_summary(accuracies) for arch, accuracies in scores.items()}
+    sets = {name: (memory.images, memory.labels)}
+    return evaluate(cfg, sets, test, spec, device=build.eval_device(cfg))[name]
 
 
 def settings_of(cfg: DictConfig, spec: DatasetSpec, order: list[int]) -> dict:
