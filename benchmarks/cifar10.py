@@ -80,7 +80,7 @@ def main() -> None:
         result = run("dmcondense.evaluate", common + [
             f"baseline={baseline}", f"hydra.run.dir={args.out / baseline}",
         ])  # fmt: skip
-        rows[baseline] = result["results"]["convnet"]
+        rows[baseline] = result["results"][baseline]["convnet"]
     minutes = (time.time() - started) / 60
     lines = [
         f"CIFAR-10 (shared JPEG copy), IPC {args.ipc}; DM {args.iterations} steps, batch_real "

@@ -100,7 +100,7 @@ def main() -> None:
                     "decoded": results.get("decoded_per_class", ipc),
                     "accuracy": results["results"][results["method"]]["convnet"],
                     "random real": results["results"]["random"]["convnet"],
-                    "steps": steps, "s/step": results["fit_seconds"] / max(steps, 1),
+                    "steps": steps, "s/step": results["condense_seconds"] / max(steps, 1),
                     "wall s": time.time() - t, "peak MiB": peak,
                 })  # fmt: skip
     lines = [

@@ -312,7 +312,7 @@ def summary(accuracy: dict) -> dict:
 def finished_record(cell: Cell, results: dict, resumed: bool) -> dict:
     """The figures of a finished job, read from its results.json."""
     if cell.ipc is None:
-        ours = summary(results["results"]["convnet"])
+        ours = summary(results["results"]["whole"]["convnet"])
         record = {
             "ours": ours,
             "epochs": results["epochs"],
@@ -321,15 +321,14 @@ def finished_record(cell: Cell, results: dict, resumed: bool) -> dict:
         }
     else:
         ours = summary(results["results"]["dm"]["convnet"])
-        steps, fit = results["steps"], results["fit_seconds"]
+        steps, fit = results["steps"], results["condense_seconds"]
         record = {
             "ours": ours,
             "random": summary(results["results"]["random"]["convnet"]),
             "steps": steps,
-            "fit_seconds": fit,
             # a resumed job's fit time covers only the steps after its checkpoint
             "steps_per_s": None if resumed or fit <= 0 else round(steps / fit, 2),
-            "condense_seconds": results["condense_seconds"],
+            "condense_seconds": fit,
             "job_seconds": results["total_seconds"],
             "eval_epochs": results["eval_epochs"],
             "eval_num_models": results["eval_num_models"],

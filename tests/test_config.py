@@ -7,10 +7,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from dmcondense import build
 from dmcondense.cli import CONF_DIR, check_command_line, expand_short_forms, groups
-from dmcondense.condense.checks import check_config
 from dmcondense.errors import ConfigError
+from dmcondense.jobs import build
+from dmcondense.jobs.checks import check_config
 from dmcondense.methods.base import CondensationMethod
 from dmcondense.methods.dm import DistributionMatching
 

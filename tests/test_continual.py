@@ -15,13 +15,6 @@ from helpers.fixtures import write_imagefolder
 from hydra import compose, initialize_config_dir
 
 from dmcondense.cli import CONF_DIR
-from dmcondense.condense import continual
-from dmcondense.condense.continual_checks import (
-    SELECTIONS,
-    check_continual_config,
-    condensation_methods,
-    memory_methods,
-)
 from dmcondense.continual import memory_as_list, method_configs
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.imageset import ImageSet, keep_classes
@@ -29,6 +22,13 @@ from dmcondense.data.sources import load_split
 from dmcondense.data.streaming import StreamingClassDataModule
 from dmcondense.errors import ConfigError
 from dmcondense.io import load_synthetic
+from dmcondense.jobs.checks import (
+    SELECTIONS,
+    check_continual_config,
+    condensation_methods,
+    memory_methods,
+)
+from dmcondense.jobs.continual import loop as continual
 
 # A few seconds a step: 3 DM iterations (a checkpoint after the second), 1 network x 4 epochs.
 TINY = ["ipc=2", "iterations=3", "save_every=2", "batch_real=8", "model.width=8",

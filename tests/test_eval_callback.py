@@ -12,9 +12,10 @@ from lightning.pytorch.loggers import CSVLogger
 from dmcondense.augment import DSA
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.normalise import Normaliser
-from dmcondense.evaluation.callback import PeriodicEvaluation
+from dmcondense.evaluation.plan import EvaluationPlan
 from dmcondense.evaluation.protocol import Protocol
 from dmcondense.evaluation.score import score
+from dmcondense.glue.periodic_evaluation import PeriodicEvaluation
 from dmcondense.methods.dm import DistributionMatching
 from dmcondense.models.registry import build_model
 
@@ -28,8 +29,9 @@ def test_periodic_evaluation_logs_the_scores_of_the_set_at_every_nth_step(tmp_pa
                                   normaliser)  # fmt: skip
     architectures = {"convnet": {"width": 8}, "mlp": {}}
     protocol = Protocol(epochs=2)
-    callback = PeriodicEvaluation(every=2, architectures=architectures, num_models=2,
-                                  protocol=protocol, seed=0)  # fmt: skip
+    plan = EvaluationPlan("dsa", architectures, dict.fromkeys(architectures, protocol),
+                          num_models=2, backend="auto", seed=0)  # fmt: skip
+    callback = PeriodicEvaluation(every=2, plan=plan)
     logger = CSVLogger(tmp_path, name="", version="")
     trainer = L.Trainer(
         accelerator="cpu", max_steps=4, logger=logger, callbacks=[callback],

@@ -12,10 +12,14 @@ from helpers import run_evaluate, run_train
 TINY = ["model.width=8", "eval.epochs=2", "eval.num_models=2"]
 
 
-def check_outputs(run_dir, models: list[str], networks: int) -> dict:
+def check_outputs(run_dir, models: list[str], networks: int, set_name: str) -> dict:
+    """results.json and results.csv of an evaluate run; returns results.json with the set's
+    figures as summary["results"][architecture]."""
     summary = json.loads((run_dir / "results.json").read_text())
     for key in ("what", "dataset", "ipc", "experiments", "networks_per_experiment", "epochs"):
         assert key in summary
+    assert list(summary["results"]) == [set_name]
+    summary["results"] = summary["results"][set_name]
     assert sorted(summary["results"]) == sorted(models)
     for r in summary["results"].values():
         assert len(r["accuracies"]) == networks
@@ -25,6 +29,7 @@ def check_outputs(run_dir, models: list[str], networks: int) -> dict:
     with open(run_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [row["architecture"] for row in rows] == models
+    assert {row["set"] for row in rows} == {set_name}
     assert [float(row["mean"]) for row in rows] == [summary["results"][m]["mean"] for m in models]
     return summary
 
@@ -34,30 +39,41 @@ def test_evaluate_saved_synthetic_set_on_two_architectures(tmp_path) -> None:
     assert run_train("ipc=2", "iterations=2", "batch_real=4", *TINY,
                      f"hydra.run.dir={condensed}").returncode == 0  # fmt: skip
     out = tmp_path / "eval"
-    result = run_evaluate(f"synthetic={condensed}", "eval.models=[convnet,mlp]", *TINY,
+    result = run_evaluate(f"condensed={condensed}", "eval.models=[convnet,mlp]", *TINY,
                           f"hydra.run.dir={out}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    summary = check_outputs(out, ["convnet", "mlp"], networks=2)
+    summary = check_outputs(out, ["convnet", "mlp"], networks=2, set_name="dm")
     assert summary["ipc"] == 2 and summary["dataset"] == "mnist_sample"
     # Same set, seed and protocol as the train job's own scoring: the same ConvNet accuracies.
     trained = json.loads((condensed / "results.json").read_text())["results"]["dm"]["convnet"]
     assert summary["results"]["convnet"] == trained
     printed = result.stdout.splitlines()
-    assert any(line.startswith("convnet") for line in printed)
-    assert any(line.startswith("mlp") for line in printed)
+    assert any(line.split()[:2] == ["dm", "convnet"] for line in printed)
+    assert any(line.split()[:2] == ["dm", "mlp"] for line in printed)
     assert printed[-1] == f"run folder: {out}"
+    # The old spelling synthetic=PATH still works this release, with one warning line.
+    old = tmp_path / "old"
+    result = run_evaluate(f"synthetic={condensed}", *TINY, f"hydra.run.dir={old}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warned == [
+        "warning: synthetic=PATH is now condensed=PATH (synthetic.* holds the multi-formation "
+        "settings); the old spelling stops working in the next release"
+    ]
+    assert json.loads((old / "results.json").read_text())["results"]["dm"]["convnet"] == trained
 
 
 def test_evaluate_baseline_over_two_experiments(tmp_path) -> None:
     out, one = tmp_path / "eval", tmp_path / "one"
     result = run_evaluate("baseline=random", "ipc=3", "num_exp=2", *TINY, f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr[-2000:]
-    summary = check_outputs(out, ["convnet"], networks=4)  # 2 selections x 2 networks
+    summary = check_outputs(out, ["convnet"], networks=4, set_name="random")  # 2 x 2 networks
     assert summary["experiments"] == 2 and summary["what"].startswith("baseline random")
     # Experiment 0 is the num_exp=1 run (same seed); experiment 1 draws with seed + 1.
     result = run_evaluate("baseline=random", "ipc=3", "num_exp=1", *TINY, f"hydra.run.dir={one}")
     assert result.returncode == 0, result.stderr[-2000:]
-    first = check_outputs(one, ["convnet"], networks=2)["results"]["convnet"]["accuracies"]
+    first = check_outputs(one, ["convnet"], networks=2, set_name="random")
+    first = first["results"]["convnet"]["accuracies"]
     assert summary["results"]["convnet"]["accuracies"][:2] == first
 
 

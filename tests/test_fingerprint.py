@@ -57,7 +57,9 @@ def fingerprint(tmp_path: Path) -> dict:
         for name, by in trained.items()
         for model, r in by.items()
     }
-    accuracies.update({f"herding/{model}": r["accuracies"] for model, r in herding.items()})
+    accuracies.update(
+        {f"herding/{model}": r["accuracies"] for model, r in herding["herding"].items()}
+    )
     as_double = images.double()
     return {
         "images_sha256": hashlib.sha256(images.numpy().tobytes()).hexdigest(),

@@ -17,7 +17,8 @@ from helpers import run_train
 from omegaconf import OmegaConf
 from PIL import Image
 
-from dmcondense.condense.tracking import wandb_credentials_found, wandb_logger_kwargs
+from dmcondense.glue.tracking import wandb_credentials_found
+from dmcondense.jobs.build import wandb_logger_kwargs
 
 IPC, ITERATIONS, IMAGES_EVERY = 2, 4, 2
 TINY = [

@@ -165,7 +165,7 @@ def test_atomic_write_leaves_nothing_when_the_first_write_fails(tmp_path: Path) 
 
 
 def test_resume_auto_starts_fresh_without_a_checkpoint_and_resumes_with_one(tmp_path) -> None:
-    from dmcondense.condense.checkpoints import resume_checkpoint
+    from dmcondense.glue.checkpoints import resume_checkpoint
 
     assert resume_checkpoint("auto", tmp_path) is None
     with pytest.raises(FileNotFoundError, match="resume=auto"):
@@ -179,8 +179,8 @@ def test_resume_auto_starts_fresh_without_a_checkpoint_and_resumes_with_one(tmp_
 
 
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys) -> None:
-    from dmcondense.condense.checkpoints import KeepPreviousCheckpointIO, resume_checkpoint
     from dmcondense.errors import ConfigError
+    from dmcondense.glue.checkpoints import KeepPreviousCheckpointIO, resume_checkpoint
 
     last = tmp_path / "checkpoints" / "last.ckpt"
     writer = KeepPreviousCheckpointIO()

@@ -13,11 +13,11 @@ from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
 
-from dmcondense import build
 from dmcondense.augment import DSA, FAMILIES
 from dmcondense.data.normalise import Normaliser
 from dmcondense.data.spec import DatasetSpec
 from dmcondense.io import load_synthetic
+from dmcondense.jobs import build
 from dmcondense.methods.dm import DistributionMatching
 from dmcondense.models.registry import build_model
 

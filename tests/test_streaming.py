@@ -10,7 +10,6 @@ from helpers import run_train
 from helpers.fixtures import write_imagefolder, write_tinyimagenet
 from omegaconf import OmegaConf
 
-from dmcondense import build
 from dmcondense.data import streaming
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.sources import load_tinyimagenet
@@ -18,6 +17,7 @@ from dmcondense.data.statistics import channel_statistics, sample_indices, stati
 from dmcondense.data.streaming import StreamingClassDataModule, list_training_files
 from dmcondense.errors import ConfigError
 from dmcondense.io import load_synthetic
+from dmcondense.jobs import build
 
 SIZE, CLASSES, PER_CLASS = 16, 3, 6
 

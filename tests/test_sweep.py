@@ -6,14 +6,14 @@ import csv
 import json
 from pathlib import Path
 
-from helpers import run_train
+from helpers import run_evaluate, run_train
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
 from dmcondense.cli import CONF_DIR
-from dmcondense.sweep import SweepSummary, collect, curves, markdown_table, write_summary
+from dmcondense.jobs.sweep import SweepSummary, collect, curves, markdown_table, write_summary
 
 TINY = [
     "iterations=2",
@@ -56,6 +56,24 @@ def test_sweep_writes_a_folder_per_run_and_a_summary(tmp_path: Path) -> None:
     assert len(table.strip().splitlines()) == 2 + len(rows)
     with Image.open(sweep_dir / "summary.png") as picture:
         assert picture.format == "PNG"
+
+
+def test_evaluate_sweep_writes_a_summary(tmp_path: Path) -> None:
+    """The evaluate job's results.json has the train job's shape (set, then architecture), so
+    the sweep summary reads both."""
+    sweep_dir = tmp_path / "sweep"
+    result = run_evaluate(
+        "-m", "baseline=random", "ipc=1,2", "model.width=8", "eval.epochs=1",
+        "eval.num_models=1", f"hydra.sweep.dir={sweep_dir}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warning" not in result.stderr
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [(row["ipc"], row["status"]) for row in rows] == [("1", "ok"), ("2", "ok")]
+    for row in rows:
+        run_dir = sweep_dir / row["run"]
+        expected = json.loads((run_dir / "results.json").read_text())["results"]["random"]
+        assert float(row["random/convnet mean"]) == expected["convnet"]["mean"]
 
 
 def fake_run(sweep_dir: Path, name: str, overrides: list[str], results: dict | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -43,6 +44,16 @@ def test_train_writes_synthetic_set_picture_and_results(tmp_path: Path) -> None:
 
     results = json.loads((run_dir / "results.json").read_text())
     assert results["ipc"] == ipc and results["iterations"] == 3 and results["method"] == "dm"
+    assert meta["method"] == "dm"
+    # condense_seconds is the fit alone: data loading and scoring are timed apart.
+    assert results["condense_seconds"] + results["load_seconds"] < results["total_seconds"]
+    assert results["evaluation"]["architectures"]["convnet"]["epochs"] == results["eval_epochs"]
+    with open(run_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["set"], r["architecture"]) for r in rows] == [
+        ("dm", "convnet"),
+        ("random", "convnet"),
+    ]
     # The accuracies are those of the saved set and its random-real start under the protocol,
     # each network scored on the 1,000 test digits (so in steps of 0.1 %).
     test = load_split("mnist_sample", None, "test")

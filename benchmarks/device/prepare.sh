@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run HERE (the CPU machine, from any folder) before benchmarks/device/issue13.sh goes to a GPU
+# Run HERE (the CPU machine, from any folder) before benchmarks/device/paper_table_gpu.sh goes to a GPU
 # machine. The GPU machine cannot download anything; its python3 has torch, lightning, torchvision,
 # pillow, scipy, matplotlib and tensorboard but not Hydra. This puts what it lacks into two
 # git-ignored paths of the working tree, which the device tool's `carry` takes along:
@@ -7,7 +7,7 @@
 #                              versions installed in .venv; antlr4 is built here: PyPI has only
 #                              its source archive)
 #   data/cifar10-jpeg.tar.gz   the shared CIFAR-10 JPEG copy (../shared does not travel)
-# Idempotent. Then: run(command="bash benchmarks/device/issue13.sh", timeout_s=600,
+# Idempotent. Then: run(command="bash benchmarks/device/paper_table_gpu.sh", timeout_s=600,
 #                       carry=[".whl", "data/cifar10-jpeg.tar.gz"])
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,4 +32,4 @@ if [ ! -f data/cifar10-jpeg.tar.gz ] || ! echo "$SHA256  data/cifar10-jpeg.tar.g
 fi
 echo "$SHA256  data/cifar10-jpeg.tar.gz" | sha256sum -c --quiet -
 ls -l .whl data/cifar10-jpeg.tar.gz
-echo "prepared: carry [\".whl\", \"data/cifar10-jpeg.tar.gz\"] with bash benchmarks/device/issue13.sh"
+echo "prepared: carry [\".whl\", \"data/cifar10-jpeg.tar.gz\"] with bash benchmarks/device/paper_table_gpu.sh"

@@ -1,7 +1,7 @@
 """Throughput probe before the paper's row (issue 13): condensation steps/s of CIFAR-10 shapes at
 IPC 10 and 50, fp32, eager and torch.compile'd, on the GPU.
 
-    python benchmarks/device/probe.py          # on the GPU machine (benchmarks/device/issue13.sh)
+    python benchmarks/device/probe.py          # on the GPU machine (device/paper_table_gpu.sh)
     DEVICE=cpu python benchmarks/device/probe.py   # a dry run of the wiring (figures mean nothing)
 
 Each setting is scripts/device_check.py's `condense_setting` (random CIFAR-shaped images,

@@ -7,10 +7,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_synthetic"]
+__all__ = ["CONF_DIR", "__version__", "load_synthetic"]
+
+# The Hydra configs that ship with the package (a link to the repository's conf/).
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def __getattr__(name: str) -> Any:

@@ -15,9 +15,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from dmcondense import CONF_DIR
 from dmcondense.errors import ConfigError, DmcondenseWarning, NonFiniteLossError
-
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 # Problems of the user's input or environment: reported as one line, not a traceback.
 USER_ERRORS = (

@@ -8,7 +8,7 @@ continual-learning experiment), condensing each step's new classes itself.
 
 `memory=a,b,c` is one run over several memory methods (one learner each, one continual.png),
 not a sweep: the comma list is read as the list `memory=[a,b,c]`. The logic lives in
-dmcondense/condense/continual.py.
+dmcondense/jobs/continual/.
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ def hydra_main(cfg: DictConfig) -> None:
     # Light imports first: a bad value answers before torch loads.
     from hydra.core.hydra_config import HydraConfig
 
-    from dmcondense.condense.checks import check_config
-    from dmcondense.condense.continual_checks import (
+    from dmcondense.jobs.checks import (
         SELECTIONS,
+        check_config,
         check_continual_config,
         memory_methods,
     )
@@ -65,7 +65,7 @@ def hydra_main(cfg: DictConfig) -> None:
         configs = method_configs(list(HydraConfig.get().overrides.task), condensing)
         for config in configs.values():
             check_config(config)
-        from dmcondense.condense.continual import run
+        from dmcondense.jobs.continual import run
 
         run(cfg, configs)
     except USER_ERRORS as error:

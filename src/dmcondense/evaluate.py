@@ -1,6 +1,6 @@
 """Entry point: score a saved synthetic set, or a coreset baseline, under one protocol.
 
-    python -m dmcondense.evaluate synthetic=RUN_DIR_OR_FILE [eval.models=[convnet,mlp]]
+    python -m dmcondense.evaluate condensed=RUN_DIR_OR_FILE [eval.models=[convnet,mlp]]
     python -m dmcondense.evaluate baseline=herding dataset=cifar10 ipc=10
 
 Prints a table of test accuracy (mean and std over every network of every experiment) per
@@ -17,9 +17,12 @@ from dmcondense.cli import CONF_DIR, USER_ERRORS, fail, run_entry_point
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
 def hydra_main(cfg: DictConfig) -> None:
-    from dmcondense.evaluation.job import run
+    from dmcondense.jobs.checks import check_evaluate_config  # light: answers before torch loads
 
     try:
+        check_evaluate_config(cfg)
+        from dmcondense.jobs.evaluate import run
+
         run(cfg)
     except USER_ERRORS as error:
         fail(error)

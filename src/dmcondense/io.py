@@ -6,6 +6,7 @@ synthetic.pt (format 1) is a dict saved with torch.save:
                  stored images (decoded into training images by `factor`, see synthetic.py)
     labels       int64 [classes * ipc]
     class_names  list[str]
+    method       str, the method that condensed it (dm, dc, ...; absent in older files)
     mean, std    list[float], one per channel (images * std + mean is in [0, 1])
     ipc          int, stored images a class
     factor       int, multi-formation factor (absent in older files: 1); a stored image

@@ -17,11 +17,11 @@ from dmcondense.cli import CONF_DIR, USER_ERRORS, fail, run_entry_point
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
-    from dmcondense.condense.checks import check_config  # light: answers before torch loads
+    from dmcondense.jobs.checks import check_config  # light: answers before torch loads
 
     try:
         check_config(cfg)
-        from dmcondense.condense.job import run
+        from dmcondense.jobs.train import run
 
         run(cfg)
     except USER_ERRORS as error:

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
-from omegaconf import DictConfig
 
 WANDB_TARGET = "lightning.pytorch.loggers.WandbLogger"
 WANDB_OFFLINE_MODES = ("offline", "dryrun")
@@ -43,24 +42,6 @@ def wandb_credentials_found() -> bool:
                 return False
             return bool(entry and entry[2])
     return False
-
-
-def wandb_logger_kwargs(cfg: DictConfig) -> dict:
-    """For `logger=wandb`: {"offline": True} when WANDB_MODE says so or no API key is
-    configured, else {"offline": False}; {} for other loggers. Passed to the logger's
-    constructor, so the config stays as composed."""
-    logger = cfg.get("logger")
-    if not logger or logger.get("_target_") != WANDB_TARGET:
-        return {}
-    mode = os.environ.get("WANDB_MODE", "").lower()
-    offline = bool(logger.get("offline")) or mode in WANDB_OFFLINE_MODES
-    if not offline and mode != "disabled" and not wandb_credentials_found():
-        print(
-            "W&B: no API key found (WANDB_API_KEY or `wandb login`); logging offline",
-            flush=True,
-        )
-        offline = True
-    return {"offline": offline}
 
 
 def log_config(loggers: list[Logger], config: dict) -> None:

@@ -16,9 +16,17 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dmcondense.atomic import atomic_write
 from dmcondense.errors import ConfigError
+
+
+def last_checkpoint(run_dir: Path, every: int) -> ModelCheckpoint:
+    """The callback that keeps `run_dir`/checkpoints/last.ckpt, rewritten every `every` steps."""
+    return ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", save_last=True, every_n_train_steps=every, save_top_k=0
+    )
 
 
 def previous_of(path: Path) -> Path:

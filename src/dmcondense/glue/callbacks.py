@@ -8,8 +8,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from dmcondense.condense.tracking import log_grid
 from dmcondense.errors import NonFiniteLossError
+from dmcondense.glue.tracking import log_grid
 from dmcondense.io import image_grid, save_grid, save_synthetic
 from dmcondense.methods.base import CondensationMethod
 
@@ -47,6 +47,7 @@ class SyntheticWriter(L.Callback):
             {
                 "images": images,
                 "labels": module.labels.cpu(),
+                "method": module.name,
                 "ipc": module.ipc,
                 "factor": module.synthetic_images.factor,
                 "step": step,

@@ -6,12 +6,12 @@
 #      condensation alone cannot finish in the time left (by the probe's steps/s) is not started,
 #      and a job still running at BUDGET_S seconds is stopped. Compiled when the probe says
 #      compiling pays over 20,000 steps (COMPILE=auto), or as COMPILE=0 / COMPILE=1 says.
-# Everything lands in $OUT as it goes (at most 8 files): issue13.log, probe.json,
+# Everything lands in $OUT as it goes (at most 8 files): paper_table_gpu.log, probe.json,
 # paper_table.json, paper_table.md, and <cell>_synthetic.pt of each finished cell.
 #
 # Before (here, on the CPU machine): bash benchmarks/device/prepare.sh
 # Then, with the device tool:
-#   run(command="bash benchmarks/device/issue13.sh", timeout_s=600,
+#   run(command="bash benchmarks/device/paper_table_gpu.sh", timeout_s=600,
 #       carry=[".whl", "data/cifar10-jpeg.tar.gz"])
 # A later call continues: copy the returned paper_table.json to benchmarks/results/ first (its
 # finished cells are skipped); on a machine still warm, a stopped cell resumes from its last
@@ -25,9 +25,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 started=$(date +%s)
-OUT=${OUT:-/tmp/issue13}
+OUT=${OUT:-/tmp/paper_table_gpu}
 mkdir -p "$OUT"
-exec > >(tee -a "$OUT/issue13.log") 2>&1
+exec > >(tee -a "$OUT/paper_table_gpu.log") 2>&1
 export PYTHONUNBUFFERED=1
 elapsed() { echo $(($(date +%s) - started)); }
 
@@ -38,7 +38,7 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 if ! "$PYTHON" -c "import hydra, omegaconf" 2>/dev/null; then
   if ! ls .whl/*.whl >/dev/null 2>&1; then
-    echo "issue13: no Hydra here and no .whl/: run benchmarks/device/prepare.sh and carry .whl"
+    echo "paper_table_gpu: no Hydra here and no .whl/: run benchmarks/device/prepare.sh and carry .whl"
     exit 2
   fi
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -53,7 +53,7 @@ DRY=0
 if [ "$DRY" = 0 ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    echo "issue13: torch sees no CUDA device; DEVICE=cpu for a dry run"
+    echo "paper_table_gpu: torch sees no CUDA device; DEVICE=cpu for a dry run"
     exit 3
   fi
 fi
@@ -62,7 +62,7 @@ fi
 if [ "${PROBE:-1}" = 1 ]; then
   echo "== probe ($(elapsed) s)"
   OUT=$OUT timeout "${PROBE_S:-150}" "$PYTHON" benchmarks/device/probe.py \
-    || echo "issue13: the probe failed or was stopped (exit $?); the cells run without estimates"
+    || echo "paper_table_gpu: the probe failed or was stopped (exit $?); the cells run without estimates"
 fi
 
 args=(--only "${CELLS:-ipc=10,ipc=1,ipc=50,whole}" --out "$OUT")
@@ -78,7 +78,7 @@ fi
 [ "$compile" = 1 ] && args+=(--compile)
 runs=lightning_logs/paper_table
 if [ "$DRY" = 1 ]; then  # the toy data and run folders stay out of $OUT
-  scratch=${TMPDIR:-/tmp}/issue13_dry
+  scratch=${TMPDIR:-/tmp}/paper_table_gpu_dry
   runs=$scratch/runs
   args+=(--tiny --data "$scratch/tiny_cifar10.tar.gz" --unpack-to "$scratch/data" --runs "$runs")
 elif [ "${FRESH:-0}" != 1 ] && [ -f benchmarks/results/paper_table.json ] && [ ! -f "$OUT/paper_table.json" ]; then

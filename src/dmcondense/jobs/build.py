@@ -1,11 +1,13 @@
-"""Turn a composed config into the run's objects: data, networks, augmentation, method, trainer.
+"""Turn a composed config into the run's objects: data, networks, augmentation, method, the
+evaluation plan, the trainer.
 
-Both entry points use these, so `train` and `evaluate` read a config the same way. Nothing here
-edits the config.
+Every job calls these once at its top and passes the objects down, so `train`, `evaluate` and
+`continual` read a config the same way. Nothing here edits the config.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning as L
@@ -19,8 +21,10 @@ from dmcondense.data.sources import SOURCES
 from dmcondense.data.spec import DatasetSpec, configured_num_classes
 from dmcondense.data.streaming import STREAMING_SOURCES, StreamingClassDataModule
 from dmcondense.errors import ConfigError
+from dmcondense.evaluation.plan import EvaluationPlan
 from dmcondense.evaluation.protocol import Protocol
 from dmcondense.evaluation.score import BACKENDS
+from dmcondense.glue.tracking import WANDB_OFFLINE_MODES, WANDB_TARGET, wandb_credentials_found
 from dmcondense.methods.base import CondensationMethod
 from dmcondense.models.registry import MODELS, build_model, uses_batchnorm
 from dmcondense.progress import StepLines
@@ -161,6 +165,22 @@ def datamodule(
     )
 
 
+def evaluation_plan(
+    cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None
+) -> EvaluationPlan:
+    """The eval group, resolved once: architectures, their protocols, networks, backend, seed.
+    `epochs` replaces eval.epochs under the dsa protocol (the whole-data baseline's budget)."""
+    check_evaluation(cfg)
+    return EvaluationPlan(
+        protocol_name=str(cfg.eval.protocol),
+        architectures=architectures(cfg),
+        protocols=protocols(cfg, spec, epochs),
+        num_models=int(cfg.eval.num_models),
+        backend=str(cfg.eval.backend),
+        seed=int(cfg.seed),
+    )
+
+
 def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> dict[str, Protocol]:
     """Each evaluated architecture's protocol (eval.protocol):
     dsa  the common protocol of the DSA and DM papers: eval.epochs (or `epochs`), DSA per
@@ -168,7 +188,6 @@ def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> 
     dc   as the DC paper scored its sets: 300 epochs without augmentation; MNIST 1,000 epochs
          with crop, scale and rotate; BatchNorm models 1,000 epochs with crop
     """
-    check_evaluation(cfg)
     e = cfg.eval
     common = dict(lr=e.lr, momentum=e.momentum, weight_decay=e.weight_decay,
                   batch_size=e.batch_size)  # fmt: skip
@@ -188,16 +207,30 @@ def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> 
     return chosen
 
 
+def wandb_logger_kwargs(cfg: DictConfig) -> dict:
+    """For `logger=wandb`: {"offline": True} when WANDB_MODE says so or no API key is
+    configured, else {"offline": False}; {} for other loggers. Passed to the logger's
+    constructor, so the config stays as composed."""
+    logger = cfg.get("logger")
+    if not logger or logger.get("_target_") != WANDB_TARGET:
+        return {}
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    offline = bool(logger.get("offline")) or mode in WANDB_OFFLINE_MODES
+    if not offline and mode != "disabled" and not wandb_credentials_found():
+        print(
+            "W&B: no API key found (WANDB_API_KEY or `wandb login`); logging offline",
+            flush=True,
+        )
+        offline = True
+    return {"offline": offline}
+
+
 def trainer(
-    cfg: DictConfig,
-    run_dir: Path,
-    callbacks: list,
-    logger_kwargs: dict | None = None,
-    plugins: list | None = None,
+    cfg: DictConfig, run_dir: Path, callbacks: list, plugins: list | None = None
 ) -> L.Trainer:
-    """`logger_kwargs` go to the logger's constructor (W&B's offline mode); `plugins` to the
-    Trainer (the checkpoint writer)."""
-    logger = instantiate(cfg.logger, **(logger_kwargs or {})) if cfg.get("logger") else False
+    """The Lightning Trainer of the trainer group, with the logger of the logger group (W&B
+    offline when it has no key) and `plugins` (the checkpoint writer)."""
+    logger = instantiate(cfg.logger, **wandb_logger_kwargs(cfg)) if cfg.get("logger") else False
     # The bar reads the logged loss, a host-device sync: on a GPU refresh it every N steps.
     # Off a terminal (a log file), plain lines instead of a bar's carriage-return frames.
     progress = TQDMProgressBar(refresh_rate=cfg.get("progress_every", 1))

@@ -1,39 +1,25 @@
 """Evaluation during condensation: every `every` steps, score the current synthetic set with
-the protocol and log the accuracy curves (percent, `eval/<method>/<model>`) to the logger."""
+the run's evaluation plan and log the accuracy curves (percent, `eval/<method>/<model>`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import lightning as L
 
-from dmcondense.evaluation.protocol import Protocol
-from dmcondense.evaluation.score import score
+from dmcondense.evaluation.plan import EvaluationPlan
 
 
 class PeriodicEvaluation(L.Callback):
-    def __init__(
-        self,
-        every: int,
-        architectures: Mapping[str, Mapping],
-        num_models: int,
-        protocol: Protocol | Mapping[str, Protocol],
-        seed: int,
-        backend: str = "auto",
-    ) -> None:
-        self.every, self.architectures, self.num_models = every, dict(architectures), num_models
-        self.protocol, self.seed, self.backend = protocol, seed, backend
+    def __init__(self, every: int, plan: EvaluationPlan) -> None:
+        self.every, self.plan = every, plan
         self.test = None
         self.history: list[dict] = []
 
     def evaluate(self, trainer: L.Trainer, module) -> dict[str, float]:
         if self.test is None:
             self.test = trainer.datamodule.load("test")
-        scores = score(
-            {module.name: [module.decoded()]}, self.architectures, self.protocol, self.test,
-            self.seed, num_models=self.num_models, normaliser=module.normaliser,
-            backend=self.backend, device=module.device,
-        )[module.name]  # fmt: skip
+        scores = self.plan.scores(
+            {module.name: [module.decoded()]}, self.test, module.normaliser, module.device
+        )[module.name]
         metrics = {}
         for name, acc in scores.items():
             # percent, under the same names as the final evaluation, so the curves line up

@@ -1,0 +1,190 @@
+"""Checks of a composed config that need no torch: run before the heavy imports, so a wrong
+value, data folder, `steps` or memory method answers in a second, as one line (ConfigError)."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from dmcondense import CONF_DIR
+from dmcondense.errors import ConfigError, require_positive
+
+EXPORT_FORMATS = ("imagefolder",)
+IMAGEFOLDER_LAYOUT = "<path>/train/<class>/<image> and <path>/test/<class>/<image>"
+
+
+def check_config(cfg: DictConfig) -> None:
+    """All checks below; reads the config, never changes it."""
+    validate(cfg)
+    check_image_folder(cfg)
+
+
+def missing_keys(node: object, prefix: str = "") -> set[str]:
+    """Dotted keys left as ??? (read unresolved: OmegaConf.missing_keys trips over an
+    interpolation that points at a missing value)."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=False)
+    if isinstance(node, dict):
+        keys = (missing_keys(v, f"{prefix}.{k}" if prefix else str(k)) for k, v in node.items())
+        return set().union(*keys)
+    return {prefix} if node == "???" else set()
+
+
+def validate(cfg: DictConfig) -> None:
+    missing = missing_keys(cfg)
+    if cfg.dataset.get("source") == "imagefolder":
+        missing.discard("dataset.num_classes")  # counted from the folder
+        if "dataset.path" in missing:
+            raise ConfigError(
+                f"dataset=imagefolder needs path=<folder> holding {IMAGEFOLDER_LAYOUT}"
+            )
+    if missing:
+        key = sorted(missing)[0]
+        raise ConfigError(f"{key} has no value; set {key}=... on the command line")
+    require_positive(
+        ipc=cfg.ipc,
+        iterations=cfg.iterations,
+        batch_real=cfg.batch_real,
+        **{"eval.num_models": cfg.eval.num_models, "eval.epochs": cfg.eval.epochs},
+    )
+    check_factor(cfg)
+    if cfg.init not in ("real", "noise"):
+        raise ConfigError(f"init must be 'real' or 'noise', got '{cfg.init}'")
+    if cfg.export is not None and cfg.export not in EXPORT_FORMATS:
+        raise ConfigError(
+            f"unknown export '{cfg.export}'; choose export=null or "
+            f"export={' | '.join(EXPORT_FORMATS)}"
+        )
+
+
+def check_factor(cfg: DictConfig, largest: int = 8) -> None:
+    """synthetic.factor must cut the data set's images into whole tiles; one line names the
+    factors (up to `largest`) that do."""
+    factor = cfg.synthetic.factor
+    size = cfg.dataset.get("image_size")
+    height, width = (size, size) if isinstance(size, int) else tuple(size or (0, 0))
+    if not isinstance(factor, int) or factor < 1:
+        raise ConfigError(f"synthetic.factor must be a whole number of 1 or more, got {factor}")
+    if not height or (height % factor == 0 and width % factor == 0):
+        return
+    works = [f for f in range(1, largest + 1) if height % f == 0 and width % f == 0]
+    raise ConfigError(
+        f"synthetic.factor={factor} does not cut {height}x{width} images into whole tiles; "
+        f"factors that work for this size: {', '.join(map(str, works))}"
+    )
+
+
+def check_image_folder(cfg: DictConfig) -> None:
+    """dataset=imagefolder: the folder has train/ and test/, each with class folders."""
+    d = cfg.dataset
+    if d.source != "imagefolder":
+        return
+    root = Path(str(d.path)).expanduser()
+    fix = f"set path= to a folder holding {IMAGEFOLDER_LAYOUT}"
+    if not root.exists():
+        raise ConfigError(f"data folder {root} does not exist; {fix}")
+    if not root.is_dir():
+        raise ConfigError(f"data path {root} is a file, not a folder; {fix}")
+    for split in ("train", "test"):
+        split_dir = root / split
+        if not split_dir.is_dir():
+            what = "is empty" if not any(root.iterdir()) else f"has no {split}/ folder"
+            raise ConfigError(f"data folder {root} {what}; {fix}")
+        classes = [p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        if not classes:
+            raise ConfigError(f"{split_dir} holds no class folders; {fix}")
+
+
+# --- scoring saved sets (python -m dmcondense.evaluate) ---
+
+BASELINES = ("random", "herding", "kcenter", "whole")
+
+
+def check_evaluate_config(cfg: DictConfig) -> None:
+    """The evaluate job's keys: exactly one of condensed= (or its old spelling synthetic=) and
+    baseline=, a known baseline, positive counts."""
+    condensed = cfg.condensed if cfg.condensed is not None else cfg.get("synthetic")
+    if (condensed is None) == (cfg.baseline is None):
+        raise ConfigError("give exactly one of condensed=RUN_DIR_OR_FILE or baseline=NAME")
+    if cfg.condensed is not None and cfg.get("synthetic") is not None:
+        raise ConfigError("synthetic= is the old spelling of condensed=; give only condensed=")
+    if cfg.baseline is not None and cfg.baseline not in BASELINES:
+        raise ConfigError(
+            f"unknown baseline '{cfg.baseline}'; choose one of {', '.join(BASELINES)}"
+        )
+    require_positive(
+        ipc=cfg.ipc, num_exp=cfg.num_exp,
+        **{"eval.num_models": cfg.eval.num_models, "eval.epochs": cfg.eval.epochs},
+    )  # fmt: skip
+
+
+# --- continual learning (python -m dmcondense.continual) ---
+
+# Memories made by choosing real images (evaluation/baselines.py) rather than by condensing.
+SELECTIONS = ("random", "herding", "kcenter")
+RESUME_CHOICES = (None, "last", "auto")
+
+
+def condensation_methods() -> list[str]:
+    """The `method` group's options: every method the engine can condense with."""
+    return sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
+
+
+def memory_methods(cfg: DictConfig) -> list[str]:
+    """cfg.memory as a list of known names, in the given order, each once.
+
+    Accepts a list (`memory=[dm,random]`) or one string with commas (`'memory=dm,random'`)."""
+    value = cfg.memory
+    raw = list(value) if OmegaConf.is_list(value) else str(value).split(",")
+    names = list(dict.fromkeys(str(name).strip() for name in raw if str(name).strip()))
+    known = condensation_methods() + list(SELECTIONS)
+    if not names:
+        raise ConfigError(f"memory is empty; choose one or more of: {', '.join(known)}")
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"unknown memory method '{name}'{hint}; choose from: {', '.join(known)}"
+            )
+    return names
+
+
+def check_steps(steps: int, num_classes: int, dataset_name: str) -> None:
+    """`steps` must split the classes into equal groups; the line names the steps that do."""
+    require_positive(steps=steps)
+    if num_classes % steps:
+        divisors = [d for d in range(1, num_classes + 1) if num_classes % d == 0]
+        raise ConfigError(
+            f"steps={steps} does not divide the {num_classes} classes of {dataset_name}; "
+            f"choose steps from: {', '.join(map(str, divisors))}"
+        )
+
+
+def check_continual_config(cfg: DictConfig) -> None:
+    """The continual keys; `steps` against dataset.num_classes when the config states it (an
+    image folder's count is checked once the folder is read)."""
+    memory_methods(cfg)
+    require_positive(steps=cfg.steps)
+    if not OmegaConf.is_missing(cfg.dataset, "num_classes"):
+        check_steps(int(cfg.steps), int(cfg.dataset.num_classes), str(cfg.dataset.name))
+    if cfg.resume not in RESUME_CHOICES:
+        raise ConfigError(
+            f"continual runs resume a run folder's finished steps: resume=last (or auto, which "
+            f"starts afresh when there are none), not '{cfg.resume}'; pass the folder as "
+            f"hydra.run.dir=<folder>"
+        )
+    if cfg.coreset_train_epochs is None or int(cfg.coreset_train_epochs) < 0:
+        raise ConfigError(f"coreset_train_epochs must be 0 or more, got {cfg.coreset_train_epochs}")
+    trainer = cfg.trainer
+    devices = trainer.get("devices", 1)
+    several = (
+        len(devices) > 1 if OmegaConf.is_list(devices) else isinstance(devices, int) and devices > 1
+    )
+    if str(trainer.get("strategy", "auto")).startswith("ddp") or several:
+        raise ConfigError(
+            "continual learning runs on one process (its steps run one after another); "
+            "use trainer=cpu or trainer=gpu"
+        )
