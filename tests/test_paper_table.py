@@ -1,8 +1,9 @@
 """benchmarks/paper_table.py --tiny: the paper's row, end to end at toy size on the CPU.
 
-One out folder: first `--only ipc=10`, then every cell (ipc=10 is skipped as done). The tests
-check what ran, and that the table and paper_table.json carry the figures of each job's
-results.json, the published figures and the gaps between them.
+The data: a generated CIFAR-shaped JPEG archive, given with --data. One out folder: first
+`--only ipc=10`, then every cell (ipc=10 is skipped as done). The tests check what ran, and
+that the table and paper_table.json carry the figures of each job's results.json, the published
+figures and the gaps between them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.fixtures import write_cifar10_jpeg_archive
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "paper_table.py"
@@ -23,9 +25,9 @@ SLUG = {"ipc=1": "ipc1", "ipc=10": "ipc10", "ipc=50": "ipc50", "whole": "whole"}
 TINY_STEPS = 3
 
 
-def paper_table(out: Path, *args: str) -> subprocess.CompletedProcess:
+def paper_table(out: Path, archive: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--out", str(out), *args],
+        [sys.executable, str(SCRIPT), "--tiny", "--data", str(archive), "--out", str(out), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -54,16 +56,24 @@ def table_rows(markdown: str) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict:
+def archive(tmp_path_factory) -> Path:
+    """10 classes, 52 training images a class (enough for IPC 50) and 4 test images."""
+    folder = tmp_path_factory.mktemp("cifar10_jpeg")
+    return write_cifar10_jpeg_archive(folder / "cifar10.tar.gz", 52, 4)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, archive) -> dict:
     out = tmp_path_factory.mktemp("paper_table")
-    first = succeeded(paper_table(out, "--only", "ipc=10"))
+    first = succeeded(paper_table(out, archive, "--only", "ipc=10"))
     after_first = {
         "report": json.loads((out / "paper_table.json").read_text()),
         "markdown": (out / "paper_table.md").read_text(),
         "runs": sorted(path.name for path in (out / "runs").iterdir()),
     }
-    second = succeeded(paper_table(out))
+    second = succeeded(paper_table(out, archive))
     return {
+        "archive": archive,
         "out": out,
         "first": first,
         "after_first": after_first,
@@ -144,15 +154,28 @@ def test_a_finished_job_missing_from_the_report_is_adopted(tiny, tmp_path):
     report = json.loads((out / "paper_table.json").read_text())
     kept = report["cells"].pop("ipc=50")
     (out / "paper_table.json").write_text(json.dumps(report))
-    result = succeeded(paper_table(out, "--only", "ipc=50"))
+    result = succeeded(paper_table(out, tiny["archive"], "--only", "ipc=50"))
     assert commands(result) == []
     assert "ipc=50: adopting the finished job" in result.stdout
     adopted = json.loads((out / "paper_table.json").read_text())["cells"]["ipc=50"]
     assert adopted["ours"] == kept["ours"] and adopted["steps"] == kept["steps"]
 
 
-def test_an_unknown_cell_is_refused(tmp_path):
-    result = paper_table(tmp_path, "--only", "ipc=10,ipc=7")
+def test_an_unknown_cell_is_refused(tmp_path, archive):
+    result = paper_table(tmp_path, archive, "--only", "ipc=10,ipc=7")
     assert result.returncode != 0
     assert "unknown cell 'ipc=7'" in result.stderr
+    assert not (tmp_path / "paper_table.json").exists()
+
+
+def test_tiny_without_data_is_refused_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--data" in result.stderr
     assert not (tmp_path / "paper_table.json").exists()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pickle
 import struct
+import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,19 @@ def write_fashionmnist(root: str | Path, n_train: int = 30, n_test: int = 12) ->
 
 # --- CIFAR-10 / CIFAR-100: Python pickles, [n, 3072] uint8 rows holding R, G, B planes ---
 
+CIFAR10_CLASS_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
 
 def _pickle(path: Path, obj: dict) -> None:
     # The official files are Python 2 pickles with str keys; torchvision loads them with
@@ -101,18 +116,7 @@ def write_cifar10(root: str | Path, per_batch: int = 4, n_test: int = 6) -> dict
     """
     folder = Path(root) / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
-    names = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ]
+    names = list(CIFAR10_CLASS_NAMES)
     batches = [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]
     train_images, train_labels = [], []
     expected = {}
@@ -164,6 +168,34 @@ def write_cifar100(root: str | Path, n_train: int = 12, n_test: int = 6) -> dict
         expected[split] = _expected(images, fine, fine_names)
     _pickle(folder / "meta", {"fine_label_names": fine_names, "coarse_label_names": coarse_names})
     return expected
+
+
+def write_cifar10_jpeg_archive(
+    path: str | Path, train_per_class: int = 52, test_per_class: int = 4
+) -> Path:
+    """A CIFAR-shaped .tar.gz laid out like the shared JPEG copy of CIFAR-10
+    (<split>/<class>/<NNNN>.jpg, 32x32): each class one colour, each image that colour plus
+    seeded noise. Written once: an existing file is kept. The default 52 training images a class
+    let every cell of benchmarks/paper_table.py (IPC up to 50) start from real images."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    gen = torch.Generator().manual_seed(900)
+    colours = torch.rand(len(CIFAR10_CLASS_NAMES), 3, 1, 1, generator=gen) * 200 + 28
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for split, count in (("train", train_per_class), ("test", test_per_class)):
+            for label, name in enumerate(CIFAR10_CLASS_NAMES):
+                noise = torch.randint(-40, 41, (count, 3, 32, 32), generator=gen)
+                images = (colours[label] + noise).clamp(0, 255).to(torch.uint8).numpy()
+                for i, pixels in enumerate(images):
+                    _save_jpeg(Path(tmp) / split / name / f"{i:04d}.jpg", pixels)
+        partial = path.with_name(path.name + ".partial")
+        with tarfile.open(partial, "w:gz") as tar:
+            for split in ("train", "test"):
+                tar.add(Path(tmp) / split, arcname=split)
+        partial.replace(path)
+    return path
 
 
 # --- SVHN: MATLAB <root>/{train,test}_32x32.mat, X [32, 32, 3, N], y [N, 1], 10 = digit 0 ---
