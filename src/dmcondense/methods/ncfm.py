@@ -72,10 +72,10 @@ def cf_loss(
         phase     = 2 (|Phi_r| |Phi_s| - Re Phi_r Re Phi_s - Im Phi_r Im Phi_s)
         loss      = scale * mean over t of sqrt(alpha * amplitude + beta * phase)
 
-    Both terms are >= 0 up to rounding; they are floored at 0 and the square root of anything
-    below 1e-12 is 0 with a zero gradient, so equal sets give 0 and a finite gradient. (The
-    authors clamp the phase term at 1e-12 instead: they differ by at most sqrt(beta * 1e-12)
-    inside the mean.)
+    The phase term is computed as |Phi_r - Phi_s|^2 - amplitude (equal to the line above), floored
+    at 0, and the square root of anything below 1e-12 is 0 with a zero gradient, so equal sets
+    give exactly 0 and a finite gradient. (The authors clamp the phase term at 1e-12 instead:
+    the two differ by at most sqrt(beta * 1e-12) inside the mean, plus rounding.)
     """
     real = F.normalize(real.float(), dim=-1)
     synthetic = F.normalize(synthetic.float(), dim=-1)
@@ -84,8 +84,11 @@ def cf_loss(
     real_norm = torch.sqrt(real_re.square() + real_im.square())
     syn_norm = torch.sqrt(syn_re.square() + syn_im.square())
     amplitude = (real_norm - syn_norm).square()
-    phase = 2.0 * (real_norm * syn_norm - real_re * syn_re - real_im * syn_im)
-    combined = alpha * amplitude + beta * phase.clamp_min(0.0)
+    # The phase term written as |Phi_r - Phi_s|^2 - amplitude (the same number): the direct form
+    # cancels |Phi|^2 against Re^2 + Im^2 and leaves rounding noise where the sets are equal.
+    distance = (real_re - syn_re).square() + (real_im - syn_im).square()
+    phase = (distance - amplitude).clamp_min(0.0)
+    combined = alpha * amplitude + beta * phase
     return scale * safe_sqrt(combined).mean(dim=-1)
 
 
