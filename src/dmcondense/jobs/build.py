@@ -171,6 +171,8 @@ def pretrain_command(cfg: DictConfig) -> str:
     if HydraConfig.initialized():
         choices = HydraConfig.get().runtime.choices
         words = [f"dataset={choices.get('dataset')}", f"model={choices.get('model')}"]
+        if choices.get("trainer") not in (None, "cpu"):  # pretrain on the run's device
+            words.append(f"trainer={choices.get('trainer')}")
         for override in HydraConfig.get().overrides.task:
             key = override.split("=", 1)[0].lstrip("+~")
             if key.startswith(("dataset.", "model.", "pool.", "path", "data_dir")) and (
