@@ -17,7 +17,9 @@ from helpers import run_train
 from dmcondense.augment import DSA
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.normalise import Normaliser
-from dmcondense.errors import ConfigError
+from dmcondense.errors import ConfigError, NonFiniteLossError
+from dmcondense.glue.callbacks import FiniteLossGuard, SyntheticWriter
+from dmcondense.methods import ncfm as ncfm_module
 from dmcondense.methods.ncfm import CharacteristicFunctionMatching, cf_loss
 from dmcondense.models.init import reset_parameters
 from dmcondense.models.registry import build_model
@@ -119,11 +121,13 @@ def module(ipc: int = 1, **knobs) -> CharacteristicFunctionMatching:
                                           pool=pool, factor=2, **knobs)  # fmt: skip
 
 
-def fit(m: CharacteristicFunctionMatching, steps: int, ckpt: str | None = None) -> L.Trainer:
+def fit(
+    m: CharacteristicFunctionMatching, steps: int, ckpt: str | None = None, callbacks=()
+) -> L.Trainer:
     dm = ClassBatchDataModule("mnist_sample", "", 10, 8, 12, seed=0)
     trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)  # fmt: skip
+                        enable_model_summary=False, callbacks=list(callbacks))  # fmt: skip
     trainer.fit(m, datamodule=dm, ckpt_path=ckpt)
     return trainer
 
@@ -192,6 +196,27 @@ def test_kill_and_resume_with_the_sampling_network_is_bit_identical(tmp_path: Pa
     fresh = module(sampling_net=True).sampler
     assert not torch.equal(fresh.layers[0].weight, whole.sampler.layers[0].weight)
     assert [p for p in whole.parameters()] == [whole.synthetic]
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_set(tmp_path: Path, monkeypatch) -> None:
+    calls = []
+    real_loss = ncfm_module.cf_loss
+
+    def nan_from_the_third_iteration(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) > 2 * 10 else loss  # 10 classes an iteration
+
+    monkeypatch.setattr(ncfm_module, "cf_loss", nan_from_the_third_iteration)
+    m = module()
+    metadata = {"class_names": [str(c) for c in range(10)], "mean": [0.1307], "std": [0.3081]}
+    writer = SyntheticWriter(tmp_path, metadata, every=2)
+    with pytest.raises(NonFiniteLossError, match="at step 2") as error:
+        fit(m, steps=6, callbacks=[FiniteLossGuard(every=1, writer=writer), writer])
+    assert "the last good synthetic set (step 2) is kept" in str(error.value)
+    saved = torch.load(tmp_path / "synthetic.pt", weights_only=False)
+    assert saved["step"] == 2 and torch.isfinite(saved["images"]).all()
+    assert not torch.isfinite(m.synthetic).all()  # the set in memory did go bad
 
 
 @pytest.mark.parametrize(
