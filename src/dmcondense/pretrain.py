@@ -2,7 +2,7 @@
 trained weights), for methods that match with pretrained networks (method=ncfm).
 
     python -m dmcondense.pretrain dataset=cifar10 pool.size=20 pool.epochs=60 trainer=gpu
-    python -m dmcondense.pretrain pool.size=5 pool.epochs=5        # the MNIST sample, CPU
+    python -m dmcondense.pretrain          # the MNIST sample, CPU (4 networks x 2 epochs)
 
 A second run with the same settings reuses the pool; a stopped one resumes with its first
 missing network. The last line names the pool's folder.
