@@ -143,9 +143,8 @@ def pool_recipe(cfg: DictConfig) -> PoolRecipe:
     )  # fmt: skip
 
 
-def pretrained_pool(cfg: DictConfig, spec: DatasetSpec) -> PretrainedPool:
-    """The pool of this data set, model (knobs resolved) and recipe: its keyed folder under
-    pool.root, or pool.dir when set. Checks pool.size, pool.epochs and pool.build."""
+def check_pool(cfg: DictConfig) -> None:
+    """pool.size, pool.epochs, pool.batch_size and pool.build, before anything is loaded."""
     for key in ("size", "epochs", "batch_size"):
         value = cfg.pool.get(key)
         if value is None or int(value) < 1:
@@ -154,6 +153,12 @@ def pretrained_pool(cfg: DictConfig, spec: DatasetSpec) -> PretrainedPool:
         raise ConfigError(
             f"unknown pool.build '{cfg.pool.build}'; choose one of {', '.join(POOL_BUILDS)}"
         )
+
+
+def pretrained_pool(cfg: DictConfig, spec: DatasetSpec) -> PretrainedPool:
+    """The pool of this data set, model (knobs resolved) and recipe: its keyed folder under
+    pool.root, or pool.dir when set."""
+    check_pool(cfg)
     knobs = model_knobs(cfg)
     if cfg.model.name in ("convnet", "convnet_bn") and knobs.get("depth") is None:
         knobs["depth"] = default_depth(spec.image_size)  # the key names what was built

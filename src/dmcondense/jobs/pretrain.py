@@ -57,6 +57,7 @@ def make_pool(cfg: DictConfig, dm: ClassBatchDataModule, spec: DatasetSpec) -> t
 
 def run(cfg: DictConfig) -> Path:
     started = time.time()
+    build.check_pool(cfg)  # a bad size answers before the data loads
     quiet_library_chatter()
     if cfg.get("reuse_host_memory", True):
         reuse_freed_memory()
