@@ -150,6 +150,15 @@ def test_the_matching_network_interpolates_initial_and_trained_weights() -> None
     assert len(mixes) == 2  # each step draws its own
 
 
+@pytest.mark.parametrize("pixels", ["unit", "normalised"])
+def test_one_class_images_are_that_class_of_the_decoded_set(pixels) -> None:
+    m = module(ipc=2, pixels=pixels)
+    every_class = m.synthetic_images.per_class(m.training_images())
+    assert every_class.shape[1] == 2 * 4  # factor 2: four tiles a stored image
+    for c in (0, 3, 9):
+        assert torch.equal(m.class_images(c), every_class[c])
+
+
 @pytest.mark.parametrize(("calibration_weight", "steps_per_iteration"), [(1.0, 20), (0.0, 10)])
 def test_one_global_step_is_one_iteration(calibration_weight, steps_per_iteration) -> None:
     m = module(calibration_weight=calibration_weight)
