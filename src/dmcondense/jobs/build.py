@@ -12,7 +12,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,11 +27,13 @@ from dmcondense.evaluation.protocol import Protocol
 from dmcondense.evaluation.score import BACKENDS
 from dmcondense.glue.tracking import WANDB_OFFLINE_MODES, WANDB_TARGET, wandb_credentials_found
 from dmcondense.methods.base import CondensationMethod
-from dmcondense.models.registry import MODELS, build_model, uses_batchnorm
+from dmcondense.models.pretrained import PoolRecipe, PretrainedPool, pool_folder, pool_manifest
+from dmcondense.models.registry import MODELS, build_model, default_depth, uses_batchnorm
 from dmcondense.progress import StepLines
 from dmcondense.progress import on_terminal as progress_on_terminal
 
 EVAL_PROTOCOLS = ("dsa", "dc")
+POOL_BUILDS = ("never", "auto")
 
 
 def model_knobs(cfg: DictConfig) -> dict:
@@ -104,9 +107,14 @@ def augmenter(cfg: DictConfig):
 
 
 def method(cfg: DictConfig, spec: DatasetSpec, initial_images: torch.Tensor) -> CondensationMethod:
-    """The `method` group's LightningModule, given what every method shares."""
+    """The `method` group's LightningModule, given what every method shares; a method that
+    matches with pretrained networks also gets the pool's weights (`pool=`)."""
     make = instantiate(cfg.method, _partial_=True)
+    extra = {}
+    if uses_pool(cfg):
+        extra["pool"] = ready_pool(cfg, spec).load(int(cfg.pool.size))
     return make(
+        **extra,
         embed_net=embedding_network(cfg, spec),
         augment=augmenter(cfg),
         initial_images=initial_images,
@@ -119,6 +127,82 @@ def method(cfg: DictConfig, spec: DatasetSpec, initial_images: torch.Tensor) -> 
         compile=cfg.compile,
         factor=cfg.synthetic.factor,
     )
+
+
+def uses_pool(cfg: DictConfig) -> bool:
+    """Whether the `method` group's module matches with a pool of pretrained networks."""
+    return bool(getattr(get_class(cfg.method._target_), "uses_pretrained_pool", False))
+
+
+def pool_recipe(cfg: DictConfig) -> PoolRecipe:
+    p = cfg.pool
+    return PoolRecipe(
+        epochs=int(p.epochs), lr=float(p.lr), momentum=float(p.momentum),
+        weight_decay=float(p.weight_decay), batch_size=int(p.batch_size),
+        augment=str(p.augment), cutmix=float(p.cutmix),
+    )  # fmt: skip
+
+
+def check_pool(cfg: DictConfig) -> None:
+    """pool.size, pool.epochs, pool.batch_size and pool.build, before anything is loaded."""
+    for key in ("size", "epochs", "batch_size"):
+        value = cfg.pool.get(key)
+        if value is None or int(value) < 1:
+            raise ConfigError(f"pool.{key} must be 1 or more, got {value}; set pool.{key}=N")
+    if cfg.pool.build not in POOL_BUILDS:
+        raise ConfigError(
+            f"unknown pool.build '{cfg.pool.build}'; choose one of {', '.join(POOL_BUILDS)}"
+        )
+
+
+def pretrained_pool(cfg: DictConfig, spec: DatasetSpec) -> PretrainedPool:
+    """The pool of this data set, model (knobs resolved) and recipe: its keyed folder under
+    pool.root, or pool.dir when set."""
+    check_pool(cfg)
+    knobs = model_knobs(cfg)
+    if cfg.model.name in ("convnet", "convnet_bn") and knobs.get("depth") is None:
+        knobs["depth"] = default_depth(spec.image_size)  # the key names what was built
+    dataset = {"name": spec.name, "channels": spec.channels, "image_size": spec.image_size,
+               "num_classes": spec.num_classes}  # fmt: skip
+    manifest = pool_manifest(dataset, cfg.model.name, knobs, pool_recipe(cfg), cfg.pool.seed)
+    folder = cfg.pool.dir or pool_folder(cfg.pool.root, manifest)
+    return PretrainedPool(Path(str(folder)).expanduser(), manifest)
+
+
+def pretrain_command(cfg: DictConfig) -> str:
+    """The pretrain command that makes this run's pool: its data set and model choices and the
+    command line's data set, model and pool keys."""
+    words = [f"dataset={cfg.dataset.name}", f"model={cfg.model.name}"]
+    if HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+        words = [f"dataset={choices.get('dataset')}", f"model={choices.get('model')}"]
+        if choices.get("trainer") not in (None, "cpu"):  # pretrain on the run's device
+            words.append(f"trainer={choices.get('trainer')}")
+        for override in HydraConfig.get().overrides.task:
+            key = override.split("=", 1)[0].lstrip("+~")
+            if key.startswith(("dataset.", "model.", "pool.", "path", "data_dir")) and (
+                key != "pool.build"
+            ):
+                words.append(override)
+    elif cfg.model.get("width") is not None:
+        words.append(f"model.width={cfg.model.width}")
+    words += [f"pool.size={cfg.pool.size}", f"pool.epochs={cfg.pool.epochs}"]
+    return "python -m dmcondense.pretrain " + " ".join(dict.fromkeys(words))
+
+
+def ready_pool(cfg: DictConfig, spec: DatasetSpec) -> PretrainedPool:
+    """The run's pool, with pool.size finished networks; otherwise one line that gives the
+    pretrain command (the train job builds the pool first under pool.build=auto)."""
+    pool = pretrained_pool(cfg, spec)
+    finished = set(pool.check_all()) if pool.folder.is_dir() else set()
+    missing = [i for i in range(int(cfg.pool.size)) if i not in finished]
+    if missing:
+        have = f"has {len(finished)} of {cfg.pool.size} networks" if finished else "is missing"
+        raise ConfigError(
+            f"the pretrained pool for {spec.name} and {cfg.model.name} ({pool.folder}) {have}; "
+            f"make it with: {pretrain_command(cfg)} (or add pool.build=auto)"
+        )
+    return pool
 
 
 def datamodule(

@@ -39,6 +39,9 @@ PIXEL_SPACES = ("normalised", "unit")
 class CondensationMethod(L.LightningModule):
     name = "method"  # the synthetic set's name in results (results.json, eval/<name>/<model>)
     real_batches_per_step = 1  # real batches a class the DataModule serves each step
+    # True: the method matches with a pool of pretrained networks, which the job hands it as
+    # `pool=` (a list of (initial, trained) state dicts); see models/pretrained.py.
+    uses_pretrained_pool = False
 
     def __init__(
         self,

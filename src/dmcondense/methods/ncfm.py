@@ -1,0 +1,374 @@
+"""NCFM: neural characteristic function matching (Wang et al., CVPR 2025).
+
+    pool <- networks pretrained on the real data, each at its initial and trained weights
+    for each iteration t (one training_step, one global step):
+        i, l    = a pool network and l ~ U(0, 1)                   generator(seed, "pool-pick", t)
+        psi     <- l * initial_i + (1 - l) * trained_i
+        for each class c in turn (the authors' order):
+            omega_c = one DSA draw (color_crop_cutout) shared by real and synthetic
+            R, S    = normalise(psi(A(real_c, omega_c))), normalise(psi(A(decode(S)_c, omega_c)))
+            T       = Gaussian frequencies [num_freqs, D], from generator(seed, "freqs", t) in
+                      class order (or the sampling network's output, which ascends the loss)
+            loss_c  = scale * mean_T sqrt(alpha * amplitude + beta * phase)
+            S <- AdamW step on loss_c
+        for each class c in turn: S <- step on calibration_weight * CE(trained_i(A(decode(S)_c)), c)
+        S <- clamp(S, 0, 1); ReduceLROnPlateau on the iteration's mean loss a class
+
+Under manual optimisation Lightning skips the base's `optimizer_step`, so the pixels are clamped
+here, once an iteration after its last step (the authors clamp at the start of each iteration).
+Only the last image step of an iteration goes through Lightning's optimizer wrapper, so one
+global step is one iteration (checkpoints, resume and max_steps count iterations).
+
+The pool networks are not parameters of the module: they are data, handed in as (initial,
+trained) state dicts. The sampling network is an auxiliary learned part, outside the image
+optimiser; it and its optimiser are saved in the checkpoints, so a resumed run ends where an
+unbroken one does.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dmcondense.errors import ConfigError
+from dmcondense.methods.base import CondensationMethod
+from dmcondense.models.init import reset_parameters
+from dmcondense.rng import generator
+
+OPTIMIZERS = ("adamw", "sgd")
+SQRT_FLOOR = 1e-12  # below it the square root (and its gradient) is taken as 0
+
+
+def characteristic_function(features: Tensor, freqs: Tensor) -> tuple[Tensor, Tensor]:
+    """The empirical characteristic function of each class's features at each frequency:
+    features [k, n, D], freqs [k, F, D] (one set a class) or [F, D] (shared) -> (Re, Im), each
+    [k, F]: the means over the n features of cos(t . f) and sin(t . f)."""
+    phases = torch.matmul(features, freqs.transpose(-1, -2))  # [k, n, F]
+    return torch.cos(phases).mean(dim=1), torch.sin(phases).mean(dim=1)
+
+
+def safe_sqrt(x: Tensor) -> Tensor:
+    """sqrt(x) for x above SQRT_FLOOR, else 0, with a finite (zero) gradient there."""
+    above = x > SQRT_FLOOR
+    return torch.where(above, torch.sqrt(torch.where(above, x, torch.ones_like(x))), 0.0)
+
+
+def cf_loss(
+    real: Tensor,
+    synthetic: Tensor,
+    freqs: Tensor,
+    alpha: float = 0.5,
+    beta: float = 0.5,
+    scale: float = 300.0,
+) -> Tensor:
+    """NCFM's loss per class: real [k, n, D], synthetic [k, m, D] features (L2-normalised here,
+    per image), freqs [k, F, D] or [F, D] -> [k].
+
+        amplitude = (|Phi_r| - |Phi_s|)^2
+        phase     = 2 (|Phi_r| |Phi_s| - Re Phi_r Re Phi_s - Im Phi_r Im Phi_s)
+        loss      = scale * mean over t of sqrt(alpha * amplitude + beta * phase)
+
+    The phase term is computed as |Phi_r - Phi_s|^2 - amplitude (equal to the line above), floored
+    at 0, and the square root of anything below 1e-12 is 0 with a zero gradient, so equal sets
+    give exactly 0 and a finite gradient. (The authors clamp the phase term at 1e-12 instead:
+    the two differ by at most sqrt(beta * 1e-12) inside the mean, plus rounding.)
+    """
+    real = F.normalize(real.float(), dim=-1)
+    synthetic = F.normalize(synthetic.float(), dim=-1)
+    real_re, real_im = characteristic_function(real, freqs)
+    syn_re, syn_im = characteristic_function(synthetic, freqs)
+    real_norm = torch.sqrt(real_re.square() + real_im.square())
+    syn_norm = torch.sqrt(syn_re.square() + syn_im.square())
+    amplitude = (real_norm - syn_norm).square()
+    # The phase term written as |Phi_r - Phi_s|^2 - amplitude (the same number): the direct form
+    # cancels |Phi|^2 against Re^2 + Im^2 and leaves rounding noise where the sets are equal.
+    distance = (real_re - syn_re).square() + (real_im - syn_im).square()
+    phase = (distance - amplitude).clamp_min(0.0)
+    combined = alpha * amplitude + beta * phase
+    return scale * safe_sqrt(combined).mean(dim=-1)
+
+
+def interpolate_weights(
+    initial: Sequence[Tensor], trained: Sequence[Tensor], mix: float
+) -> list[Tensor]:
+    """mix * initial + (1 - mix) * trained, tensor by tensor; integer tensors (BatchNorm's
+    batch counter) are taken from the trained network."""
+    return [
+        mix * a + (1.0 - mix) * b if b.is_floating_point() else b.clone()
+        for a, b in zip(initial, trained, strict=True)
+    ]
+
+
+class SamplingNetwork(nn.Module):
+    """Noise -> frequencies: 3 x (Linear D -> D, BatchNorm), LeakyReLU(0.2) between, Tanh last."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for index in range(3):
+            layers += [nn.Linear(dim, dim), nn.BatchNorm1d(dim)]
+            layers.append(nn.LeakyReLU(0.2) if index < 2 else nn.Tanh())
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, noise: Tensor) -> Tensor:
+        return self.layers(noise)
+
+
+class CharacteristicFunctionMatching(CondensationMethod):
+    name = "ncfm"
+    uses_pretrained_pool = True
+
+    def __init__(
+        self,
+        *args,
+        pool: Sequence[tuple[dict, dict]] = (),
+        num_freqs: int = 4096,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        loss_scale: float = 300.0,
+        calibration_weight: float = 1.0,
+        optimizer: str = "adamw",
+        weight_decay: float = 5e-4,
+        plateau_factor: float = 0.5,
+        plateau_patience: int = 500,
+        sampling_net: bool = False,
+        sampling_lr: float = 1e-3,
+        sampling_momentum: float = 0.5,
+        sampling_noise: int = 4,
+        pixels: str = "unit",
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, pixels=pixels, **kwargs)
+        self.automatic_optimization = False
+        if alpha < 0 or beta < 0 or alpha + beta == 0:
+            raise ConfigError(
+                f"method.alpha={alpha} and method.beta={beta} weigh NCFM's amplitude and phase "
+                f"terms: both must be >= 0 and not both 0 (the authors use 0.5 and 0.5)"
+            )
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"unknown method.optimizer '{optimizer}'; choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if num_freqs < 1 or sampling_noise < 2:
+            raise ConfigError(
+                "method.num_freqs must be 1 or more and method.sampling_noise 2 or more "
+                f"(got {num_freqs} and {sampling_noise})"
+            )
+        if not pool:
+            raise ConfigError(
+                "method=ncfm needs a pool of pretrained networks; make one with "
+                "python -m dmcondense.pretrain (or set pool.build=auto)"
+            )
+        self.num_freqs, self.alpha, self.beta = num_freqs, alpha, beta
+        self.loss_scale, self.calibration_weight = loss_scale, calibration_weight
+        self.optimizer_name, self.weight_decay = optimizer, weight_decay
+        self.plateau_factor, self.plateau_patience = plateau_factor, plateau_patience
+        self.sampling_lr, self.sampling_momentum = sampling_lr, sampling_momentum
+        self.sampling_noise = sampling_noise
+        keys = list(self.embed_net.state_dict())
+        for initial, trained in pool:
+            if list(initial) != keys or list(trained) != keys:
+                raise ConfigError(
+                    "the pool's networks do not fit the run's model (their weights have other "
+                    "names); make the pool with the same model= settings"
+                )
+        # Plain tensors, not buffers or parameters: data the step reads, never learned or saved.
+        self._pool = [
+            ([initial[k] for k in keys], [trained[k] for k in keys]) for initial, trained in pool
+        ]
+        # Hidden from nn.Module like the embedding network: loaded with trained weights each step.
+        self._calibrator = (copy.deepcopy(self.embed_net),)
+        self._sampler: tuple[SamplingNetwork, torch.optim.Optimizer | None] | None = None
+        if sampling_net:
+            dim = getattr(self.embed_net, "embed_dim", None)
+            if dim is None:
+                raise ConfigError("method.sampling_net=true needs a model with embed_dim")
+            sampler = SamplingNetwork(int(dim))
+            reset_parameters(sampler, generator(self.seed, "sampling-net"))
+            self._sampler = (sampler, None)
+        self._saved_sampler: dict | None = None
+
+    # --- parts that live beside the pixels ------------------------------------------------------
+    @property
+    def calibrator(self) -> nn.Module:
+        return self._calibrator[0]
+
+    @property
+    def sampler(self) -> SamplingNetwork | None:
+        return None if self._sampler is None else self._sampler[0]
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.trainer.world_size > 1:
+            raise ConfigError(
+                "method=ncfm runs on one process (it updates the images class by class); use "
+                "trainer=cpu or trainer=gpu"
+            )
+        device = self.device
+        self._pool = [
+            ([t.to(device) for t in initial], [t.to(device) for t in trained])
+            for initial, trained in self._pool
+        ]
+        self._calibrator = (self.calibrator.to(device).requires_grad_(False).train(),)
+        if self._sampler is not None:
+            sampler = self.sampler.to(device).train()
+            optimiser = torch.optim.SGD(
+                sampler.parameters(), lr=self.sampling_lr, momentum=self.sampling_momentum
+            )
+            self._sampler = (sampler, optimiser)
+
+    def on_train_start(self) -> None:
+        if self._saved_sampler is not None:  # a resumed run: the checkpoint is read by now
+            sampler, optimiser = self._sampler
+            sampler.load_state_dict(self._saved_sampler["net"])
+            optimiser.load_state_dict(self._saved_sampler["optimizer"])
+            self._saved_sampler = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._sampler is not None:
+            sampler, optimiser = self._sampler
+            checkpoint["sampling_net"] = {
+                "net": sampler.state_dict(),
+                "optimizer": optimiser.state_dict() if optimiser is not None else None,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._sampler is not None:
+            if "sampling_net" not in checkpoint:
+                raise ConfigError(
+                    "the checkpoint holds no sampling network; resume with "
+                    "method.sampling_net=false, as the run was made"
+                )
+            self._saved_sampler = checkpoint["sampling_net"]
+
+    def configure_optimizers(self) -> dict:
+        if self.optimizer_name == "adamw":
+            optimizer = torch.optim.AdamW(
+                [self.synthetic], lr=self.lr_img, weight_decay=self.weight_decay
+            )
+        else:  # the authors' SGD ignores weight decay
+            optimizer = torch.optim.SGD([self.synthetic], lr=self.lr_img, momentum=self.momentum)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=self.plateau_factor, patience=self.plateau_patience
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau}}
+
+    # --- the networks of a step -----------------------------------------------------------------
+    def pool_draw(self, step: int) -> tuple[int, float]:
+        """(pool index, l) of `step`, host draws (no device sync)."""
+        picks = generator(self.seed, "pool-pick", step)
+        index = int(torch.randint(len(self._pool), (), generator=picks))
+        return index, float(torch.rand((), generator=picks))
+
+    def pool_networks(self, step: int) -> tuple[nn.Module, nn.Module]:
+        """The matching network of `step` (interpolated) and the calibrating one (the same pool
+        network, trained), both loaded in place."""
+        index, mix = self.pool_draw(step)
+        initial, trained = self._pool[index]
+        with torch.no_grad():
+            weights = interpolate_weights(initial, trained, mix)
+            for target, value in zip(self.embed_net.state_dict().values(), weights, strict=True):
+                target.copy_(value)
+            for target, value in zip(self.calibrator.state_dict().values(), trained, strict=True):
+                target.copy_(value)
+        return self.embed_net, self.calibrator
+
+    def class_images(self, c: int) -> Tensor:
+        """Class `c`'s decoded training images, differentiable w.r.t. the stored pixels: only
+        its rows are normalised (the base's stored_normalised, one class at a time, as a step
+        a class would otherwise normalise the whole set k times)."""
+        stored = self.synthetic[c * self.ipc : (c + 1) * self.ipc]
+        if self.pixels == "unit":
+            constants = self.normaliser.constants(stored.device)
+            stored = (stored - constants["mean"]) / constants["std"]
+        return self.synthetic_images.decode(stored)
+
+    def frequencies(self, draws: torch.Generator, dim: int) -> Tensor:
+        """One class's frequencies: Gaussian [num_freqs, D], or the sampling network's output
+        for Gaussian noise [sampling_noise, D] (the authors repeat those rows 16 times, which
+        leaves the mean over frequencies unchanged)."""
+        if self._sampler is None:
+            return torch.randn(self.num_freqs, dim, generator=draws, device=self.device)
+        noise = torch.randn(self.sampling_noise, dim, generator=draws, device=self.device)
+        return self.sampler(noise)
+
+    # --- one iteration --------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        step, classes, real = batch["step"], batch["classes"], batch["images"]
+        k, n = real.shape[:2]
+        optimizer = self.optimizers()
+        net, calibrator = self.pool_networks(step)
+        calibrating = self.calibration_weight > 0
+        steps_left = k * (2 if calibrating else 1)
+
+        def image_step() -> None:
+            nonlocal steps_left
+            steps_left -= 1
+            # Only the iteration's last step advances Lightning's global step.
+            (optimizer.step if steps_left == 0 else optimizer.optimizer.step)()
+
+        omega = self.augment.sample(
+            self.num_classes, generator(self.seed, "augment", step, device=self.device)
+        )
+        draws = generator(self.seed, "freqs", step, device=self.device)
+        match_losses = []
+        for i in range(k):
+            group = classes[i : i + 1]
+            with torch.no_grad():
+                real_x = self.augment.apply(self.normalise(real[i]), omega, group.expand(n))
+                real_features = self.embed(net, real_x)
+            synthetic = self.class_images(i)
+            synthetic_x = self.augment.apply(synthetic, omega, group.expand(synthetic.shape[0]))
+            synthetic_features = self.embed(net, synthetic_x)
+            freqs = self.frequencies(draws, real_features.shape[-1])
+            loss = cf_loss(
+                real_features[None], synthetic_features[None], freqs,
+                self.alpha, self.beta, self.loss_scale,
+            )[0]  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            if self._sampler is None:
+                self.manual_backward(loss, inputs=[self.synthetic])
+            else:
+                sampler, sampler_optimiser = self._sampler
+                sampler_optimiser.zero_grad(set_to_none=True)
+                self.manual_backward(loss, inputs=[self.synthetic, *sampler.parameters()])
+                for p in sampler.parameters():  # min-max: the frequencies ascend the loss
+                    p.grad.neg_()
+                sampler_optimiser.step()
+            image_step()
+            match_losses.append(loss.detach())
+
+        calibration_losses = []
+        if calibrating:
+            cal_omega = self.augment.sample(
+                self.num_classes, generator(self.seed, "calibrate", step, device=self.device)
+            )
+            for i in range(k):
+                synthetic = self.class_images(i)
+                m = synthetic.shape[0]
+                x = self.augment.apply(synthetic, cal_omega, classes[i : i + 1].expand(m))
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits = calibrator(x).float()
+                loss = self.calibration_weight * F.cross_entropy(logits, classes[i].expand(m))
+                optimizer.zero_grad(set_to_none=True)
+                self.manual_backward(loss, inputs=[self.synthetic])
+                image_step()
+                calibration_losses.append(loss.detach())
+
+        if self.pixels == "unit":
+            with torch.no_grad():
+                self.synthetic.clamp_(0.0, 1.0)
+        match = torch.stack(match_losses).sum()
+        calibration = torch.stack(calibration_losses).sum() if calibration_losses else 0.0 * match
+        loss = (match + calibration) / k  # the authors' figure: the mean a class
+        self.lr_schedulers().step(loss)  # a host sync: the plateau test needs the number
+        self.log("train/match", match / k)
+        self.log("train/calibration", calibration / k)
+        self.log("train/lr_img", optimizer.optimizer.param_groups[0]["lr"])
+        self.log_loss(loss)
+        return loss
