@@ -19,7 +19,7 @@ from dmcondense.data.sources import SOURCES
 from dmcondense.data.spec import DatasetSpec, configured_num_classes
 from dmcondense.data.streaming import STREAMING_SOURCES, StreamingClassDataModule
 from dmcondense.errors import ConfigError
-from dmcondense.evaluation.protocol import Protocol
+from dmcondense.evaluation.protocol import Protocol, dsa_augment
 from dmcondense.evaluation.score import BACKENDS
 from dmcondense.methods.base import CondensationMethod
 from dmcondense.models.registry import MODELS, build_model, uses_batchnorm
@@ -163,8 +163,8 @@ def datamodule(
 
 def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> dict[str, Protocol]:
     """Each evaluated architecture's protocol (eval.protocol):
-    dsa  the common protocol of the DSA and DM papers: eval.epochs (or `epochs`), DSA per
-         image when eval.augment
+    dsa  the common protocol of the DSA and DM papers: eval.epochs (or `epochs`), DSA when
+         eval.augment, one family a batch or per image (eval.dsa_family)
     dc   as the DC paper scored its sets: 300 epochs without augmentation; MNIST 1,000 epochs
          with crop, scale and rotate; BatchNorm models 1,000 epochs with crop
     """
@@ -175,7 +175,7 @@ def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> 
     chosen = {}
     for name, knobs in architectures(cfg).items():
         if e.protocol == "dsa":
-            augment = "dsa" if e.augment else "none"
+            augment = dsa_augment(e.dsa_family) if e.augment else "none"
             chosen[name] = Protocol(epochs=epochs or e.epochs, augment=augment, **common)
             continue
         shape = (spec.channels, spec.num_classes, spec.image_size)

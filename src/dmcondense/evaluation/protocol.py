@@ -1,13 +1,14 @@
 """The evaluation protocol: train freshly initialised networks on a (small) set, test on real data.
 
 SGD (lr 0.01, momentum 0.9, weight decay 5e-4), batch 256, `epochs` epochs with the learning
-rate divided by 10 at epoch `epochs // 2`, DSA with its own draw per image on every training
-batch; then top-1 accuracy on the real test set (eval mode, no augmentation, in batches).
+rate divided by 10 at epoch `epochs // 2`, DSA on every training batch (as the reference: one
+family drawn for the batch, each image its own parameters; "dsa_per_image" draws a family per
+image); then top-1 accuracy on the real test set (eval mode, no augmentation, in batches).
 
 Every random draw is keyed by the network's index, never by the trainer that runs it:
   init   reset_parameters(net, generator(seed, "eval-init", model_name, i))   (on the CPU)
   order  randperm from generator(seed, "eval-order", i, epoch)                (on the CPU)
-  DSA    DSA.sample(batch, generator(seed, "eval-aug", i, epoch))             (on the device)
+  DSA    DSA.sample(batch, generator(seed, "eval-aug", i, epoch), one_family) (on the device)
 so the sequential and the batched trainers see the same networks, batches and augmentations,
 and their accuracies agree up to floating-point rounding.
 """
@@ -23,19 +24,27 @@ from torch import Tensor, nn
 
 from dmcondense.augment import DSA, NoAugment
 from dmcondense.data.normalise import Normaliser
+from dmcondense.errors import ConfigError
 from dmcondense.models.init import reset_parameters
 from dmcondense.rng import generator
 
-# The training augmentations of the protocols: DSA per image (the DSA and DM papers), none, and
-# DC's for MNIST (crop 4 px, scale, rotate 45 degrees) and for BatchNorm models (crop 4 px; the
-# reference also adds Gaussian noise of std 0.001, far below one grey level, left out here),
-# written with DSA's differentiable operations (the reference used scipy's, image by image).
+# The training augmentations of the protocols: DSA (the DSA and DM papers) with one family a
+# batch as their reference draws it, or a family per image; none; and DC's for MNIST (crop 4 px,
+# scale, rotate 45 degrees) and for BatchNorm models (crop 4 px; the reference also adds Gaussian
+# noise of std 0.001, far below one grey level, left out here), written with DSA's differentiable
+# operations (the reference used scipy's, image by image).
 AUGMENTATIONS: dict[str, Callable[[], DSA | NoAugment]] = {
     "dsa": DSA,
+    "dsa_per_image": DSA,
     "none": NoAugment,
     "dc_mnist": lambda: DSA("crop_scale_rotate", crop=4 / 28, scale=1.2, rotate=45.0),
     "dc_batchnorm": lambda: DSA("crop", crop=4 / 32),
 }
+# The augmentations that draw one family for a whole training batch. DC's own augmentation
+# picked one family per image, so dc_mnist and dc_batchnorm stay per image.
+ONE_FAMILY_A_BATCH = frozenset({"dsa"})
+# eval.dsa_family -> the key of the DSA augmentation.
+DSA_FAMILY = {"batch": "dsa", "image": "dsa_per_image"}
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,20 @@ def epochs(
 
 def make_augmenter(protocol: Protocol) -> DSA | NoAugment:
     return AUGMENTATIONS[protocol.augment]()
+
+
+def one_family_a_batch(protocol: Protocol) -> bool:
+    """Whether a training batch draws one augmentation family for all its images."""
+    return protocol.augment in ONE_FAMILY_A_BATCH
+
+
+def dsa_augment(family: str) -> str:
+    """The AUGMENTATIONS key of DSA drawing a family per `family`: batch | image."""
+    if family not in DSA_FAMILY:
+        raise ConfigError(
+            f"unknown eval.dsa_family '{family}'; choose one of {', '.join(DSA_FAMILY)}"
+        )
+    return DSA_FAMILY[family]
 
 
 def epoch_order(seed: int, index: int | str, epoch: int, n: int) -> Tensor:
