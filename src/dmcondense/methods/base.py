@@ -39,6 +39,9 @@ PIXEL_SPACES = ("normalised", "unit")
 class CondensationMethod(L.LightningModule):
     name = "method"  # the synthetic set's name in results (results.json, eval/<name>/<model>)
     real_batches_per_step = 1  # real batches a class the DataModule serves each step
+    # Shape of the batches drawn from the whole training set (classes mixed) that the DataModule
+    # also serves each step, as batch["whole_images"] and batch["whole_labels"]; () for none.
+    whole_set_batches: tuple[int, ...] = ()
 
     def __init__(
         self,
