@@ -116,4 +116,9 @@ def test_evaluation_dsa_draws_one_family_a_batch_by_default_as_the_reference() -
     assert per_image.augment == "dsa_per_image"
     assert build.protocols(composed("eval.augment=false"), spec=None)["convnet"].augment == "none"
     with pytest.raises(ConfigError, match="unknown eval.dsa_family 'each'"):
-        build.protocols(composed("eval.dsa_family=each"), spec=None)
+        build.check_evaluation(composed("eval.dsa_family=each"))
+    assert default.dsa_strategy == "color_crop_cutout_flip_scale_rotate"
+    no_flip = build.protocols(composed("eval.dsa_strategy=crop_rotate"), spec=None)["convnet"]
+    assert no_flip.dsa_strategy == "crop_rotate"
+    with pytest.raises(ConfigError, match="eval.dsa_strategy: unknown DSA strategy 'crop_blur'"):
+        build.check_evaluation(composed("eval.dsa_strategy=crop_blur"))

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from dmcondense import build
 from dmcondense.cli import CONF_DIR
+from dmcondense.evaluation.protocol import make_augmenter
 
 
 def composed(*overrides: str):
@@ -86,4 +87,8 @@ def test_dsa_presets_draw_as_the_reference_trains_networks() -> None:
     cfg = composed("experiment=dsa_mnist_ipc1")
     assert cfg.method.inner_family == "batch"
     assert cfg.eval.dsa_family == "batch" and cfg.augment.choice == "one"
-    assert build.protocols(cfg, spec=None)["convnet"].augment == "dsa"
+    protocol = build.protocols(cfg, spec=None)["convnet"]
+    assert protocol.augment == "dsa"
+    # main.py scores with args.dsa_strategy, the condensation's: no flip for digits (readme.md).
+    assert make_augmenter(protocol).families == ("color", "crop", "cutout", "scale", "rotate")
+    assert build.augmenter(cfg).families == ("color", "crop", "cutout", "scale", "rotate")

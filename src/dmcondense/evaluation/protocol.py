@@ -33,13 +33,15 @@ from dmcondense.rng import generator
 # scale, rotate 45 degrees) and for BatchNorm models (crop 4 px; the reference also adds Gaussian
 # noise of std 0.001, far below one grey level, left out here), written with DSA's differentiable
 # operations (the reference used scipy's, image by image).
-AUGMENTATIONS: dict[str, Callable[[], DSA | NoAugment]] = {
+# Each maker takes the protocol's DSA strategy (only the DSA augmentations use it).
+AUGMENTATIONS: dict[str, Callable[[str], DSA | NoAugment]] = {
     "dsa": DSA,
     "dsa_per_image": DSA,
-    "none": NoAugment,
-    "dc_mnist": lambda: DSA("crop_scale_rotate", crop=4 / 28, scale=1.2, rotate=45.0),
-    "dc_batchnorm": lambda: DSA("crop", crop=4 / 32),
+    "none": lambda strategy: NoAugment(),
+    "dc_mnist": lambda strategy: DSA("crop_scale_rotate", crop=4 / 28, scale=1.2, rotate=45.0),
+    "dc_batchnorm": lambda strategy: DSA("crop", crop=4 / 32),
 }
+DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 # The augmentations that draw one family for a whole training batch. DC's own augmentation
 # picked one family per image, so dc_mnist and dc_batchnorm stay per image.
 ONE_FAMILY_A_BATCH = frozenset({"dsa"})
@@ -55,6 +57,8 @@ class Protocol:
     weight_decay: float = 5e-4
     batch_size: int = 256
     augment: str = "dsa"  # a key of AUGMENTATIONS
+    # The DSA families (the reference trains with its condensation's strategy: no flip for digits).
+    dsa_strategy: str = DSA_STRATEGY
     # Test images per forward pass, summed over the networks of a batched pass (memory bound).
     test_batch_size: int = 1024
 
@@ -108,7 +112,7 @@ def epochs(
 
 
 def make_augmenter(protocol: Protocol) -> DSA | NoAugment:
-    return AUGMENTATIONS[protocol.augment]()
+    return AUGMENTATIONS[protocol.augment](protocol.dsa_strategy)
 
 
 def one_family_a_batch(protocol: Protocol) -> bool:
@@ -123,6 +127,15 @@ def dsa_augment(family: str) -> str:
             f"unknown eval.dsa_family '{family}'; choose one of {', '.join(DSA_FAMILY)}"
         )
     return DSA_FAMILY[family]
+
+
+def check_dsa_settings(family: str, strategy: str) -> None:
+    """ConfigError for an unknown eval.dsa_family or an eval.dsa_strategy DSA refuses."""
+    dsa_augment(family)
+    try:
+        DSA(strategy)
+    except ValueError as error:
+        raise ConfigError(f"eval.dsa_strategy: {error}") from error
 
 
 def epoch_order(seed: int, index: int | str, epoch: int, n: int) -> Tensor:
