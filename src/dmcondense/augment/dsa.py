@@ -21,6 +21,7 @@ turned into pixels inside `apply`, from the actual H and W of the images.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -180,7 +181,12 @@ class DSA:
             return apply_drawn(x, per_image)
         return self._apply_idc(x, per_image, apply_drawn)
 
-    def _apply_idc(self, x: torch.Tensor, p: dict[str, torch.Tensor], apply_drawn) -> torch.Tensor:
+    def _apply_idc(
+        self,
+        x: torch.Tensor,
+        p: dict[str, torch.Tensor],
+        apply_drawn: Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor],
+    ) -> torch.Tensor:
         """IDC's order: flip, color, the drawn family, cutout, each on the previous result."""
         n = x.shape[0]
         if "flip" in self.always:
