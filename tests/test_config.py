@@ -107,3 +107,18 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(
     lines = [c for c in trainer.callbacks if isinstance(c, StepLines)]
     assert (len(bars), len(lines)) == ((1, 0) if terminal else (0, 1))
     assert (trainer.progress_bar_callback is not None) == terminal
+
+
+def test_evaluation_dsa_draws_one_family_a_batch_by_default_as_the_reference() -> None:
+    default = build.protocols(composed(), spec=None)["convnet"]
+    assert default.augment == "dsa"
+    per_image = build.protocols(composed("eval.dsa_family=image"), spec=None)["convnet"]
+    assert per_image.augment == "dsa_per_image"
+    assert build.protocols(composed("eval.augment=false"), spec=None)["convnet"].augment == "none"
+    with pytest.raises(ConfigError, match="unknown eval.dsa_family 'each'"):
+        build.check_evaluation(composed("eval.dsa_family=each"))
+    assert default.dsa_strategy == "color_crop_cutout_flip_scale_rotate"
+    no_flip = build.protocols(composed("eval.dsa_strategy=crop_rotate"), spec=None)["convnet"]
+    assert no_flip.dsa_strategy == "crop_rotate"
+    with pytest.raises(ConfigError, match="eval.dsa_strategy: unknown DSA strategy 'crop_blur'"):
+        build.check_evaluation(composed("eval.dsa_strategy=crop_blur"))

@@ -233,3 +233,76 @@ def test_cuda_params_follow_the_images() -> None:
     p_gpu = dsa.sample(4, g)
     assert p_gpu["family"].device.type == "cuda"
     assert dsa(x.cuda(), g).device.type == "cuda"
+
+
+# --- IDC's choice (M3D) and the reference's one family a batch ---------------------------------
+
+
+def test_idc_choice_applies_color_crop_and_cutout_together_on_one_call() -> None:
+    # A hand-made 3x8x8 image: channel c holds c + row / 10 + column / 100 (distinct pixels).
+    rows = torch.arange(8.0).view(8, 1) / 10
+    cols = torch.arange(8.0).view(1, 8) / 100
+    image = torch.stack([c + rows + cols for c in range(3)]).unsqueeze(0)
+    params = _forced("crop")  # the drawn family is crop; idc adds color and cutout to it
+    out = DSA("color_crop_cutout", choice="idc").apply(image, params)
+
+    def by_hand(color: bool = True, crop: bool = True, cutout: bool = True) -> torch.Tensor:
+        x = image.clone()
+        if color:  # brightness +0.3, saturation x1.6, contrast x0.7, in that order
+            x = x + 0.3
+            grey = x.mean(dim=1, keepdim=True)
+            x = (x - grey) * 1.6 + grey
+            mean = x.mean()
+            x = (x - mean) * 0.7 + mean
+        if crop:  # uniforms (0.9, 0.2) over -1..1 (an eighth of 8, rounded): rows +1, columns -1
+            shifted = torch.zeros_like(x)
+            shifted[:, :, :7, 1:] = x[:, :, 1:, :7]
+            x = shifted
+        if cutout:  # a 4x4 square centred at (floor(0.3 * 9), floor(0.6 * 9)) = (2, 5)
+            x[:, :, 0:4, 3:7] = 0.0
+        return x
+
+    torch.testing.assert_close(out, by_hand())
+    for left_out in ({"color": False}, {"crop": False}, {"cutout": False}):
+        assert not torch.allclose(out, by_hand(**left_out), atol=1e-3), left_out
+    # DSA's own choice applies the drawn family alone.
+    torch.testing.assert_close(DSA("color_crop_cutout").apply(image, params),
+                               by_hand(color=False, cutout=False))  # fmt: skip
+
+
+def test_idc_choice_draws_one_of_crop_scale_rotate_around_flip_color_cutout() -> None:
+    dsa = DSA(choice="idc")
+    assert dsa.always == ("flip", "color", "cutout")
+    assert dsa.drawn == ("crop", "scale", "rotate")
+    drawn = dsa.sample(600, _gen(30))["family"]
+    assert set(drawn.tolist()) == {FAMILIES.index(f) for f in ("crop", "scale", "rotate")}
+    with pytest.raises(ValueError, match="unknown DSA choice 'all'"):
+        DSA(choice="all")
+    # On a GPU-style (sync-free) pass the result is the same.
+    x = torch.randn(12, 3, 8, 8, generator=_gen(31))
+    p = dsa.sample(12, _gen(32))
+    torch.testing.assert_close(dsa.apply(x, p, sync_free=True), dsa.apply(x, p, sync_free=False))
+
+
+def test_one_family_a_batch_shares_the_family_and_keeps_each_images_parameters() -> None:
+    dsa = DSA()
+    per_image = dsa.sample(64, _gen(40))
+    batch = dsa.sample(64, _gen(40), one_family=True)
+    assert len(set(per_image["family"].tolist())) > 1  # per image: families differ
+    assert batch["family"].tolist() == [int(per_image["family"][0])] * 64
+    for key in per_image.keys() - {"family"}:  # the same draw otherwise: own parameters
+        assert torch.equal(per_image[key], batch[key]), key
+    assert len(set(batch["rotate"].tolist())) == 64
+    # Copies of one image come out all different (their own parameters) but of one family:
+    # with crop_flip forced to the crop family by the first draw, no output is a mirror.
+    crop_flip = DSA("crop_flip")
+    draws = (crop_flip.sample(16, _gen(s), one_family=True) for s in range(50))
+    crops = next(d for d in draws if d["family"][0] == FAMILIES.index("crop"))
+    assert crops["flip"].sum() >= 4  # a per-image family would mirror some of these
+    copies = torch.arange(64.0).view(1, 1, 8, 8).expand(16, 1, 8, 8)
+    out = crop_flip.apply(copies, crops)
+    assert not any(torch.equal(o[0], copies[0, 0].flip(1)) for o in out)
+    assert len({tuple(o.flatten().tolist()) for o in out}) > 1
+    # The families over many batches still cover the strategy.
+    firsts = {int(dsa.sample(4, _gen(s), one_family=True)["family"][0]) for s in range(60)}
+    assert firsts == set(range(len(FAMILIES)))

@@ -191,3 +191,30 @@ def test_the_step_draws_one_real_batch_a_round() -> None:
     (one,) = list(StepStream(dm.index, classes, 5, 0, 0, 1))
     assert torch.equal(batch["indices"][0], one["indices"])  # round 0 is the one-batch draw
     assert not torch.equal(batch["indices"][1], one["indices"])
+
+
+@pytest.mark.parametrize(("inner_family", "one_family"), [("batch", True), ("image", False)])
+def test_dsa_draws_a_family_a_class_when_matching_and_a_batch_in_the_inner_loop(
+    monkeypatch, inner_family: str, one_family: bool
+) -> None:
+    drawn: list[tuple[int, bool, torch.Tensor]] = []
+    original = DSA.sample
+
+    def recording_sample(self, n, generator, one_family=False):
+        params = original(self, n, generator, one_family)
+        drawn.append((n, one_family, params["family"]))
+        return params
+
+    monkeypatch.setattr(DSA, "sample", recording_sample)
+    m = module(SiameseAugmentation, DSA(), ipc=3, outer_loop=2, inner_loop=3,
+               inner_family=inner_family, batch_train=16)  # fmt: skip
+    fit(m, steps=2)
+    matching = [d for d in drawn if d[0] == 10]  # one group a class (10 classes), Siamese
+    inner = [d for d in drawn if d[0] != 10]  # 30 images in batches of 16 and 14
+    assert len(matching) == 2 * 2 and not any(flag for _, flag, _ in matching)
+    assert sorted({n for n, _, _ in inner}) == [14, 16] and len(inner) == 2 * 3 * 2
+    assert all(flag == one_family for _, flag, _ in inner)
+    one_each = [len(set(families.tolist())) == 1 for _, _, families in inner]
+    assert all(one_each) if one_family else not any(one_each)
+    with pytest.raises(ConfigError, match="unknown method.inner_family 'each'"):
+        module(SiameseAugmentation, DSA(), inner_family="each")

@@ -1,16 +1,20 @@
 """IDM's model queue: its push and pop schedule, its state in a checkpoint, its one-line error,
-and the class-aware cross-entropy term."""
+the class-aware cross-entropy term, and the queue's training batches drawn from the whole
+training set."""
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 
 from dmcondense.augment import NoAugment
+from dmcondense.data.datamodule import ClassBatchDataModule, sample_whole_set
 from dmcondense.data.normalise import Normaliser
 from dmcondense.errors import ConfigError
 from dmcondense.methods.idm import ImprovedDistributionMatching
 from dmcondense.models.registry import build_model
+from dmcondense.rng import generator
 
 NORMALISER = Normaliser([0.5], [0.25])
 
@@ -60,7 +64,8 @@ def test_the_queue_state_round_trips_with_weights_optimiser_and_accuracy() -> No
                          dtype=torch.uint8)  # fmt: skip
     for step in range(3):
         module.renew_queue(step)
-        module.train_queued(module.queue.networks[-1], step, real, torch.arange(3))
+        queued = module.queue.networks[-1]
+        module.train_queued(queued, *module.step_batches(queued, step, real, torch.arange(3)))
     state = module.queue.state_dict()
     restored = idm(net_num=4, net_generate_interval=1)
     restored.start_queue()
@@ -107,3 +112,76 @@ def test_class_cross_entropy_is_the_sum_of_per_class_means() -> None:
         for i, c in enumerate(classes)
     )
     assert torch.allclose(module.class_cross_entropy(net, features, classes), by_hand)
+
+
+# --- the queue's training data -----------------------------------------------------------------
+
+
+def test_whole_set_rows_hold_distinct_indices_from_their_generator() -> None:
+    picks = sample_whole_set(50, (2, 3, 20), generator(0, "real-whole", 4))
+    assert picks.shape == (2, 3, 20)
+    assert all(len(set(row.tolist())) == 20 for row in picks.view(6, 20))
+    assert int(picks.min()) >= 0 and int(picks.max()) < 50
+    assert torch.equal(picks, sample_whole_set(50, (2, 3, 20), generator(0, "real-whole", 4)))
+    assert not torch.equal(picks, sample_whole_set(50, (2, 3, 20), generator(0, "real-whole", 5)))
+    assert not torch.equal(picks[0, 0], picks[0, 1])  # rows are drawn independently
+    assert sample_whole_set(5, (1, 8), generator(0, "x")).sort().values.tolist() == [
+        [0, 1, 2, 3, 4]
+    ]
+
+
+def test_queue_networks_train_on_whole_set_batches_from_named_generators(monkeypatch) -> None:
+    served, trained = [], []
+    serve = ClassBatchDataModule.on_after_batch_transfer
+    train_queued = ImprovedDistributionMatching.train_queued
+
+    def recording_serve(self, batch, index):
+        served.append(serve(self, batch, index))
+        return served[-1]
+
+    def recording_train(self, queued, images, labels):
+        trained.append((images, labels))
+        train_queued(self, queued, images, labels)
+
+    monkeypatch.setattr(ClassBatchDataModule, "on_after_batch_transfer", recording_serve)
+    monkeypatch.setattr(ImprovedDistributionMatching, "train_queued", recording_train)
+
+    net = build_model("convnet", 1, 10, 28, width=4, depth=2)
+    init = torch.zeros(10, 1, 28, 28)
+    module = ImprovedDistributionMatching(
+        net,
+        NoAugment(),
+        init,
+        10,
+        Normaliser([0.1307], [0.3081]),
+        seed=7,
+        model_train_steps=3,
+        batch_train=40,
+        trained_per_step=2,
+    )
+    assert module.whole_set_batches == (2, 3, 40) and module.real_batches_per_step == 1
+    dm = ClassBatchDataModule("mnist_sample", "", 10, 5, 2, seed=7)
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+
+    assert len(served) == 2 and len(trained) == 2 * 2
+    store, labels = dm.train_set.images, dm.train_set.labels
+    for step, batch in enumerate(served):
+        assert batch["images"].shape == (10, 5, 1, 28, 28)  # the matching's class batches only
+        picks = sample_whole_set(len(store), (2, 3, 40), generator(7, "real-whole", step))
+        assert torch.equal(batch["whole_images"], store[picks])
+        assert torch.equal(batch["whole_labels"], labels[picks])
+        for i in range(2):  # the i-th trained network of the step takes the i-th batches
+            images, got = trained[2 * step + i]
+            assert torch.equal(images, store[picks[i]]) and torch.equal(got, labels[picks[i]])
+    # Classes mixed as they come, not 4 a class as a class-balanced draw of 40 would give.
+    counts = [torch.bincount(row, minlength=10) for _, y in trained for row in y]
+    assert not all(torch.equal(c, torch.full((10,), 4)) for c in counts)
+
+
+def test_the_step_batches_option_keeps_the_second_class_balanced_round() -> None:
+    module = idm(net_num=4, queue_data="step_batches")
+    assert module.real_batches_per_step == 2 and module.whole_set_batches == ()
+    with pytest.raises(ConfigError, match="unknown method.queue_data 'mixed'"):
+        idm(queue_data="mixed")

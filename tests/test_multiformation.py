@@ -148,11 +148,29 @@ def test_a_factor_2_run_stores_the_raw_tensor_and_every_consumer_sees_decoded_im
     assert np.array_equal(written, expected.numpy())
 
 
-def test_init_packs_the_recorded_real_images_into_the_tiles(tmp_path: Path) -> None:
+def test_init_shrinks_each_image_into_its_tile_bilinear_or_nearest() -> None:
+    seam = SyntheticImages(num_classes=1, ipc=1, factor=2)
+    images = torch.arange(4 * 2 * 16.0).view(4, 2, 4, 4)  # 4 distinct 2-channel images
+    bilinear, nearest = seam.encode(images, "bilinear"), seam.encode(images, "nearest")
+    assert torch.equal(seam.encode(images), bilinear)  # bilinear unless told
+    for i in range(4):
+        row, col = divmod(i, 2)
+        tile = (slice(None), slice(2 * row, 2 * row + 2), slice(2 * col, 2 * col + 2))
+        # bilinear halving averages each 2x2 block; nearest keeps its top-left pixel
+        halves = images[i].view(2, 2, 2, 2, 2).mean(dim=(2, 4))
+        assert torch.allclose(bilinear[0][tile], halves), i
+        assert torch.equal(nearest[0][tile], images[i, :, ::2, ::2]), i
+    with pytest.raises(ValueError, match="unknown synthetic.init_resize 'bicubic'"):
+        seam.encode(images, "bicubic")
+
+
+@pytest.mark.parametrize("resize", ["bilinear", "nearest"])
+def test_init_packs_the_recorded_real_images_into_the_tiles(tmp_path: Path, resize: str) -> None:
     run = tmp_path / "frozen"
     # lr_img=0: the stored set stays the init.
     result = run_train("synthetic.factor=2", "ipc=1", "iterations=1", "lr_img=0", "logger=csv",
-                       "eval.num_models=1", "eval.epochs=1", f"hydra.run.dir={run}")  # fmt: skip
+                       "eval.num_models=1", "eval.epochs=1", f"synthetic.init_resize={resize}",
+                       f"hydra.run.dir={run}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     record = read_synthetic(run)
     assert record["init_indices"].shape == (40,)
@@ -160,7 +178,10 @@ def test_init_packs_the_recorded_real_images_into_the_tiles(tmp_path: Path) -> N
     real = (train.images[record["init_indices"]].float() / 255 - 0.1307) / 0.3081
     labels = train.labels[record["init_indices"]]
     assert labels.tolist() == [c for c in range(10) for _ in range(4)]
-    halves = real.view(40, 1, 14, 2, 14, 2).mean(dim=(3, 5))  # bilinear halving: 2x2 means
+    if resize == "bilinear":
+        halves = real.view(40, 1, 14, 2, 14, 2).mean(dim=(3, 5))  # bilinear halving: 2x2 means
+    else:
+        halves = real[:, :, ::2, ::2]  # nearest: every other pixel
     for i in (0, 5, 39):
         image, tile = divmod(i, 4)
         row, col = divmod(tile, 2)

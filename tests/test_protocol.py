@@ -83,6 +83,31 @@ def test_training_augments_every_batch_with_dsa_by_default(monkeypatch, backend:
     assert calls == []
 
 
+@pytest.mark.parametrize("backend", ["loop", "vmap"])
+@pytest.mark.parametrize(("augment", "one_family"), [("dsa", True), ("dsa_per_image", False)])
+def test_training_draws_one_dsa_family_a_batch_unless_per_image(
+    monkeypatch, backend: str, augment: str, one_family: bool
+) -> None:
+    drawn: list[tuple[bool, torch.Tensor]] = []
+    original = DSA.sample
+
+    def recording_sample(self, n, generator, one_family=False):
+        params = original(self, n, generator, one_family)
+        drawn.append((one_family, params["family"]))
+        return params
+
+    monkeypatch.setattr(DSA, "sample", recording_sample)
+    images, labels, normalised = tiny_set(20)
+    protocol = Protocol(epochs=3, batch_size=8, augment=augment)  # 3 batches an epoch
+    train_networks("convnet", normalised, labels, images, labels, num_models=2,
+                   protocol=protocol, seed=0, normaliser=MNIST, backend=backend,
+                   model_kwargs={"width": 4})  # fmt: skip
+    assert len(drawn) == 2 * 3 * 3  # a draw a network and batch
+    assert all(flag == one_family for flag, _ in drawn)
+    one_each = [len(set(families.tolist())) == 1 for _, families in drawn]
+    assert all(one_each) if one_family else not all(one_each)
+
+
 def test_convnet_on_whole_mnist_sample_reaches_90_percent(mnist) -> None:
     train, test = mnist
     start = time.perf_counter()

@@ -15,6 +15,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+# How the init downsamples a real image into its tile: bilinear (IDM) | nearest (IDC and M3D,
+# F.interpolate's default there).
+INIT_RESIZES = ("bilinear", "nearest")
+
 
 class SyntheticImages:
     """The decode of `num_classes * ipc` stored images, class-major."""
@@ -49,15 +53,22 @@ class SyntheticImages:
         tiles = tiles.reshape(n * f * f, c, h, w)
         return F.interpolate(tiles, size=(height, width), mode="bilinear", align_corners=False)
 
-    def encode(self, images: Tensor) -> Tensor:
+    def encode(self, images: Tensor, resize: str = "bilinear") -> Tensor:
         """Pack full-size images [classes * decoded_per_class, C, H, W] (in decoded order) into
-        stored images: each is downsampled (bilinear) into its tile. The init of multi-formation:
-        decoding the result gives back blurred copies of `images`."""
+        stored images: each is downsampled (`resize`: bilinear | nearest) into its tile. The init
+        of multi-formation: decoding the result gives back blurred copies of `images`."""
+        if resize not in INIT_RESIZES:
+            raise ValueError(
+                f"unknown synthetic.init_resize '{resize}'; choose one of {', '.join(INIT_RESIZES)}"
+            )
         if self.factor == 1:
             return images
         m, c, height, width = images.shape
         (h, w), f = self.tile_shape(height, width), self.factor
-        small = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False)
+        if resize == "nearest":
+            small = F.interpolate(images, size=(h, w), mode="nearest")
+        else:
+            small = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False)
         stored = small.reshape(m // (f * f), f, f, c, h, w).permute(0, 3, 1, 4, 2, 5)
         return stored.reshape(m // (f * f), c, height, width)
 

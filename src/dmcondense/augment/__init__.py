@@ -1,5 +1,5 @@
 """Differentiable Siamese augmentation: draw parameters, apply them, Siamese or per image."""
 
-from dmcondense.augment.dsa import DSA, FAMILIES, NoAugment
+from dmcondense.augment.dsa import CHOICES, DSA, FAMILIES, NoAugment
 
-__all__ = ["DSA", "FAMILIES", "NoAugment"]
+__all__ = ["CHOICES", "DSA", "FAMILIES", "NoAugment"]

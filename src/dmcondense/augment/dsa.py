@@ -4,7 +4,15 @@ A draw ("group") picks one family from the strategy and holds the parameters of 
 so the amount of randomness consumed depends only on the number of draws. `apply` maps each
 image to a group through `index`: give all images of a class the same group and real and
 synthetic images of that class get the identical transform (Siamese); give each image its own
-group and every image is augmented independently (evaluation).
+group and every image is augmented independently.
+
+Which families a group applies (`choice`):
+  one  DSA's: one family of the strategy, drawn per group.
+  idc  IDC's batch mode (used by M3D): flip, color and cutout on every group, in that order
+       around one drawn family of the others (crop, scale, rotate); `color_crop_cutout` thus
+       applies all three every time.
+Training a network (evaluation, DC/DSA's inner loop), the reference draws one family a call,
+that is a batch, with each image's own parameters: `sample(n, g, one_family=True)`.
 
 Integer pixel quantities (crop shift, cutout box) are kept as uniform numbers in [0, 1) and
 turned into pixels inside `apply`, from the actual H and W of the images.
@@ -13,11 +21,16 @@ turned into pixels inside `apply`, from the actual H and W of the images.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 FAMILIES: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
+CHOICES: tuple[str, ...] = ("one", "idc")
+# IDC's order of the families it applies on every call (the drawn one goes after color).
+IDC_ALWAYS: tuple[str, ...] = ("flip", "color", "cutout")
+NO_FAMILY = -1  # the "family" of a group that draws none (idc with only always-on families)
 
 # Columns of the single uniform draw of `DSA.sample`: one row per group, always all of them.
 _COLUMNS = {
@@ -35,10 +48,11 @@ _NUM_UNIFORMS = 12
 
 
 class DSA:
-    """DSA with one family per group, chosen uniformly from the '_'-joined `strategy`.
+    """DSA over the '_'-joined `strategy`; `choice` says which families a group applies.
 
     Parameter keys returned by `sample(n, g)` (first dim n):
-      family      long  index into `FAMILIES` (always one of this strategy's families)
+      family      long  index into `FAMILIES` of the group's drawn family (one of `drawn`),
+                  NO_FAMILY when `drawn` is empty
       brightness  added offset, (u - 0.5) * brightness
       saturation  factor on the deviation from the per-pixel channel mean, u * saturation
       contrast    factor on the deviation from the image mean, u + contrast
@@ -60,6 +74,7 @@ class DSA:
         flip: float = 0.5,
         scale: float = 1.2,
         rotate: float = 15.0,
+        choice: str = "one",
     ) -> None:
         names = [name for name in strategy.split("_") if name]
         unknown = [name for name in names if name not in FAMILIES]
@@ -70,8 +85,16 @@ class DSA:
             )
         if len(set(names)) != len(names):
             raise ValueError(f"DSA strategy {strategy!r} repeats a family")
-        self.strategy = strategy
+        if choice not in CHOICES:
+            raise ValueError(f"unknown DSA choice {choice!r}; use one of {list(CHOICES)}")
+        self.strategy, self.choice = strategy, choice
         self.families: tuple[str, ...] = tuple(names)
+        # `always`: applied by every group; `drawn`: the families a group draws one of.
+        if choice == "idc":
+            self.always = tuple(name for name in IDC_ALWAYS if name in names)
+            self.drawn = tuple(name for name in names if name not in IDC_ALWAYS)
+        else:
+            self.always, self.drawn = (), self.families
         self.brightness = brightness
         self.saturation = saturation
         self.contrast = contrast
@@ -81,12 +104,13 @@ class DSA:
         self.scale = scale
         self.rotate = rotate
 
-        # FAMILIES indices of this strategy's families, kept per device: building the table
-        # from a Python list at every draw would be a blocking host-to-device copy on a GPU.
-        self._ids = {torch.device("cpu"): torch.tensor([FAMILIES.index(f) for f in names])}
+        # FAMILIES indices of the drawn families, kept per device: building the table from a
+        # Python list at every draw would be a blocking host-to-device copy on a GPU.
+        ids = [FAMILIES.index(f) for f in self.drawn] or [NO_FAMILY]
+        self._ids = {torch.device("cpu"): torch.tensor(ids)}
 
     def __repr__(self) -> str:
-        return f"DSA(strategy={self.strategy!r})"
+        return f"DSA(strategy={self.strategy!r}, choice={self.choice!r})"
 
     def _family_ids(self, device: torch.device) -> torch.Tensor:
         if device not in self._ids:
@@ -94,15 +118,24 @@ class DSA:
         return self._ids[device]
 
     # ------------------------------------------------------------------ drawing
-    def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """`n` independent groups, on `generator.device`; consumes n * 12 uniforms, always."""
+    def sample(
+        self, n: int, generator: torch.Generator, one_family: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """`n` groups, on `generator.device`; consumes n * 12 uniforms, always.
+
+        `one_family`: every group takes the family drawn for group 0 (the reference's draw when
+        it trains a network: one family a batch), each keeping its own parameters.
+        """
         u = torch.rand(n, _NUM_UNIFORMS, generator=generator, device=generator.device)
 
         def col(key: str) -> torch.Tensor:
             block = u[:, _COLUMNS[key]]
             return block.squeeze(1) if block.shape[1] == 1 else block
 
-        choice = (col("family") * len(self.families)).long().clamp_(max=len(self.families) - 1)
+        drawn = max(len(self.drawn), 1)
+        choice = (col("family") * drawn).long().clamp_(max=drawn - 1)
+        if one_family:
+            choice = choice[:1].expand(n)
         low = 1.0 / self.scale
         return {
             "family": self._family_ids(u.device)[choice],
@@ -143,9 +176,28 @@ class DSA:
         per_image = {key: value.to(x.device)[index] for key, value in params.items()}
         if sync_free is None:
             sync_free = x.device.type != "cpu"
-        if sync_free:
-            return self._apply_selecting(x, per_image)
-        return self._apply_by_family(x, per_image)
+        apply_drawn = self._apply_selecting if sync_free else self._apply_by_family
+        if not self.always:
+            return apply_drawn(x, per_image)
+        return self._apply_idc(x, per_image, apply_drawn)
+
+    def _apply_idc(
+        self,
+        x: torch.Tensor,
+        p: dict[str, torch.Tensor],
+        apply_drawn: Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor],
+    ) -> torch.Tensor:
+        """IDC's order: flip, color, the drawn family, cutout, each on the previous result."""
+        n = x.shape[0]
+        if "flip" in self.always:
+            x = torch.where(p["flip"].view(n, 1, 1, 1), x.flip(3), x)
+        if "color" in self.always:
+            x = self._color(x, p).to(x.dtype)
+        if self.drawn:
+            x = apply_drawn(x, p)
+        if "cutout" in self.always:
+            x = torch.where(self._cutout_mask(x, p), 0.0, x)
+        return x
 
     def _apply_selecting(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         n, family = x.shape[0], p["family"]
@@ -158,15 +210,15 @@ class DSA:
             return mask.view(n, 1, 1, 1)
 
         out = x
-        if "crop" in self.families:  # a zero shift copies an image exactly: no selection needed
+        if "crop" in self.drawn:  # a zero shift copies an image exactly: no selection needed
             out = self._crop(x, p, active=chosen("crop").view(n, 1))
-        if "color" in self.families:
+        if "color" in self.drawn:
             out = torch.where(chosen("color"), self._color(x, p).to(x.dtype), out)
-        if "flip" in self.families:
+        if "flip" in self.drawn:
             out = torch.where(chosen("flip") & p["flip"].view(n, 1, 1, 1), x.flip(3), out)
-        if "cutout" in self.families:
+        if "cutout" in self.drawn:
             out = torch.where(chosen("cutout") & self._cutout_mask(x, p), 0.0, out)
-        warps = [name for name in ("scale", "rotate") if name in self.families]
+        warps = [name for name in ("scale", "rotate") if name in self.drawn]
         if warps:  # both are affine maps: one resampling pass serves the two families
             theta = self._rotate_theta(p) if "rotate" in warps else self._scale_theta(p)
             if len(warps) == 2:
@@ -177,7 +229,7 @@ class DSA:
     def _apply_by_family(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         n = x.shape[0]
         pieces, positions = [], []
-        for name in self.families:
+        for name in self.drawn:
             where = torch.nonzero(p["family"] == FAMILIES.index(name)).squeeze(1)
             if where.numel() == 0:
                 continue
@@ -204,9 +256,12 @@ class DSA:
         theta = self._scale_theta(p) if name == "scale" else self._rotate_theta(p)
         return _warp(x, theta)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Per-image mode (evaluation): every image gets its own draw."""
-        return self.apply(x, self.sample(x.shape[0], generator))
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator, one_family: bool = False
+    ) -> torch.Tensor:
+        """Every image its own parameters; its own family too unless `one_family` (see
+        `sample`)."""
+        return self.apply(x, self.sample(x.shape[0], generator, one_family))
 
     # --------------------------------------------------------------- families
     @staticmethod
@@ -308,7 +363,9 @@ class NoAugment:
     def __repr__(self) -> str:
         return "NoAugment()"
 
-    def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def sample(
+        self, n: int, generator: torch.Generator, one_family: bool = False
+    ) -> dict[str, torch.Tensor]:
         return {}
 
     def apply(
@@ -319,5 +376,7 @@ class NoAugment:
     ) -> torch.Tensor:
         return x
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator, one_family: bool = False
+    ) -> torch.Tensor:
         return x

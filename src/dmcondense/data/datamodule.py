@@ -7,10 +7,15 @@ device (`on_after_batch_transfer`), so no image crosses the host-device link per
 
 Draws are keyed by (seed, "real", step) over all classes, and each rank keeps the rows of its
 own classes: the same images are drawn whatever the number of ranks.
+
+A method may also ask for batches drawn from the whole training set, classes mixed
+(`whole_set_batches`, a shape; IDM's queue trains on them): drawn on the training device from
+generator(seed, "real-whole", step), each batch without replacement, batches independent.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import lightning as L
@@ -80,6 +85,16 @@ class StepStream(IterableDataset):
             yield {"step": step, "classes": self.classes, "indices": self.draw(step)}
 
 
+def sample_whole_set(num_images: int, shape: Sequence[int], g: torch.Generator) -> torch.Tensor:
+    """Indices [*shape] into a set of `num_images`, on `g.device`: each row (the last dim) holds
+    distinct indices, uniformly drawn; rows are independent. A row longer than the set holds
+    all of it (`num_images` columns)."""
+    *rows, size = shape
+    keys = torch.rand(math.prod(rows), num_images, generator=g, device=g.device)
+    picks = keys.topk(min(size, num_images), dim=1, largest=False).indices
+    return picks.view(*rows, picks.shape[1])
+
+
 def rank_classes(num_classes: int, rank: int, world_size: int) -> torch.Tensor:
     """The contiguous slice of classes that `rank` matches."""
     return torch.tensor_split(torch.arange(num_classes), world_size)[rank]
@@ -111,6 +126,9 @@ class ClassBatchDataModule(L.LightningDataModule):
         # Index in the whole training split of each kept image (None: all kept, the identity).
         self.source_indices: torch.Tensor | None = None
         self._store: torch.Tensor | None = None
+        self._labels: torch.Tensor | None = None
+        # The shape of the whole-set batches the training method asks for; () for none.
+        self.whole_set_batches: tuple[int, ...] = ()
 
     def load(self, split: str) -> ImageSet:
         return load_split(self.source, self.data_dir, split, self.download, **self.source_kwargs)
@@ -146,8 +164,11 @@ class ClassBatchDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         start = trainer.global_step if trainer else 0  # resumes where the checkpoint left off
-        # A method that matches several real batches a step says so (gradient matching).
-        rounds = getattr(trainer.lightning_module, "real_batches_per_step", 1) if trainer else 1
+        # A method that matches several real batches a step says so (gradient matching), and
+        # one that trains on batches of the whole set says their shape (IDM's queue).
+        module = trainer.lightning_module if trainer else None
+        rounds = getattr(module, "real_batches_per_step", 1)
+        self.whole_set_batches = tuple(getattr(module, "whole_set_batches", ()))
         stream = StepStream(
             self.index,
             rank_classes(self.num_classes, rank, world),
@@ -163,8 +184,13 @@ class ClassBatchDataModule(L.LightningDataModule):
         device = batch["indices"].device
         if self._store is None or self._store.device != device:
             self._store = self.train_set.images.to(device)
+            self._labels = self.train_set.labels.to(device)
         # uint8 [(rounds,) classes, per_class, C, H, W]
         batch["images"] = self._store[batch["indices"]]
+        if self.whole_set_batches:
+            g = generator(self.seed, "real-whole", int(batch["step"]), device=device)
+            picks = sample_whole_set(self._store.shape[0], self.whole_set_batches, g)
+            batch["whole_images"], batch["whole_labels"] = self._store[picks], self._labels[picks]
         return batch
 
     def real_images(self, indices: torch.Tensor) -> torch.Tensor:

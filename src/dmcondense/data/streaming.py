@@ -176,6 +176,11 @@ class StreamingClassDataModule(ClassBatchDataModule):
 
     def train_dataloader(self) -> DataLoader:
         steps = super().train_dataloader().dataset  # the same draws as the in-memory path
+        if self.whole_set_batches:
+            raise ConfigError(
+                "this method trains on batches drawn from the whole training set each step, "
+                "which needs the training images in memory; set dataset.streaming=false"
+            )
         pin = self.pin_memory
         if pin is None:
             pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"

@@ -28,6 +28,7 @@ from dmcondense.evaluation.protocol import (
     epochs,
     make_augmenter,
     make_optimizer,
+    one_family_a_batch,
 )
 from dmcondense.progress import epoch_progress
 
@@ -103,15 +104,17 @@ def train_stack(
     """Train the networks `indices` of `stack` with the protocol, each with its own draws."""
     device = images.device
     optimizer = make_optimizer(stack.params.values(), protocol)
+    one_family = one_family_a_batch(protocol)
     n, m = images.shape[0], len(indices)
     for orders, aug_generators in epochs(optimizer, protocol, seed, indices, n, device):
         for start in range(0, n, protocol.batch_size):
             batch = orders[:, start : start + protocol.batch_size]  # [M, B]
             b = batch.shape[1]
             x = normaliser.to_input(images[batch.reshape(-1)])  # [M*B, C, H, W]
-            # Each network draws from its own generator, exactly as the sequential trainer
-            # does; one `apply` then augments all M*B images in one batched pass.
-            draws = [augmenter.sample(b, g) for g in aug_generators]
+            # Each network draws from its own generator (one family for its batch where the
+            # protocol says so), exactly as the sequential trainer does; one `apply` then
+            # augments all M*B images in one batched pass.
+            draws = [augmenter.sample(b, g, one_family) for g in aug_generators]
             params = {key: torch.cat([d[key] for d in draws]) for key in draws[0]}
             x = augmenter.apply(x, params).view(m, b, *x.shape[1:])
             loss = stack.losses(x, labels[batch]).sum()

@@ -1,13 +1,14 @@
 """The evaluation protocol: train freshly initialised networks on a (small) set, test on real data.
 
 SGD (lr 0.01, momentum 0.9, weight decay 5e-4), batch 256, `epochs` epochs with the learning
-rate divided by 10 at epoch `epochs // 2`, DSA with its own draw per image on every training
-batch; then top-1 accuracy on the real test set (eval mode, no augmentation, in batches).
+rate divided by 10 at epoch `epochs // 2`, DSA on every training batch (as the reference: one
+family drawn for the batch, each image its own parameters; "dsa_per_image" draws a family per
+image); then top-1 accuracy on the real test set (eval mode, no augmentation, in batches).
 
 Every random draw is keyed by the network's index, never by the trainer that runs it:
   init   reset_parameters(net, generator(seed, "eval-init", model_name, i))   (on the CPU)
   order  randperm from generator(seed, "eval-order", i, epoch)                (on the CPU)
-  DSA    DSA.sample(batch, generator(seed, "eval-aug", i, epoch))             (on the device)
+  DSA    DSA.sample(batch, generator(seed, "eval-aug", i, epoch), one_family) (on the device)
 so the sequential and the batched trainers see the same networks, batches and augmentations,
 and their accuracies agree up to floating-point rounding.
 """
@@ -23,19 +24,29 @@ from torch import Tensor, nn
 
 from dmcondense.augment import DSA, NoAugment
 from dmcondense.data.normalise import Normaliser
+from dmcondense.errors import ConfigError
 from dmcondense.models.init import reset_parameters
 from dmcondense.rng import generator
 
-# The training augmentations of the protocols: DSA per image (the DSA and DM papers), none, and
-# DC's for MNIST (crop 4 px, scale, rotate 45 degrees) and for BatchNorm models (crop 4 px; the
-# reference also adds Gaussian noise of std 0.001, far below one grey level, left out here),
-# written with DSA's differentiable operations (the reference used scipy's, image by image).
-AUGMENTATIONS: dict[str, Callable[[], DSA | NoAugment]] = {
+# The training augmentations of the protocols: DSA (the DSA and DM papers) with one family a
+# batch as their reference draws it, or a family per image; none; and DC's for MNIST (crop 4 px,
+# scale, rotate 45 degrees) and for BatchNorm models (crop 4 px; the reference also adds Gaussian
+# noise of std 0.001, far below one grey level, left out here), written with DSA's differentiable
+# operations (the reference used scipy's, image by image).
+# Each maker takes the protocol's DSA strategy (only the DSA augmentations use it).
+AUGMENTATIONS: dict[str, Callable[[str], DSA | NoAugment]] = {
     "dsa": DSA,
-    "none": NoAugment,
-    "dc_mnist": lambda: DSA("crop_scale_rotate", crop=4 / 28, scale=1.2, rotate=45.0),
-    "dc_batchnorm": lambda: DSA("crop", crop=4 / 32),
+    "dsa_per_image": DSA,
+    "none": lambda strategy: NoAugment(),
+    "dc_mnist": lambda strategy: DSA("crop_scale_rotate", crop=4 / 28, scale=1.2, rotate=45.0),
+    "dc_batchnorm": lambda strategy: DSA("crop", crop=4 / 32),
 }
+DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+# The augmentations that draw one family for a whole training batch. DC's own augmentation
+# picked one family per image, so dc_mnist and dc_batchnorm stay per image.
+ONE_FAMILY_A_BATCH = frozenset({"dsa"})
+# eval.dsa_family -> the key of the DSA augmentation.
+DSA_FAMILY = {"batch": "dsa", "image": "dsa_per_image"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,8 @@ class Protocol:
     weight_decay: float = 5e-4
     batch_size: int = 256
     augment: str = "dsa"  # a key of AUGMENTATIONS
+    # The DSA families (the reference trains with its condensation's strategy: no flip for digits).
+    dsa_strategy: str = DSA_STRATEGY
     # Test images per forward pass, summed over the networks of a batched pass (memory bound).
     test_batch_size: int = 1024
 
@@ -99,7 +112,30 @@ def epochs(
 
 
 def make_augmenter(protocol: Protocol) -> DSA | NoAugment:
-    return AUGMENTATIONS[protocol.augment]()
+    return AUGMENTATIONS[protocol.augment](protocol.dsa_strategy)
+
+
+def one_family_a_batch(protocol: Protocol) -> bool:
+    """Whether a training batch draws one augmentation family for all its images."""
+    return protocol.augment in ONE_FAMILY_A_BATCH
+
+
+def dsa_augment(family: str) -> str:
+    """The AUGMENTATIONS key of DSA drawing a family per `family`: batch | image."""
+    if family not in DSA_FAMILY:
+        raise ConfigError(
+            f"unknown eval.dsa_family '{family}'; choose one of {', '.join(DSA_FAMILY)}"
+        )
+    return DSA_FAMILY[family]
+
+
+def check_dsa_settings(family: str, strategy: str) -> None:
+    """ConfigError for an unknown eval.dsa_family or an eval.dsa_strategy DSA refuses."""
+    dsa_augment(family)
+    try:
+        DSA(strategy)
+    except ValueError as error:
+        raise ConfigError(f"eval.dsa_strategy: {error}") from error
 
 
 def epoch_order(seed: int, index: int | str, epoch: int, n: int) -> Tensor:

@@ -14,6 +14,7 @@ from dmcondense.evaluation.protocol import (
     epochs,
     make_augmenter,
     make_optimizer,
+    one_family_a_batch,
 )
 from dmcondense.progress import epoch_progress
 
@@ -38,13 +39,14 @@ def train_network(
     device = images.device
     augmenter = make_augmenter(protocol) if augmenter is None else augmenter
     optimizer = make_optimizer(net.parameters(), protocol)
+    one_family = one_family_a_batch(protocol)
     n = images.shape[0]
     net.train()
     for (order,), (aug_generator,) in epochs(optimizer, protocol, seed, [index], n, device):
         for start in range(0, n, protocol.batch_size):
             batch = order[start : start + protocol.batch_size]
             x = normaliser.to_input(images[batch])
-            x = augmenter.apply(x, augmenter.sample(batch.numel(), aug_generator))
+            x = augmenter.apply(x, augmenter.sample(batch.numel(), aug_generator, one_family))
             loss = F.cross_entropy(net(x), labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -23,7 +23,7 @@ from dmcondense.data.spec import DatasetSpec, configured_num_classes
 from dmcondense.data.streaming import STREAMING_SOURCES, StreamingClassDataModule
 from dmcondense.errors import ConfigError
 from dmcondense.evaluation.plan import EvaluationPlan
-from dmcondense.evaluation.protocol import Protocol
+from dmcondense.evaluation.protocol import Protocol, check_dsa_settings, dsa_augment
 from dmcondense.evaluation.score import BACKENDS
 from dmcondense.glue.tracking import WANDB_OFFLINE_MODES, WANDB_TARGET, wandb_credentials_found
 from dmcondense.methods.base import CondensationMethod
@@ -67,6 +67,7 @@ def check_evaluation(cfg: DictConfig) -> None:
     condensation rather than after it)."""
     eval_backend(cfg)
     architectures(cfg)
+    check_dsa_settings(cfg.eval.dsa_family, cfg.eval.dsa_strategy)
     if cfg.eval.protocol not in EVAL_PROTOCOLS:
         raise ConfigError(
             f"unknown eval.protocol '{cfg.eval.protocol}'; choose one of "
@@ -267,8 +268,8 @@ def evaluation_plan(
 
 def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> dict[str, Protocol]:
     """Each evaluated architecture's protocol (eval.protocol):
-    dsa  the common protocol of the DSA and DM papers: eval.epochs (or `epochs`), DSA per
-         image when eval.augment
+    dsa  the common protocol of the DSA and DM papers: eval.epochs (or `epochs`), DSA when
+         eval.augment (families eval.dsa_strategy, one a batch or per image: eval.dsa_family)
     dc   as the DC paper scored its sets: 300 epochs without augmentation; MNIST 1,000 epochs
          with crop, scale and rotate; BatchNorm models 1,000 epochs with crop
     """
@@ -278,8 +279,9 @@ def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> 
     chosen = {}
     for name, knobs in architectures(cfg).items():
         if e.protocol == "dsa":
-            augment = "dsa" if e.augment else "none"
-            chosen[name] = Protocol(epochs=epochs or e.epochs, augment=augment, **common)
+            augment = dsa_augment(e.dsa_family) if e.augment else "none"
+            chosen[name] = Protocol(epochs=epochs or e.epochs, augment=augment,
+                                    dsa_strategy=e.dsa_strategy, **common)  # fmt: skip
             continue
         shape = (spec.channels, spec.num_classes, spec.image_size)
         if uses_batchnorm(build_model(name, *shape, **knobs)):

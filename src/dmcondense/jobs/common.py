@@ -111,7 +111,7 @@ def initial_images(
         )
     indices = dm.index.sample(cfg.ipc * per_stored, generator(cfg.seed, "init")).flatten()
     real = spec.normaliser.to_input(dm.real_images(indices))
-    real = SyntheticImages(spec.num_classes, cfg.ipc, factor).encode(real)
+    real = SyntheticImages(spec.num_classes, cfg.ipc, factor).encode(real, cfg.synthetic.init_resize)
     if init == "noise":
         g = generator(cfg.seed, "init-noise")
         return torch.randn(real.shape, generator=g), indices

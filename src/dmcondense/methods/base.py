@@ -42,6 +42,9 @@ class CondensationMethod(L.LightningModule):
     # True: the method matches with a pool of pretrained networks, which the job hands it as
     # `pool=` (a list of (initial, trained) state dicts); see models/pretrained.py.
     uses_pretrained_pool = False
+    # Shape of the batches drawn from the whole training set (classes mixed) that the DataModule
+    # also serves each step, as batch["whole_images"] and batch["whole_labels"]; () for none.
+    whole_set_batches: tuple[int, ...] = ()
 
     def __init__(
         self,

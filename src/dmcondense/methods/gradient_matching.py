@@ -12,7 +12,9 @@
             unless r is the last round: train theta `inner_loop` epochs on S (detached)
 
 DSA is DC with one augmentation draw a class shared by the real and the synthetic batch
-(Siamese), and augmented batches in the inner loop; DC runs with augment=none. The real batches
+(Siamese), and augmented batches in the inner loop (one family a batch, each image its own
+parameters, as the reference draws them; `inner_family=image` draws a family per image); DC
+runs with augment=none. The real batches
 of the rounds come with the step (`real_batches_per_step`): [outer_loop, classes, n, C, H, W].
 """
 
@@ -32,6 +34,7 @@ from dmcondense.rng import generator
 
 DISTANCES = ("ours", "mse", "cos")
 PER_CLASS = ("auto", "vmap", "loop")
+INNER_FAMILIES = ("batch", "image")
 # (outer_loop, inner_loop) by IPC: the authors' table; other IPCs are set by hand.
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 BATCHNORM_IMAGES_PER_CLASS = 16  # real images a class that set the running statistics
@@ -90,6 +93,7 @@ class GradientMatching(CondensationMethod):
         batch_train: int = 256,
         distance: str = "ours",
         per_class: str = "auto",
+        inner_family: str = "batch",
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -103,6 +107,12 @@ class GradientMatching(CondensationMethod):
             raise ConfigError(
                 f"unknown method.per_class '{per_class}'; choose one of {', '.join(PER_CLASS)}"
             )
+        if inner_family not in INNER_FAMILIES:
+            raise ConfigError(
+                f"unknown method.inner_family '{inner_family}'; choose one of "
+                f"{', '.join(INNER_FAMILIES)}"
+            )
+        self.inner_family = inner_family
         net = self.embed_net
         matched = [p for p in net.parameters() if distance != "ours" or p.dim() > 1]
         if not matched:
@@ -225,8 +235,10 @@ class GradientMatching(CondensationMethod):
 
     def train_network(self, net: nn.Module, step: int, round: int) -> None:
         """`inner_loop` epochs of SGD (lr_net, no momentum) on the synthetic set, detached,
-        shuffled and augmented per image with draws keyed by (step, round, epoch)."""
+        shuffled and augmented (one family a batch unless inner_family=image) with draws keyed
+        by (step, round, epoch)."""
         images, labels = self.decoded()
+        one_family = self.inner_family == "batch"
         net.train()
         optimizer = torch.optim.SGD(net.parameters(), lr=self.lr_net)
         for epoch in range(self.inner_loop):
@@ -237,7 +249,8 @@ class GradientMatching(CondensationMethod):
             )
             for start in range(0, images.shape[0], self.batch_train):
                 index = order[start : start + self.batch_train]
-                x = self.augment.apply(images[index], self.augment.sample(index.numel(), augment_g))
+                draw = self.augment.sample(index.numel(), augment_g, one_family)
+                x = self.augment.apply(images[index], draw)
                 loss = F.cross_entropy(net(x), labels[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -11,8 +11,9 @@
                       + ce_weight * acc(psi) * CE(classifier(S), c)   (acc: psi's running
                                                                        accuracy on real data)
         S <- S - lr_img * grad_S loss       (SGD with momentum)
-        two networks drawn from the queue each take `model_train_steps` SGD steps on real
-        batches that mix all classes, and count their accuracy on them
+        two networks drawn from the queue each take `model_train_steps` SGD steps, each on
+        `batch_train` real images drawn from the whole training set (classes mixed, as the
+        authors draw them), and count their accuracy on them
 
 The queue (weights, optimiser state, accuracy counts) lives in the module and in its
 checkpoints, and every draw is keyed by the step, so a resumed run ends where an uninterrupted
@@ -33,6 +34,11 @@ from dmcondense.methods.dm import DistributionMatching
 from dmcondense.models.init import reset_parameters
 from dmcondense.models.registry import uses_batchnorm
 from dmcondense.rng import generator
+
+# Where the queued networks' training batches come from: whole_set: `batch_train` images drawn
+# from the whole training set for every SGD step (the authors'); step_batches: from a second
+# class-balanced real batch of the step (batch_real a class), as an earlier version did.
+QUEUE_DATA = ("whole_set", "step_batches")
 
 
 class QueuedNetwork:
@@ -108,7 +114,6 @@ class ModelQueue:
 
 class ImprovedDistributionMatching(DistributionMatching):
     name = "idm"
-    real_batches_per_step = 2  # round 0: matching; round 1: the queue's training batches
 
     def __init__(
         self,
@@ -124,6 +129,7 @@ class ImprovedDistributionMatching(DistributionMatching):
         net_weight_decay: float = 5e-4,
         ce_weight: float = 0.5,
         accuracy_window: int = 100,
+        queue_data: str = "whole_set",
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -138,6 +144,17 @@ class ImprovedDistributionMatching(DistributionMatching):
                 "method=idm trains its queued networks on mixed batches and matches in the same "
                 "mode: it needs a network without BatchNorm; use model=convnet"
             )
+        if queue_data not in QUEUE_DATA:
+            raise ConfigError(
+                f"unknown method.queue_data '{queue_data}'; choose one of {', '.join(QUEUE_DATA)}"
+            )
+        self.queue_data = queue_data
+        # What the DataModule serves each step: the class batches of the matching, plus for the
+        # queue either whole-set batches [trained networks, SGD steps, batch] or a second round.
+        if queue_data == "whole_set":
+            self.whole_set_batches = (trained_per_step, model_train_steps, batch_train)
+        else:
+            self.real_batches_per_step = 2  # round 0: matching; round 1: the queue's batches
         self.net_num, self.initial_networks = net_num, initial_networks
         self.net_generate_interval = net_generate_interval
         self.model_train_steps, self.trained_per_step = model_train_steps, trained_per_step
@@ -189,12 +206,13 @@ class ImprovedDistributionMatching(DistributionMatching):
     # --- one step ------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         step, classes, real = batch["step"], batch["classes"], batch["images"]
+        matching_real = real if self.queue_data == "whole_set" else real[0]
         self.renew_queue(step)
         picks = generator(self.seed, "queue", step)  # host draws: no device sync
         matching = self.queue.networks[int(torch.randint(len(self.queue), (), generator=picks))]
 
         real_features, synthetic_features = self.class_features(
-            matching.net, step, classes, real[0]
+            matching.net, step, classes, matching_real
         )
         loss = self.match(real_features, synthetic_features) + self.ce_weight * (
             matching.accuracy_percent()
@@ -206,8 +224,13 @@ class ImprovedDistributionMatching(DistributionMatching):
         optimizer.step()
 
         trained = torch.randperm(len(self.queue), generator=picks)[: self.trained_per_step]
-        for slot in trained.tolist():
-            self.train_queued(self.queue.networks[slot], step, real[1], classes)
+        for i, slot in enumerate(trained.tolist()):
+            queued = self.queue.networks[slot]
+            if self.queue_data == "whole_set":  # the i-th trained network's batches
+                images, labels = batch["whole_images"][i], batch["whole_labels"][i]
+            else:
+                images, labels = self.step_batches(queued, step, real[1], classes)
+            self.train_queued(queued, images, labels)
         self.log_loss(loss.detach())
         return loss.detach()
 
@@ -221,23 +244,33 @@ class ImprovedDistributionMatching(DistributionMatching):
         per_image = F.cross_entropy(logits, classes.repeat_interleave(m), reduction="none")
         return per_image.view(k, m).mean(dim=1).sum()
 
-    def train_queued(
+    def step_batches(
         self, queued: QueuedNetwork, step: int, real: torch.Tensor, classes: torch.Tensor
-    ) -> None:
-        """`model_train_steps` SGD steps on batches of `batch_train` images drawn from the
-        step's second real round (all classes mixed), counting the accuracy on them."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """queue_data=step_batches: `model_train_steps` batches of `batch_train` images drawn
+        from the step's second class-balanced round real [k, n, C, H, W], with their labels:
+        ([steps, batch, C, H, W], [steps, batch])."""
         k, n = real.shape[:2]
-        images, labels = real.flatten(0, 1), classes.repeat_interleave(n)
         draws = generator(self.seed, "queue-train", step, queued.birth, device=self.device)
         batch = min(self.batch_train, k * n)
+        chosen = torch.stack(
+            [torch.randperm(k * n, generator=draws, device=self.device)[:batch]
+             for _ in range(self.model_train_steps)]
+        )  # fmt: skip
+        return real.flatten(0, 1)[chosen], classes.repeat_interleave(n)[chosen]
+
+    def train_queued(
+        self, queued: QueuedNetwork, images: torch.Tensor, labels: torch.Tensor
+    ) -> None:
+        """One SGD step on each batch of uint8 `images` [steps, batch, C, H, W] with `labels`
+        [steps, batch], counting the accuracy on them."""
         with torch.enable_grad():
-            for _ in range(self.model_train_steps):
-                chosen = torch.randperm(k * n, generator=draws, device=self.device)[:batch]
-                logits = queued.net(self.normalise(images[chosen]))
-                loss = F.cross_entropy(logits, labels[chosen])
+            for x, y in zip(images, labels, strict=True):
+                logits = queued.net(self.normalise(x))
+                loss = F.cross_entropy(logits, y)
                 queued.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 queued.optimizer.step()
                 with torch.no_grad():
-                    queued.correct += (logits.argmax(dim=1) == labels[chosen]).sum()
-                    queued.seen += batch
+                    queued.correct += (logits.argmax(dim=1) == y).sum()
+                    queued.seen += y.shape[0]
