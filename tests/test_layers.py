@@ -35,6 +35,7 @@ ROOMS = {
     "train": "entry",
     "evaluate": "entry",
     "continual": "entry",
+    "nas": "entry",
     "__main__": "entry",
 }
 
