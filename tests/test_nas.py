@@ -29,7 +29,8 @@ from dmcondense.rng import generator
 # 2 x 2 = 4 candidates of a tiny space.
 TINY = ["space.depth=[1,2]", "space.width=[4]", "space.activation=[relu]",
         "space.norm=[none,instancenorm]", "space.pooling=[avgpool]", "space.sample=all",
-        "proxy.epochs=1", "ground_truth.epochs=1", "proxies=[condensed,random]", "bootstrap=100"]  # fmt: skip
+        "proxy.epochs=1", "ground_truth.epochs=1", "proxies=[condensed,random]",
+        "bootstrap=100"]  # fmt: skip
 
 
 # --- the library: correlations, space, selection ----------------------------------------------
