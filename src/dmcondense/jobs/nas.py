@@ -40,6 +40,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dmcondense.atomic import atomic_write
+from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.spec import DatasetSpec, resolve_spec
 from dmcondense.errors import ConfigError
 from dmcondense.evaluation.baselines import select_random
@@ -91,13 +92,12 @@ def candidates_of(cfg: DictConfig) -> list[Candidate]:
         raise ConfigError(
             f"candidate {vanishing[0].name} is too deep for {image_size}x{image_size} images "
             f"(its feature map vanishes; {len(vanishing)} of {len(chosen)} candidates do); "
-            f"remove depth {vanishing[0].depth} from space.depth or pooling "
-            f"{vanishing[0].pooling} from space.pooling"
+            f"remove depth {vanishing[0].depth} and deeper from space.depth"
         )
     return chosen
 
 
-def check_matches(images: torch.Tensor, labels: torch.Tensor, spec: DatasetSpec, path: str):
+def check_matches(images: torch.Tensor, labels: torch.Tensor, spec: DatasetSpec, path: str) -> None:
     """The condensed set must fit the data set the candidates are scored on."""
     found = {"channels": images.shape[1], "image size": images.shape[-1],
              "classes": int(labels.max()) + 1}  # fmt: skip
@@ -111,8 +111,15 @@ def check_matches(images: torch.Tensor, labels: torch.Tensor, spec: DatasetSpec,
             )
 
 
-def proxy_sets(cfg, dm, spec, condensed: LabelledImages, ipc: int) -> dict[str, LabelledImages]:
-    """The proxy training sets by name, in cfg.proxies' order."""
+def proxy_sets(
+    cfg: DictConfig,
+    dm: ClassBatchDataModule,
+    spec: DatasetSpec,
+    condensed: LabelledImages,
+    ipc: int,
+) -> dict[str, LabelledImages]:
+    """The proxy training sets by name, in cfg.proxies' order: the condensed set itself, `ipc`
+    random real images a class, or `fraction` of the training split (the same count a class)."""
     train = dm.train_set
     per_class_fraction = max(1, round(float(cfg.fraction) * len(train) / spec.num_classes))
     sets = {}
@@ -256,7 +263,7 @@ def run_search(cfg: DictConfig, run_dir: Path) -> dict:
         shown = ", ".join(f"{n} {row[f'{n}_accuracy']:.2f}" for n in [*sets, "whole"])
         print(f"[{number}/{len(candidates)}] {candidate.name}: {shown}", flush=True)
 
-    report = summarise(cfg, spec, path, candidates, sets, cache, rows, proxy_protocol)
+    report = summarise(cfg, spec, path, sets, cache, rows, proxy_protocol)
     write_report(run_dir, report, rows, list(sets))
     print_report(report, list(sets))
     return report
@@ -273,7 +280,16 @@ def _finished_or_trained(file: Path, name: str, candidate: Candidate, images, la
     return {f"{name}_accuracy": result["accuracy"], f"{name}_seconds": result["seconds"]}
 
 
-def summarise(cfg, spec, path, candidates, sets, cache, rows, proxy_protocol) -> dict:
+def summarise(
+    cfg: DictConfig,
+    spec: DatasetSpec,
+    path: str,
+    sets: dict[str, LabelledImages],
+    cache: Path,
+    rows: list[dict],
+    proxy_protocol: Protocol,
+) -> dict:
+    """nas.json's content: correlations, selections and times per proxy, and the rows."""
     names = [row["candidate"] for row in rows]
     truth = [row["whole_accuracy"] for row in rows]
     whole_seconds = round(sum(row["whole_seconds"] for row in rows), 1)
