@@ -378,7 +378,9 @@ def print_report(report: dict, proxies: list[str]) -> None:
         def cell(stat: dict) -> str:
             if stat["value"] is None:
                 return "n/a"
-            return f"{stat['value']:.2f} [{stat['low']}, {stat['high']}]"
+            if stat["low"] is None:
+                return f"{stat['value']:.2f} [n/a]"
+            return f"{stat['value']:.2f} [{stat['low']:.2f}, {stat['high']:.2f}]"
 
         print(f"{name:<11}{cell(c['spearman']):>26}{cell(c['kendall']):>26}"
               f"{s['chosen_whole_accuracy']:>16.2f}{s['best_whole_accuracy']:>8.2f}"
