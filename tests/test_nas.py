@@ -229,6 +229,26 @@ def test_a_candidate_too_deep_for_the_images_is_refused_up_front(
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_groupnorm_candidate_whose_width_the_groups_do_not_divide_is_refused_up_front(
+    tmp_path: Path, fake: CountingTrainer
+) -> None:
+    with pytest.raises(ConfigError, match="candidate d1_w6_relu_groupnorm_avgpool: groupnorm"):
+        search(tmp_path / "run", condensed_file(tmp_path), tmp_path / "cache", "space.depth=[1]",
+               "space.width=[6]", "space.norm=[groupnorm]")  # fmt: skip
+    assert fake.calls == [] and not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_made_with_other_proxy_settings_is_refused(
+    tmp_path: Path, fake: CountingTrainer
+) -> None:
+    condensed, cache = condensed_file(tmp_path), tmp_path / "cache"
+    search(tmp_path / "run", condensed, cache)
+    fake.calls.clear()
+    with pytest.raises(ConfigError, match=r"holds a search with other settings \(protocol"):
+        search(tmp_path / "run", condensed, cache, "proxy.epochs=2")
+    assert fake.calls == []
+
+
 @pytest.mark.parametrize(
     ("shape", "fact"), [({"channels": 3}, "channels 3 there, 1 here"),
                         ({"size": 32}, "image size 32 there, 28 here"),

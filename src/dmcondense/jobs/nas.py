@@ -58,7 +58,7 @@ from dmcondense.hostmem import reuse_freed_memory
 from dmcondense.io import load_synthetic
 from dmcondense.jobs import build
 from dmcondense.jobs.common import load_data, load_test, quiet_library_chatter
-from dmcondense.models.convnet import ACTIVATIONS, NORMS, POOLINGS
+from dmcondense.models.convnet import ACTIVATIONS, GROUPNORM_GROUPS, NORMS, POOLINGS
 from dmcondense.rng import derive_seed, generator
 
 
@@ -93,6 +93,13 @@ def candidates_of(cfg: DictConfig) -> list[Candidate]:
             f"candidate {vanishing[0].name} is too deep for {image_size}x{image_size} images "
             f"(its feature map vanishes; {len(vanishing)} of {len(chosen)} candidates do); "
             f"remove depth {vanishing[0].depth} and deeper from space.depth"
+        )
+    uneven = [c for c in chosen if c.norm == "groupnorm" and c.width % GROUPNORM_GROUPS]
+    if uneven:
+        raise ConfigError(
+            f"candidate {uneven[0].name}: groupnorm splits the width into {GROUPNORM_GROUPS} "
+            f"groups, which {uneven[0].width} channels do not divide; give space.width "
+            f"multiples of {GROUPNORM_GROUPS} or drop groupnorm from space.norm"
         )
     return chosen
 
