@@ -36,6 +36,7 @@ ROOMS = {
     "evaluate": "entry",
     "continual": "entry",
     "pretrain": "entry",
+    "nas": "entry",
     "__main__": "entry",
 }
 

@@ -142,11 +142,12 @@ def test_batched_and_sequential_train_the_same_networks(mnist, backend: str) -> 
     assert torch.allclose(batched, sequential, atol=0.005), (batched, sequential)
 
 
-@pytest.mark.parametrize("norm", ["instancenorm", "layernorm", "none"])
+@pytest.mark.parametrize("norm", ["instancenorm", "layernorm", "groupnorm", "none"])
 def test_ensemble_losses_gradients_and_logits_equal_the_separate_networks(norm: str) -> None:
     gen = torch.Generator().manual_seed(0)
+    width = 8 if norm == "groupnorm" else 6  # groupnorm's 4 groups need a width they divide
     nets = [
-        build_model("convnet", 3, 5, 16, width=6, depth=2, norm=norm) for _ in range(3)
+        build_model("convnet", 3, 5, 16, width=width, depth=2, norm=norm) for _ in range(3)
     ]  # default init differs per net; the ensemble copies whatever weights they hold
     ensemble = ConvNetEnsemble(nets, torch.device("cpu"))
     x, y = torch.randn(3, 4, 3, 16, 16, generator=gen), torch.randint(0, 5, (3, 4), generator=gen)

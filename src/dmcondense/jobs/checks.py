@@ -188,3 +188,46 @@ def check_continual_config(cfg: DictConfig) -> None:
             "continual learning runs on one process (its steps run one after another); "
             "use trainer=cpu or trainer=gpu"
         )
+
+
+# --- architecture search (python -m dmcondense.nas) ---
+
+NAS_PROXIES = ("condensed", "random", "fraction")
+SPACE_KNOBS = ("depth", "width", "activation", "norm", "pooling")
+
+
+def check_nas_config(cfg: DictConfig) -> None:
+    """The nas keys: a condensed set, known proxies, a space of non-empty knob lists (depth and
+    width positive whole numbers; the names of activations, norms and poolings are checked by
+    the job against the ConvNet's, which needs torch), `space.sample` all or a count the space
+    holds, positive budgets."""
+    if cfg.condensed is None:
+        raise ConfigError("give condensed=RUN_DIR_OR_FILE: the condensed set to search with")
+    proxies = list(cfg.proxies) if OmegaConf.is_list(cfg.proxies) else [cfg.proxies]
+    if not proxies:
+        raise ConfigError(f"proxies is empty; choose from: {', '.join(NAS_PROXIES)}")
+    for name in proxies:
+        if name not in NAS_PROXIES:
+            raise ConfigError(f"unknown proxy '{name}'; choose from: {', '.join(NAS_PROXIES)}")
+    size = 1
+    for knob in SPACE_KNOBS:
+        values = cfg.space[knob]
+        if not OmegaConf.is_list(values) or len(values) == 0:
+            raise ConfigError(f"space.{knob} must be a non-empty list, e.g. space.{knob}=[...]")
+        for value in values if knob in ("depth", "width") else ():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"space.{knob} holds {value!r}; give positive whole numbers")
+        size *= len(values)
+    sample = cfg.space.sample
+    if str(sample) != "all" and (not isinstance(sample, int) or not 1 <= sample <= size):
+        raise ConfigError(
+            f"space.sample must be 'all' or a count from 1 to the space's {size} candidates, "
+            f"got {sample}"
+        )
+    if not 0 < float(cfg.fraction) <= 1:
+        raise ConfigError(f"fraction must be in (0, 1], got {cfg.fraction}")
+    require_positive(**{
+        "proxy.epochs": cfg.proxy.epochs, "proxy.num_models": cfg.proxy.num_models,
+        "ground_truth.epochs": cfg.ground_truth.epochs,
+        "ground_truth.num_models": cfg.ground_truth.num_models, "bootstrap": cfg.bootstrap,
+    })  # fmt: skip

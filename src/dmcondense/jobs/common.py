@@ -111,7 +111,8 @@ def initial_images(
         )
     indices = dm.index.sample(cfg.ipc * per_stored, generator(cfg.seed, "init")).flatten()
     real = spec.normaliser.to_input(dm.real_images(indices))
-    real = SyntheticImages(spec.num_classes, cfg.ipc, factor).encode(real, cfg.synthetic.init_resize)
+    decoder = SyntheticImages(spec.num_classes, cfg.ipc, factor)
+    real = decoder.encode(real, cfg.synthetic.init_resize)
     if init == "noise":
         g = generator(cfg.seed, "init-noise")
         return torch.randn(real.shape, generator=g), indices

@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NORMS = ("instancenorm", "batchnorm", "layernorm", "none")
+NORMS = ("instancenorm", "batchnorm", "layernorm", "groupnorm", "none")
+# groupnorm: this many groups of channels, as in the reference code (GroupNorm(4, C)).
+GROUPNORM_GROUPS = 4
 ACTIVATIONS = ("relu", "leakyrelu", "sigmoid")
 POOLINGS = ("avgpool", "maxpool", "none")
 
@@ -31,6 +33,8 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
         return nn.GroupNorm(channels, channels, affine=True)
     if kind == "layernorm":
         return nn.GroupNorm(1, channels, affine=True)
+    if kind == "groupnorm":
+        return nn.GroupNorm(GROUPNORM_GROUPS, channels, affine=True)
     if kind == "batchnorm":
         return nn.BatchNorm2d(channels)
     return nn.Identity()
@@ -59,6 +63,21 @@ def first_conv_padding(image_size: int) -> int:
     return 3 if image_size == 28 else 1
 
 
+def feature_side(image_size: int, depth: int, pooling: str) -> int:
+    """Side of the last block's feature map for square `image_size` inputs; 0 or less when the
+    map vanishes on the way (too deep for the image). Plain arithmetic, so a search space can
+    be checked before any network is built."""
+    side = image_size
+    for index in range(depth):
+        padding = first_conv_padding(image_size) if index == 0 else 1
+        side = side + 2 * padding - 2  # 3x3 kernel
+        if pooling != "none":
+            side //= 2
+        if side < 1:
+            return side
+    return side
+
+
 class ConvNet(nn.Module):
     """ConvNet: `depth` x (conv3x3 `width` -> norm -> activation -> pool 2x2) -> linear."""
 
@@ -83,25 +102,24 @@ class ConvNet(nn.Module):
         if depth < 1 or width < 1:
             raise ValueError(f"depth and width must be positive, got depth={depth}, width={width}")
 
+        side = feature_side(image_size, depth, pooling)
+        if side < 1:
+            raise ValueError(
+                f"depth {depth} is too deep for {image_size}x{image_size} images "
+                f"(the feature map vanishes before the last block)"
+            )
         blocks = []
-        in_channels, side = channels, image_size
+        in_channels = channels
         for index in range(depth):
             padding = first_conv_padding(image_size) if index == 0 else 1
-            side = side + 2 * padding - 2  # 3x3 kernel
-            block = [
-                nn.Conv2d(in_channels, width, kernel_size=3, padding=padding),
-                norm_layer(norm, width),
-                activation_layer(activation),
-                pooling_layer(pooling),
-            ]
-            if pooling != "none":
-                side //= 2
-            if side < 1:
-                raise ValueError(
-                    f"depth {depth} is too deep for {image_size}x{image_size} images "
-                    f"(the map vanishes after block {index})"
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(in_channels, width, kernel_size=3, padding=padding),
+                    norm_layer(norm, width),
+                    activation_layer(activation),
+                    pooling_layer(pooling),
                 )
-            blocks.append(nn.Sequential(*block))
+            )
             in_channels = width
 
         self.features = nn.Sequential(*blocks)
