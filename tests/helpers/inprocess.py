@@ -1,11 +1,11 @@
 """The jobs, run inside the test process: the same entry points a user runs, without paying a
 fresh interpreter (torch, Lightning, Hydra imported again) for every run.
 
-`train(...)` and `evaluate(...)` call the entry point's `main()` with `sys.argv` patched, so a
-run goes through everything `python -m dmcondense.train ...` does: the short forms, the
-command-line check (one line and exit 2 on a typo), Hydra (run folder, .hydra/, config), the
-config checks, the job, and the one-line error of a bad input. What the process would print is
-captured and returned with the exit status.
+`train(...)`, `evaluate(...)` and `continual(...)` call the entry point's `main()` with
+`sys.argv` patched, so a run goes through everything `python -m dmcondense.train ...` does:
+the short forms, the command-line check (one line and exit 2 on a typo), Hydra (run folder,
+.hydra/, config), the config checks, the job, and the one-line error of a bad input. What the
+process would print is captured and returned with the exit status.
 
 Every in-process import of the job, build and check modules lives in this one module, so a move
 of those modules is re-pointed here alone. Tests import from here, not from the job modules.
@@ -24,6 +24,7 @@ from pathlib import Path
 import lightning as L
 
 # The entry points (thin: they import the job modules when a run starts).
+from dmcondense import continual as continual_entry
 from dmcondense import evaluate as evaluate_entry
 from dmcondense import train as train_entry
 
@@ -76,6 +77,11 @@ def train(*overrides: str) -> Run:
 def evaluate(*overrides: str) -> Run:
     """`python -m dmcondense.evaluate <overrides>`, in this process."""
     return _call(evaluate_entry.main, "dmcondense.evaluate", list(overrides))
+
+
+def continual(*overrides: str) -> Run:
+    """`python -m dmcondense.continual <overrides>`, in this process."""
+    return _call(continual_entry.main, "dmcondense.continual", list(overrides))
 
 
 class Killed(BaseException):
