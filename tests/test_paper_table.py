@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the driver starts every job as a process
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "paper_table.py"
 # ../shared/REFERENCE.md: DM on CIFAR-10 at IPC 1 / 10 / 50, and the whole training set
