@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import run_train
+from helpers.inprocess import train
 
 # (method, ipc, margin, budget): DM at 100 steps; DC and DSA at the mnist_sample preset's 200
 # iterations (about a minute of condensation at IPC 1).
@@ -30,9 +30,9 @@ CASES = [
 def test_condensed_set_beats_random_real_images(
     tmp_path, method: str, ipc: int, margin: float, budget: list[str]
 ) -> None:
-    result = run_train(
+    result = train(
         f"method={method}", f"ipc={ipc}", *budget, "eval.epochs=200", "eval.num_models=3",
-        "seed=0", f"hydra.run.dir={tmp_path}", timeout=900,
+        "seed=0", f"hydra.run.dir={tmp_path}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())["results"]

@@ -1,20 +1,27 @@
-"""Bad input answers with one line on stderr that starts with "error:" and says what to fix, a
-non-zero exit, and no synthetic.pt / results.json half written. (test_train_cli covers a
-misspelt data set or key, missing torchvision data, ipc=0 and a wrong class count.)"""
+"""Bad input answers with one line on stderr that starts with "error:" and says what to fix,
+exit status 2, and no synthetic.pt / results.json half written.
+
+The cases run in this process, through the entry point as a user calls it
+(helpers.inprocess.train: the command-line check, Hydra, the config checks, the job). Two of
+them run again as real processes, to see what a shell sees: one that fails before torch is
+imported (the command-line check), one that fails after (the data check of the job)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_train
+from helpers import REPO_ROOT
 from helpers.fixtures import write_imagefolder
+from helpers.inprocess import Run, tiny, train
 
 from dmcondense.io import load_synthetic
 
-TINY = ["model.width=8", "batch_real=4", "iterations=2", "eval.epochs=1", "eval.num_models=1"]
 OUTPUTS = ("synthetic.pt", "synthetic.png", "results.json", "config.yaml", "checkpoints", "export")
 
 
@@ -36,8 +43,8 @@ def make_inputs(root: Path) -> dict[str, Path]:
     }
 
 
-def one_error_line(result) -> str:
-    assert result.returncode != 0
+def one_error_line(result: Run | subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr[-3000:]
@@ -47,6 +54,14 @@ def one_error_line(result) -> str:
 
 CASES = {
     # case id: (overrides, texts the message must hold: the culprit and the fix)
+    "misspelt-dataset": (["dataset=cifar1"], ["cifar1", "cifar10"]),
+    "misspelt-key": (["ipcc=3"], ["ipcc", "'ipc'"]),
+    "missing-torchvision-data": (
+        ["dataset=cifar10", "dataset.download=false", "data_dir={empty}"],
+        ["{empty}", "download"],
+    ),
+    "ipc-zero": (["ipc=0"], ["ipc", ">= 1"]),
+    "wrong-class-count": (["dataset.num_classes=9"], ["9", "dataset.num_classes"]),
     "misspelt-model": (["model=convnett"], ["convnett", "'convnet'", "convnet_bn"]),
     "misspelt-augment": (["augment=dsaa"], ["dsaa", "'dsa'", "none"]),
     "bad-dsa-strategy": (["augment.strategy=colr"], ["colr", "color", "crop"]),
@@ -82,20 +97,60 @@ CASES = {
 }
 
 
+def case_args(overrides: list[str], paths: dict[str, Path], run_dir: Path) -> list[str]:
+    args = [o.format(**paths) for o in overrides]
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        args.append(f"hydra.run.dir={run_dir}")
+    return tiny(*args)
+
+
+def check_refused(result, overrides, must_mention, paths: dict[str, Path], run_dir: Path) -> None:
+    line = one_error_line(result)
+    for text in must_mention:
+        assert text.format(**paths) in line, line
+    assert not any((run_dir / name).exists() for name in OUTPUTS), sorted(run_dir.iterdir())
+    assert paths["file"].read_text() == "a file, not a folder\n"
+
+
 @pytest.mark.parametrize(("overrides", "must_mention"), CASES.values(), ids=CASES.keys())
 def test_bad_input_gets_one_error_line_and_writes_nothing(
     tmp_path: Path, overrides: list[str], must_mention: list[str]
 ) -> None:
     paths = make_inputs(tmp_path / "inputs")
     run_dir = tmp_path / "run"
-    args = [o.format(**paths) for o in overrides]
-    if not any(a.startswith("hydra.run.dir=") for a in args):
-        args.append(f"hydra.run.dir={run_dir}")
-    line = one_error_line(run_train(*TINY, *args, timeout=120))
-    for text in must_mention:
-        assert text.format(**paths) in line, line
-    assert not any((run_dir / name).exists() for name in OUTPUTS), sorted(run_dir.iterdir())
-    assert paths["file"].read_text() == "a file, not a folder\n"
+    result = train(*case_args(overrides, paths, run_dir))
+    check_refused(result, overrides, must_mention, paths, run_dir)
+
+
+# `python -m dmcondense.train`, telling at exit (on stdout) whether torch was imported.
+ENTRY_REPORTING_TORCH = """
+import atexit, runpy, sys
+atexit.register(lambda: print("torch imported:", "torch" in sys.modules))
+runpy.run_module("dmcondense.train", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("case", "torch_imported"),
+    [("misspelt-dataset", False), ("too-few-images-for-ipc", True)],
+    ids=["before-torch", "after-torch"],
+)
+def test_a_real_process_shows_one_line_and_exits_2(
+    tmp_path: Path, case: str, torch_imported: bool
+) -> None:
+    overrides, must_mention = CASES[case]
+    paths = make_inputs(tmp_path / "inputs")
+    run_dir = tmp_path / "run"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (env.get("PYTHONPATH"), str(REPO_ROOT / "src")) if p
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", ENTRY_REPORTING_TORCH, *case_args(overrides, paths, run_dir)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    check_refused(result, overrides, must_mention, paths, run_dir)
+    assert result.stdout.strip().splitlines()[-1] == f"torch imported: {torch_imported}"
 
 
 def test_unreadable_files_are_skipped_with_a_warning(tmp_path: Path) -> None:
@@ -103,13 +158,8 @@ def test_unreadable_files_are_skipped_with_a_warning(tmp_path: Path) -> None:
     notes = paths["corrupt"] / "train" / "zebra" / "notes.txt"
     notes.write_text("not an image\n")
     run_dir = tmp_path / "run"
-    result = run_train(
-        *TINY,
-        "dataset=imagefolder",
-        f"path={paths['corrupt']}",
-        "ipc=2",
-        f"hydra.run.dir={run_dir}",
-    )
+    result = train(*tiny("dataset=imagefolder", f"path={paths['corrupt']}", "ipc=2",
+                         f"hydra.run.dir={run_dir}"))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [ln for ln in result.stderr.splitlines() if "skipping" in ln]
     # One plain line a file, as a user reads it: no source path, line number or category.
@@ -135,9 +185,8 @@ def test_a_loss_that_overflows_stops_the_run_and_keeps_the_last_good_set(
 ) -> None:
     run_dir = tmp_path / "run"
     iterations = 6
-    result = run_train(
-        *TINY,
-        *OVERFLOWING[method],
+    result = train(
+        *tiny(*OVERFLOWING[method]),
         "lr_img=1e30",  # the first update throws the images far out: the loss overflows
         f"iterations={iterations}",
         "save_every=1",
@@ -157,8 +206,8 @@ def test_many_skipped_files_show_ten_lines_and_a_count(tmp_path: Path) -> None:
     paths = make_inputs(tmp_path / "inputs")
     for i in range(14):  # 15 unreadable files with the corrupt png
         (paths["corrupt"] / "train" / "mango" / f"notes_{i:02d}.txt").write_text("no image\n")
-    result = run_train(*TINY, "dataset=imagefolder", f"path={paths['corrupt']}", "ipc=2",
-                       f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    result = train(*tiny("dataset=imagefolder", f"path={paths['corrupt']}", "ipc=2",
+                         f"hydra.run.dir={tmp_path / 'run'}"))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("warning: ")]
     skipped = [ln for ln in lines if ln.startswith("warning: skipping ")]

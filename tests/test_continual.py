@@ -10,8 +10,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import run_module
 from helpers.fixtures import write_imagefolder
+from helpers.inprocess import continual as continual_entry
 from hydra import compose, initialize_config_dir
 
 from dmcondense.cli import CONF_DIR
@@ -293,7 +293,7 @@ def test_steps_that_do_not_divide_the_classes_get_one_line_naming_the_divisors(
     assert str(error.value) == (
         "steps=3 does not divide the 10 classes of mnist_sample; choose steps from: 1, 2, 5, 10"
     )
-    result = run_module("dmcondense.continual", "steps=4", f"hydra.run.dir={tmp_path}", timeout=120)
+    result = continual_entry("steps=4", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         "error: steps=4 does not divide the 10 classes of mnist_sample; "
@@ -310,9 +310,7 @@ def test_an_unknown_memory_method_gets_one_line_listing_the_methods(tmp_path: Pa
         f"unknown memory method 'herdin' (did you mean 'herding'?); choose from: {known}"
     )
     # The comma form of the command line reaches the config as a list.
-    result = run_module(
-        "dmcondense.continual", "memory=dm,nope", f"hydra.run.dir={tmp_path}", timeout=120
-    )
+    result = continual_entry("memory=dm,nope", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: unknown memory method 'nope'; choose from: {known}"

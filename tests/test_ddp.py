@@ -12,21 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import run_train
+from helpers.inprocess import tiny, train
 
 from dmcondense.data.sources import load_split
 from dmcondense.io import load_synthetic
 
 STEPS = 3
-TINY = [
-    "model.width=8",
-    "batch_real=8",
-    "ipc=2",
-    f"iterations={STEPS}",
-    "eval.epochs=1",
-    "eval.num_models=1",
-    "logger=csv",
-    "trainer.log_every_n_steps=1",
-]
+TINY = tiny(
+    "batch_real=8", "ipc=2", f"iterations={STEPS}", "logger=csv", "trainer.log_every_n_steps=1"
+)
 
 
 def logged_losses(run_dir: Path) -> list[float]:
@@ -47,11 +41,12 @@ def initial_images(meta: dict) -> torch.Tensor:
 METHODS = {"dm": [], "dc": ["method=dc", "method.outer_loop=2", "method.inner_loop=2", "init=real"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
 def test_two_process_ddp_matches_one_process(tmp_path: Path, method: str) -> None:
     single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
     args = [*TINY, *METHODS[method]]
-    single = run_train(*args, f"hydra.run.dir={single_dir}")
+    single = train(*args, f"hydra.run.dir={single_dir}")  # in this process; DDP in its own
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = run_train(*args, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={ddp_dir}")
     assert ddp.returncode == 0, ddp.stderr[-3000:]

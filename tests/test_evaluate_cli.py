@@ -1,4 +1,5 @@
-"""`python -m dmcondense.evaluate`: a saved synthetic set or a baseline, one table, two files."""
+"""`python -m dmcondense.evaluate`: a saved synthetic set or a baseline, one table, two files.
+The jobs run in this process (helpers.inprocess); the saved set is the session's tiny run."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import json
 import statistics
 
 import pytest
-from helpers import run_evaluate, run_train
+from helpers.inprocess import evaluate
+from helpers.shared_runs import TINY_RUN_EVAL_EPOCHS, TINY_RUN_EVAL_NETWORKS, TINY_RUN_IPC
 
-TINY = ["model.width=8", "eval.epochs=2", "eval.num_models=2"]
+# The shared tiny run's network and protocol: 2 networks x 2 epochs, ConvNet width 8.
+TINY = ["model.width=8", f"eval.epochs={TINY_RUN_EVAL_EPOCHS}",
+        f"eval.num_models={TINY_RUN_EVAL_NETWORKS}"]  # fmt: skip
 
 
 def check_outputs(run_dir, models: list[str], networks: int, set_name: str) -> dict:
@@ -34,16 +38,14 @@ def check_outputs(run_dir, models: list[str], networks: int, set_name: str) -> d
     return summary
 
 
-def test_evaluate_saved_synthetic_set_on_two_architectures(tmp_path) -> None:
-    condensed = tmp_path / "condensed"
-    assert run_train("ipc=2", "iterations=2", "batch_real=4", *TINY,
-                     f"hydra.run.dir={condensed}").returncode == 0  # fmt: skip
+def test_evaluate_saved_synthetic_set_on_two_architectures(tiny_run, tmp_path) -> None:
+    condensed = tiny_run.run_dir
     out = tmp_path / "eval"
-    result = run_evaluate(f"condensed={condensed}", "eval.models=[convnet,mlp]", *TINY,
-                          f"hydra.run.dir={out}")  # fmt: skip
+    result = evaluate(f"condensed={condensed}", "eval.models=[convnet,mlp]", *TINY,
+                      f"hydra.run.dir={out}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    summary = check_outputs(out, ["convnet", "mlp"], networks=2, set_name="dm")
-    assert summary["ipc"] == 2 and summary["dataset"] == "mnist_sample"
+    summary = check_outputs(out, ["convnet", "mlp"], networks=TINY_RUN_EVAL_NETWORKS, set_name="dm")
+    assert summary["ipc"] == TINY_RUN_IPC and summary["dataset"] == "mnist_sample"
     # Same set, seed and protocol as the train job's own scoring: the same ConvNet accuracies.
     trained = json.loads((condensed / "results.json").read_text())["results"]["dm"]["convnet"]
     assert summary["results"]["convnet"] == trained
@@ -53,7 +55,7 @@ def test_evaluate_saved_synthetic_set_on_two_architectures(tmp_path) -> None:
     assert printed[-1] == f"run folder: {out}"
     # The old spelling synthetic=PATH still works this release, with one warning line.
     old = tmp_path / "old"
-    result = run_evaluate(f"synthetic={condensed}", *TINY, f"hydra.run.dir={old}")
+    result = evaluate(f"synthetic={condensed}", *TINY, f"hydra.run.dir={old}")
     assert result.returncode == 0, result.stderr[-2000:]
     warned = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert warned == [
@@ -65,12 +67,12 @@ def test_evaluate_saved_synthetic_set_on_two_architectures(tmp_path) -> None:
 
 def test_evaluate_baseline_over_two_experiments(tmp_path) -> None:
     out, one = tmp_path / "eval", tmp_path / "one"
-    result = run_evaluate("baseline=random", "ipc=3", "num_exp=2", *TINY, f"hydra.run.dir={out}")
+    result = evaluate("baseline=random", "ipc=3", "num_exp=2", *TINY, f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr[-2000:]
     summary = check_outputs(out, ["convnet"], networks=4, set_name="random")  # 2 x 2 networks
     assert summary["experiments"] == 2 and summary["what"].startswith("baseline random")
     # Experiment 0 is the num_exp=1 run (same seed); experiment 1 draws with seed + 1.
-    result = run_evaluate("baseline=random", "ipc=3", "num_exp=1", *TINY, f"hydra.run.dir={one}")
+    result = evaluate("baseline=random", "ipc=3", "num_exp=1", *TINY, f"hydra.run.dir={one}")
     assert result.returncode == 0, result.stderr[-2000:]
     first = check_outputs(one, ["convnet"], networks=2, set_name="random")
     first = first["results"]["convnet"]["accuracies"]
@@ -78,6 +80,6 @@ def test_evaluate_baseline_over_two_experiments(tmp_path) -> None:
 
 
 def test_evaluate_needs_exactly_one_source(tmp_path) -> None:
-    result = run_evaluate(*TINY, f"hydra.run.dir={tmp_path}")
+    result = evaluate(*TINY, f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("error: give exactly one of")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_evaluate, run_train
+from helpers.inprocess import evaluate, train
 
 from dmcondense.io import load_synthetic
 
@@ -47,9 +47,9 @@ RECORDED = {
 
 def fingerprint(tmp_path: Path) -> dict:
     train_dir, herding_dir = tmp_path / "train", tmp_path / "herding"
-    result = run_train(*TRAIN, f"hydra.run.dir={train_dir}")
+    result = train(*TRAIN, f"hydra.run.dir={train_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
-    result = run_evaluate(*HERDING, f"hydra.run.dir={herding_dir}")
+    result = evaluate(*HERDING, f"hydra.run.dir={herding_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     dataset, meta = load_synthetic(train_dir)
     images = dataset.tensors[0].contiguous()

@@ -13,24 +13,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_train
+from helpers.inprocess import train
+from helpers.shared_runs import (
+    TINY_RUN,
+    TINY_RUN_IMAGES_EVERY,
+    TINY_RUN_IPC,
+    TINY_RUN_ITERATIONS,
+)
 from omegaconf import OmegaConf
 from PIL import Image
 
 from dmcondense.glue.tracking import wandb_credentials_found
 from dmcondense.jobs.build import wandb_logger_kwargs
 
-IPC, ITERATIONS, IMAGES_EVERY = 2, 4, 2
-TINY = [
-    "model.width=8",
-    "batch_real=4",
-    f"ipc={IPC}",
-    f"iterations={ITERATIONS}",
-    "eval.epochs=1",
-    "eval.num_models=1",
-    f"log_images_every={IMAGES_EVERY}",
-    "trainer.log_every_n_steps=1",
-]
+# The session's shared tiny run (conftest.py: tiny_run) logs to TensorBoard with these; the W&B
+# run below uses the same overrides.
+IPC, ITERATIONS, IMAGES_EVERY = TINY_RUN_IPC, TINY_RUN_ITERATIONS, TINY_RUN_IMAGES_EVERY
+TINY = [a for a in TINY_RUN if not a.startswith("export=")]
 
 
 def grid_size(width: int, height: int) -> bool:
@@ -38,12 +37,10 @@ def grid_size(width: int, height: int) -> bool:
     return any(width == IPC * (28 + p) + p and height == 10 * (28 + p) + p for p in range(5))
 
 
-def test_tensorboard_holds_config_loss_image_grids_and_accuracies(tmp_path: Path) -> None:
+def test_tensorboard_holds_config_loss_image_grids_and_accuracies(tiny_run) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_dir = tmp_path / "run"
-    result = run_train(*TINY, "logger=tensorboard", f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tiny_run.run_dir  # logger=tensorboard is the default
 
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
@@ -121,7 +118,7 @@ def test_wandb_without_a_key_runs_offline_with_config_loss_images_table_and_arti
 ) -> None:
     pytest.importorskip("wandb")
     run_dir = tmp_path / "run"
-    result = run_train(*TINY, "logger=wandb", f"hydra.run.dir={run_dir}", timeout=240)
+    result = train(*TINY, "logger=wandb", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
 
     (offline_dir,) = (run_dir / "wandb").glob("offline-run-*")
@@ -184,19 +181,20 @@ def test_wandb_goes_offline_only_without_credentials(wandb_env, monkeypatch, tmp
     assert wandb_logger_kwargs(csv_cfg) == {}
 
 
-def test_default_grid_cadence_is_the_start_and_ten_more_and_csv_runs_quietly(tmp_path) -> None:
+def test_default_grid_cadence_is_the_start_and_ten_more(tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_dir, csv_dir = tmp_path / "run", tmp_path / "csv"
+    run_dir = tmp_path / "run"
     args = [a for a in TINY if not a.startswith(("log_images_every", "iterations"))]
-    result = run_train(*args, "iterations=20", "logger=tensorboard", f"hydra.run.dir={run_dir}")
+    result = train(*args, "iterations=20", "logger=tensorboard", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     events.Reload()
     assert [e.step for e in events.Images("synthetic")] == list(range(0, 21, 2))
 
+
+def test_csv_runs_quietly(tiny_csv_run) -> None:
     # The run folder holds Hydra's record before the CSV logger starts: no "not empty" notice.
-    result = run_train(*TINY, "logger=csv", f"hydra.run.dir={csv_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    csv_dir, result = tiny_csv_run.run_dir, tiny_csv_run.result
     assert (csv_dir / ".hydra").is_dir() and (csv_dir / "metrics.csv").is_file()
     assert "exists and is not empty" not in result.stderr + result.stdout

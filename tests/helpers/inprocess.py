@@ -1,0 +1,128 @@
+"""The jobs, run inside the test process: the same entry points a user runs, without paying a
+fresh interpreter (torch, Lightning, Hydra imported again) for every run.
+
+`train(...)`, `evaluate(...)` and `continual(...)` call the entry point's `main()` with
+`sys.argv` patched, so a run goes through everything `python -m dmcondense.train ...` does:
+the short forms, the command-line check (one line and exit 2 on a typo), Hydra (run folder,
+.hydra/, config), the config checks, the job, and the one-line error of a bad input. What the
+process would print is captured and returned with the exit status.
+
+Every in-process import of the job, build and check modules lives in this one module, so a move
+of those modules is re-pointed here alone. Tests import from here, not from the job modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+
+# The entry points (thin: they import the job modules when a run starts).
+from dmcondense import continual as continual_entry
+from dmcondense import evaluate as evaluate_entry
+from dmcondense import train as train_entry
+
+# The smallest run of the train job on the built-in MNIST sample: a narrow ConvNet, 4 real
+# images a class, a few steps, one network x one epoch to score each set. Tests add what they
+# look at (ipc, iterations, logger, ...); a later override of the same key wins.
+TINY = ("model.width=8", "batch_real=4", "iterations=3", "eval.epochs=1", "eval.num_models=1")
+
+
+def tiny(*overrides: str) -> list[str]:
+    """TINY with `overrides` after it (Hydra keeps the last value given for a key)."""
+    return [*TINY, *overrides]
+
+
+@dataclass
+class Run:
+    """What a run left: exit status (0, or 2 for a one-line error), stdout, stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return self.stderr.strip().splitlines()
+
+
+def _call(main: Callable[[], None], module: str, argv: list[str]) -> Run:
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_show = sys.argv, warnings.showwarning
+    sys.argv = [module, *argv]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = saved_argv
+        warnings.showwarning = saved_show  # the entry point installs its readable warnings
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def train(*overrides: str) -> Run:
+    """`python -m dmcondense.train <overrides>`, in this process."""
+    return _call(train_entry.main, "dmcondense.train", list(overrides))
+
+
+def evaluate(*overrides: str) -> Run:
+    """`python -m dmcondense.evaluate <overrides>`, in this process."""
+    return _call(evaluate_entry.main, "dmcondense.evaluate", list(overrides))
+
+
+def continual(*overrides: str) -> Run:
+    """`python -m dmcondense.continual <overrides>`, in this process."""
+    return _call(continual_entry.main, "dmcondense.continual", list(overrides))
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: raised right after a checkpoint is written. A BaseException, so no
+    `except Exception` on the way (Hydra's, the job's) turns it into an error exit."""
+
+
+@contextlib.contextmanager
+def steps_seen(kill_after: int | None = None) -> Iterator[list[int]]:
+    """Record the global step after each training step of the runs inside; with `kill_after`,
+    raise Killed once a step at or beyond it has been checkpointed (the checkpoint callback
+    has run), as a kill between two checkpoints would leave the folder."""
+    seen: list[int] = []
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint
+    save = checkpoint.on_train_batch_end
+
+    def on_train_batch_end(self, trainer, *args, **kwargs):
+        save(self, trainer, *args, **kwargs)
+        seen.append(trainer.global_step)
+        if kill_after is not None and trainer.global_step >= kill_after:
+            raise Killed
+
+    checkpoint.on_train_batch_end = on_train_batch_end
+    try:
+        yield seen
+    finally:
+        checkpoint.on_train_batch_end = save
+
+
+def train_killed_after(step: int, *overrides: str) -> list[int]:
+    """A train run stopped right after its step-`step` checkpoint; the steps it made."""
+    with steps_seen(kill_after=step) as seen:
+        try:
+            train(*overrides)
+        except Killed:
+            return seen
+    raise AssertionError(f"the run ended before step {step}: steps {seen}")
+
+
+def output_files(run_dir: Path) -> list[str]:
+    """The run's own outputs in `run_dir` (not Hydra's record: .hydra/, the job's .log)."""
+    if not run_dir.exists():
+        return []
+    return sorted(p.name for p in run_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log")
