@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_module
+from helpers.inprocess import nas
 from hydra import compose, initialize_config_dir
 
 from dmcondense.cli import CONF_DIR
@@ -263,8 +263,8 @@ def test_a_condensed_set_of_another_data_set_is_refused(
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = run_module("dmcondense.nas", f"hydra.run.dir={tmp_path / 'run'}", "space.sample=0",
-                        f"condensed={tmp_path}", timeout=120)  # fmt: skip
+    result = nas(f"hydra.run.dir={tmp_path / 'run'}", "space.sample=0",
+                 f"condensed={tmp_path}")  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: space.sample must be 'all' or a count from 1 to the space's 720 candidates, got 0"

@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import run_train
+from helpers.inprocess import train
 
 from dmcondense.augment import DSA
 from dmcondense.data.datamodule import ClassBatchDataModule
@@ -246,8 +246,8 @@ def test_bad_knobs_get_one_line(knobs, message) -> None:
 
 
 def test_a_run_without_a_pool_gives_the_pretrain_command(tmp_path: Path) -> None:
-    result = run_train("method=ncfm", "ipc=1", f"pool.root={tmp_path / 'pools'}",
-                       f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    result = train("method=ncfm", "ipc=1", f"pool.root={tmp_path / 'pools'}",
+                   f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the pretrained pool for mnist_sample")
@@ -259,10 +259,10 @@ def test_a_run_without_a_pool_gives_the_pretrain_command(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_ncfm_beats_random_real_images_on_the_mnist_sample_at_ipc_1(tmp_path: Path) -> None:
     """The pool (2 networks x 1 epoch) is built first by pool.build=auto."""
-    result = run_train(
+    result = train(
         "method=ncfm", "ipc=1", "iterations=20", "method.num_freqs=256", "pool.size=2",
         "pool.epochs=1", "pool.build=auto", f"pool.root={tmp_path / 'pools'}", "eval.epochs=100",
-        "logger=csv", f"hydra.run.dir={tmp_path / 'run'}", timeout=600,
+        "logger=csv", f"hydra.run.dir={tmp_path / 'run'}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("pool network ") == 2

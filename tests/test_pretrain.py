@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_module
+from helpers.inprocess import pretrain
 
 from dmcondense.errors import ConfigError
 from dmcondense.models import pretrained
@@ -128,8 +128,8 @@ def test_a_pool_of_another_data_set_stops_with_one_line(tmp_path: Path) -> None:
 
 
 def test_the_pretrain_job_refuses_a_size_of_zero_in_one_line(tmp_path: Path) -> None:
-    result = run_module("dmcondense.pretrain", "pool.size=0", f"pool.root={tmp_path}",
-                        f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    result = pretrain("pool.size=0", f"pool.root={tmp_path}",
+                      f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: pool.size must be 1 or more, got 0; set pool.size=N"
@@ -141,8 +141,8 @@ def test_the_pretrain_job_refuses_a_folder_made_for_another_model(tmp_path: Path
     folder.mkdir()
     manifest = {"format": 1, "dataset": {"name": "cifar10"}, "model": "convnet"}
     (folder / "pool.json").write_text(json.dumps(manifest))
-    result = run_module("dmcondense.pretrain", f"pool.dir={folder}", "pool.size=1",
-                        "pool.epochs=1", f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    result = pretrain(f"pool.dir={folder}", "pool.size=1", "pool.epochs=1",
+                      f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {folder / 'pool.json'} was made for")

@@ -1,10 +1,10 @@
 """The jobs, run inside the test process: the same entry points a user runs, without paying a
 fresh interpreter (torch, Lightning, Hydra imported again) for every run.
 
-`train(...)`, `evaluate(...)` and `continual(...)` call the entry point's `main()` with
-`sys.argv` patched, so a run goes through everything `python -m dmcondense.train ...` does:
-the short forms, the command-line check (one line and exit 2 on a typo), Hydra (run folder,
-.hydra/, config), the config checks, the job, and the one-line error of a bad input. What the
+`train(...)`, `evaluate(...)`, `continual(...)`, `pretrain(...)` and `nas(...)` call the entry
+point's `main()` with `sys.argv` patched, so a run goes through everything
+`python -m dmcondense.train ...` does: the short forms, the command-line check (one line and
+exit 2 on a typo), Hydra (run folder, .hydra/, config), the config checks, the job, and the one-line error of a bad input. What the
 process would print is captured and returned with the exit status.
 
 Every in-process import of the job, build and check modules lives in this one module, so a move
@@ -26,6 +26,8 @@ import lightning as L
 # The entry points (thin: they import the job modules when a run starts).
 from dmcondense import continual as continual_entry
 from dmcondense import evaluate as evaluate_entry
+from dmcondense import nas as nas_entry
+from dmcondense import pretrain as pretrain_entry
 from dmcondense import train as train_entry
 
 # The smallest run of the train job on the built-in MNIST sample: a narrow ConvNet, 4 real
@@ -82,6 +84,16 @@ def evaluate(*overrides: str) -> Run:
 def continual(*overrides: str) -> Run:
     """`python -m dmcondense.continual <overrides>`, in this process."""
     return _call(continual_entry.main, "dmcondense.continual", list(overrides))
+
+
+def pretrain(*overrides: str) -> Run:
+    """`python -m dmcondense.pretrain <overrides>`, in this process."""
+    return _call(pretrain_entry.main, "dmcondense.pretrain", list(overrides))
+
+
+def nas(*overrides: str) -> Run:
+    """`python -m dmcondense.nas <overrides>`, in this process."""
+    return _call(nas_entry.main, "dmcondense.nas", list(overrides))
 
 
 class Killed(BaseException):
