@@ -5,7 +5,8 @@ fresh interpreter (torch, Lightning, Hydra imported again) for every run.
 point's `main()` with `sys.argv` patched, so a run goes through everything
 `python -m dmcondense.train ...` does: the short forms, the command-line check (one line and
 exit 2 on a typo), Hydra (run folder, .hydra/, config), the config checks, the job, and the
-one-line error of a bad input. What the process would print is captured and returned with the exit status.
+one-line error of a bad input. What the process would print is captured and returned with
+the exit status.
 
 Every in-process import of the job, build and check modules lives in this one module, so a move
 of those modules is re-pointed here alone. Tests import from here, not from the job modules.
