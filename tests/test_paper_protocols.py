@@ -180,8 +180,10 @@ def test_trainers_cutmix_every_batch_with_probability_one(monkeypatch, name) -> 
         assert calls == [(20, 1.0)] * 4, backend
 
 
-@pytest.mark.parametrize("name", ["idc", "ncfm"])
-def test_batched_and_sequential_agree_under_cutmix_and_adamw(name) -> None:
+@pytest.mark.parametrize(
+    ("name", "backend"), [("idc", "vmap"), ("ncfm", "vmap"), ("ncfm", "ensemble")]
+)
+def test_batched_and_sequential_agree_under_cutmix_and_adamw(name, backend) -> None:
     train = load_split("mnist_sample", None, "train")
     test = load_split("mnist_sample", None, "test")
     subset = torch.cat([torch.nonzero(train.labels == c).squeeze(1)[:10] for c in range(10)])
@@ -194,5 +196,5 @@ def test_batched_and_sequential_agree_under_cutmix_and_adamw(name) -> None:
     sequential = train_networks("convnet", images, labels, test_images, test_labels,
                                 backend="loop", **kwargs)  # fmt: skip
     batched = train_networks("convnet", images, labels, test_images, test_labels,
-                             backend="vmap", **kwargs)  # fmt: skip
+                             backend=backend, **kwargs)  # fmt: skip
     assert torch.allclose(batched, sequential, atol=0.01), (batched, sequential)

@@ -260,7 +260,8 @@ def evaluation_plan(
     cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None
 ) -> EvaluationPlan:
     """The eval group, resolved once: architectures, their protocols, networks, backend, seed.
-    `epochs` replaces eval.epochs under the dsa protocol (the whole-data baseline's budget)."""
+    `epochs` replaces the protocol's epochs under dsa, idc and ncfm (the whole-data baseline's
+    budget)."""
     check_evaluation(cfg)
     return EvaluationPlan(
         protocol_name=str(cfg.eval.protocol),
