@@ -98,6 +98,8 @@ def test_an_unknown_protocol_gets_one_line_listing_the_valid_ones() -> None:
     message = str(error.value)
     assert "\n" not in message
     assert "dsa, dc, idc, ncfm" in message
+    with pytest.raises(ConfigError, match="eval.cutmix_p"):
+        build.check_evaluation(composed("eval.protocol=idc", "eval.cutmix_p=50"))
 
 
 def two_flat_images() -> tuple[torch.Tensor, torch.Tensor]:

@@ -79,6 +79,9 @@ def check_evaluation(cfg: DictConfig) -> None:
             f"unknown eval.protocol '{cfg.eval.protocol}'; choose one of "
             f"{', '.join(EVAL_PROTOCOLS)}"
         )
+    # Only the protocols with CutMix read it (a config saved before it existed has no key).
+    if cfg.eval.protocol in ("idc", "ncfm") and not 0.0 <= float(cfg.eval.cutmix_p) <= 1.0:
+        raise ConfigError(f"eval.cutmix_p must be a probability in [0, 1], got {cfg.eval.cutmix_p}")
 
 
 def eval_device(cfg: DictConfig) -> torch.device:
