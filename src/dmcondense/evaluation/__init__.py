@@ -8,6 +8,10 @@ from dmcondense.evaluation.baselines import (
     select_whole,
 )
 from dmcondense.evaluation.protocol import Protocol, accuracy_summary, lr_at, make_optimizer
+from dmcondense.evaluation.robust import (
+    augmentation_robust_score,
+    label_robust_score,
+)
 from dmcondense.evaluation.score import BACKENDS, score, train_networks
 from dmcondense.evaluation.sequential import top1_accuracy, train_network
 
@@ -15,7 +19,9 @@ __all__ = [
     "BACKENDS",
     "Protocol",
     "accuracy_summary",
+    "augmentation_robust_score",
     "embed_features",
+    "label_robust_score",
     "lr_at",
     "make_optimizer",
     "score",

@@ -21,6 +21,7 @@ from torch.func import functional_call, stack_module_state
 
 from dmcondense.augment import DSA, NoAugment
 from dmcondense.data.normalise import Normaliser
+from dmcondense.evaluation.cutmix import draw_cutmix, mixed_targets, paste
 from dmcondense.evaluation.ensemble import ConvNetEnsemble
 from dmcondense.evaluation.protocol import (
     Protocol,
@@ -40,7 +41,8 @@ class NetworkStack(Interface):
     size: int
 
     def losses(self, x: Tensor, y: Tensor) -> Tensor:
-        """Per-network mean losses [M] for per-network batches x [M, B, ...], y [M, B]."""
+        """Per-network mean losses [M] for per-network batches x [M, B, ...] and targets y:
+        labels [M, B] or soft targets [M, B, K] (CutMix)."""
 
     def logits(self, x: Tensor) -> Tensor:
         """Eval-mode logits [M, B, K] of every network on the shared batch x [B, ...]."""
@@ -99,6 +101,7 @@ def train_stack(
     seed: int,
     normaliser: Normaliser,
     augmenter: DSA | NoAugment,
+    num_classes: int,
     bar=None,
 ) -> None:
     """Train the networks `indices` of `stack` with the protocol, each with its own draws."""
@@ -106,7 +109,9 @@ def train_stack(
     optimizer = make_optimizer(stack.params.values(), protocol)
     one_family = one_family_a_batch(protocol)
     n, m = images.shape[0], len(indices)
-    for orders, aug_generators in epochs(optimizer, protocol, seed, indices, n, device):
+    for orders, aug_generators, cutmix_generators in epochs(
+        optimizer, protocol, seed, indices, n, device
+    ):
         for start in range(0, n, protocol.batch_size):
             batch = orders[:, start : start + protocol.batch_size]  # [M, B]
             b = batch.shape[1]
@@ -117,7 +122,19 @@ def train_stack(
             draws = [augmenter.sample(b, g, one_family) for g in aug_generators]
             params = {key: torch.cat([d[key] for d in draws]) for key in draws[0]}
             x = augmenter.apply(x, params).view(m, b, *x.shape[1:])
-            loss = stack.losses(x, labels[batch]).sum()
+            targets = labels[batch]  # [M, B]
+            if cutmix_generators is not None:
+                # Each network its own CutMix draw, as in the sequential trainer; the losses
+                # then take soft targets [M, B, K].
+                height, width = x.shape[-2:]
+                draws = [draw_cutmix(b, height, width, protocol.cutmix_p, g)
+                         for g in cutmix_generators]  # fmt: skip
+                x = torch.stack([paste(x[k], d) for k, d in enumerate(draws)])
+                targets = torch.stack([
+                    mixed_targets(targets[k], d, num_classes, height, width)
+                    for k, d in enumerate(draws)
+                ])  # fmt: skip
+            loss = stack.losses(x, targets).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -153,6 +170,9 @@ def train_batched(
     chunking. Raises BatchingUnsupported before any training when vmap cannot batch them."""
     images, labels, normaliser, protocol = task.images, task.labels, task.normaliser, task.protocol
     device, m = images.device, len(networks)
+    num_classes = task.num_classes
+    if num_classes is None:
+        num_classes = int(max(labels.max(), task.test_labels.max())) + 1
     chunk = m if chunk_size is None else max(1, chunk_size)
     bar = epoch_progress(protocol.epochs * -(-m // chunk), task.progress)
     augmenter = make_augmenter(protocol)
@@ -167,7 +187,8 @@ def train_batched(
                 stack = VmapStack(nets, device)
                 stack.check(images, labels, normaliser)
             train_stack(stack, indices, images, labels, protocol=protocol, seed=task.seed,
-                        normaliser=normaliser, augmenter=augmenter, bar=bar)  # fmt: skip
+                        normaliser=normaliser, augmenter=augmenter,
+                        num_classes=num_classes, bar=bar)  # fmt: skip
             tested = test_stack(stack, task.test_images, task.test_labels, normaliser=normaliser,
                                 device=device, batch_size=protocol.test_batch_size)  # fmt: skip
             accuracies.append(tested)

@@ -111,12 +111,11 @@ class ConvNetEnsemble:
 
     def losses(self, x: Tensor, y: Tensor) -> Tensor:
         """Per-network mean losses [M] for per-network batches x [M, B, C, H, W], y [M, B]."""
-        m, b = y.shape
+        m, b = y.shape[:2]  # y: labels [M, B] or soft targets [M, B, K]
         wide = x.transpose(0, 1).reshape(b, m * x.shape[2], *x.shape[3:])
         logits = self._forward(wide)
-        return (
-            F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(m, b).mean(1)
-        )
+        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(0, 1), reduction="none")
+        return losses.view(m, b).mean(1)
 
     def logits(self, x: Tensor) -> Tensor:
         """Logits [M, B, K] of every network on the shared batch x [B, C, H, W]."""

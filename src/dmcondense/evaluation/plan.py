@@ -22,7 +22,7 @@ from dmcondense.evaluation.score import LabelledImages, score
 
 @dataclass(frozen=True)
 class EvaluationPlan:
-    protocol_name: str  # dsa | dc: the protocol family the per-architecture protocols follow
+    protocol_name: str  # dsa | dc | idc | ncfm: the family the per-architecture protocols follow
     architectures: Mapping[str, Mapping]  # name -> constructor knobs
     protocols: Mapping[str, Protocol]  # name -> what its networks train with
     num_models: int

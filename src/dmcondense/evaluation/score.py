@@ -84,7 +84,7 @@ def train_networks(
     networks = [fresh_network(template, seed, model_name, i) for i in range(num_models)]
     task = Task(images, labels, test_images, test_labels, protocol, seed, normaliser,
                 progress=(progress if isinstance(progress, str) else model_name)
-                if progress else None)  # fmt: skip
+                if progress else None, num_classes=num_classes)  # fmt: skip
     if chosen != "loop":
         try:
             return train_batched(networks, chosen, task, chunk_size)

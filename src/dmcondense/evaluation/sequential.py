@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from dmcondense.augment import DSA, NoAugment
 from dmcondense.data.normalise import Normaliser
+from dmcondense.evaluation.cutmix import draw_cutmix, mixed_targets, paste
 from dmcondense.evaluation.protocol import (
     Protocol,
     Task,
@@ -42,12 +43,22 @@ def train_network(
     one_family = one_family_a_batch(protocol)
     n = images.shape[0]
     net.train()
-    for (order,), (aug_generator,) in epochs(optimizer, protocol, seed, [index], n, device):
+    for (order,), (aug_generator,), cutmix_generators in epochs(
+        optimizer, protocol, seed, [index], n, device
+    ):
         for start in range(0, n, protocol.batch_size):
             batch = order[start : start + protocol.batch_size]
             x = normaliser.to_input(images[batch])
             x = augmenter.apply(x, augmenter.sample(batch.numel(), aug_generator, one_family))
-            loss = F.cross_entropy(net(x), labels[batch])
+            if cutmix_generators is None:
+                loss = F.cross_entropy(net(x), labels[batch])
+            else:
+                height, width = x.shape[-2:]
+                draw = draw_cutmix(batch.numel(), height, width, protocol.cutmix_p,
+                                   cutmix_generators[0])  # fmt: skip
+                logits = net(paste(x, draw))
+                targets = mixed_targets(labels[batch], draw, logits.shape[-1], height, width)
+                loss = F.cross_entropy(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -23,7 +23,13 @@ from dmcondense.data.spec import DatasetSpec, configured_num_classes
 from dmcondense.data.streaming import STREAMING_SOURCES, StreamingClassDataModule
 from dmcondense.errors import ConfigError
 from dmcondense.evaluation.plan import EvaluationPlan
-from dmcondense.evaluation.protocol import Protocol, check_dsa_settings, dsa_augment
+from dmcondense.evaluation.protocol import (
+    Protocol,
+    check_dsa_settings,
+    dsa_augment,
+    idc_protocol,
+    ncfm_protocol,
+)
 from dmcondense.evaluation.score import BACKENDS
 from dmcondense.glue.tracking import WANDB_OFFLINE_MODES, WANDB_TARGET, wandb_credentials_found
 from dmcondense.methods.base import CondensationMethod
@@ -32,7 +38,7 @@ from dmcondense.models.registry import MODELS, build_model, default_depth, uses_
 from dmcondense.progress import StepLines
 from dmcondense.progress import on_terminal as progress_on_terminal
 
-EVAL_PROTOCOLS = ("dsa", "dc")
+EVAL_PROTOCOLS = ("dsa", "dc", "idc", "ncfm")
 POOL_BUILDS = ("never", "auto")
 
 
@@ -73,6 +79,9 @@ def check_evaluation(cfg: DictConfig) -> None:
             f"unknown eval.protocol '{cfg.eval.protocol}'; choose one of "
             f"{', '.join(EVAL_PROTOCOLS)}"
         )
+    # Only the protocols with CutMix read it (a config saved before it existed has no key).
+    if cfg.eval.protocol in ("idc", "ncfm") and not 0.0 <= float(cfg.eval.cutmix_p) <= 1.0:
+        raise ConfigError(f"eval.cutmix_p must be a probability in [0, 1], got {cfg.eval.cutmix_p}")
 
 
 def eval_device(cfg: DictConfig) -> torch.device:
@@ -254,7 +263,8 @@ def evaluation_plan(
     cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None
 ) -> EvaluationPlan:
     """The eval group, resolved once: architectures, their protocols, networks, backend, seed.
-    `epochs` replaces eval.epochs under the dsa protocol (the whole-data baseline's budget)."""
+    `epochs` replaces the protocol's epochs under dsa, idc and ncfm (the whole-data baseline's
+    budget)."""
     check_evaluation(cfg)
     return EvaluationPlan(
         protocol_name=str(cfg.eval.protocol),
@@ -272,8 +282,18 @@ def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> 
          eval.augment (families eval.dsa_strategy, one a batch or per image: eval.dsa_family)
     dc   as the DC paper scored its sets: 300 epochs without augmentation; MNIST 1,000 epochs
          with crop, scale and rotate; BatchNorm models 1,000 epochs with crop
+    idc  IDC's (and M3D's): eval.epochs (or `epochs`), SGD, batch 64, x 0.2 at 2/3 and 5/6,
+         IDC's DSA per image over eval.dsa_strategy, CutMix with eval.cutmix_p
+    ncfm NCFM's: eval.ncfm_epochs (or `epochs`), AdamW lr 1e-3, batch 128, x 0.5 at each fifth,
+         IDC's DSA per image over eval.dsa_strategy without cutout, CutMix with eval.cutmix_p
     """
     e = cfg.eval
+    if e.protocol in ("idc", "ncfm"):
+        make = idc_protocol if e.protocol == "idc" else ncfm_protocol
+        default_epochs = e.epochs if e.protocol == "idc" else e.ncfm_epochs
+        one = make(epochs=int(epochs or default_epochs), dsa_strategy=str(e.dsa_strategy),
+                   cutmix_p=float(e.cutmix_p))  # fmt: skip
+        return {name: one for name in architectures(cfg)}
     common = dict(lr=e.lr, momentum=e.momentum, weight_decay=e.weight_decay,
                   batch_size=e.batch_size)  # fmt: skip
     chosen = {}
