@@ -46,6 +46,9 @@ def evaluate_synset(it_eval, net, images_train, labels_train, testloader, args):
 def get_default_convnet_setting():
     return 128, 3, "relu", "instancenorm", "avgpooling"
 
+def get_time():
+    return "[now]"
+
 def get_network(model, channel, num_classes, im_size=(32, 32)):
     width = get_default_convnet_setting()[0]
     RECORD["widths"].append(width)
@@ -62,7 +65,7 @@ STUB_MAIN = """
 import argparse, json, os
 import torch
 import utils
-from utils import get_dataset, get_network, evaluate_synset
+from utils import get_dataset, get_network, evaluate_synset, get_time
 
 parser = argparse.ArgumentParser()
 for flag in ("method", "dataset", "model", "eval_mode", "init", "dsa_strategy", "data_path",
@@ -77,6 +80,7 @@ channel, im_size, num_classes, names, mean, std, dst_train, dst_test, loader = g
 labels = dst_train.labels
 image_syn = torch.cat([dst_train.images[labels == c][: args.ipc] for c in range(num_classes)])
 label_syn = torch.arange(num_classes).repeat_interleave(args.ipc)
+print("%s training begins" % get_time())
 for it in range(args.Iteration + 1):
     if it == args.Iteration:
         evaluate_synset(0, get_network(args.model, channel, num_classes, im_size), image_syn,
@@ -181,6 +185,7 @@ def test_gap_arithmetic_and_tolerance():
     [
         ("dsa", "VICO-UoE/DatasetCondensation", "main.py, utils.py, networks.py"),
         ("dm", "VICO-UoE/DatasetCondensation", "main_DM.py, utils.py, networks.py"),
+        ("idm", "uitrbn/IDM", "IDM_cifar10.py, utils.py, dc_utils.py, dc_networks.py"),
     ],
 )
 def test_a_checkout_without_the_files_is_one_line(tmp_path, method, repository, needed):
