@@ -229,6 +229,21 @@ def score_both(args, overrides: list[str], ours: list[Path], theirs: list[Path])
     return {side: (scores[side]["convnet"] * 100).tolist() for side in sides}
 
 
+def reproducible_arguments(argv: list[str] | None, args: argparse.Namespace) -> list[str]:
+    """The command line as given, with $OFFICIAL for the checkout and without this machine's
+    folders (--scratch, --data-cache, --results-dir)."""
+    given, kept = list(sys.argv[1:] if argv is None else argv), []
+    machine_folders = ("--scratch", "--data-cache", "--results-dir")
+    while given:
+        argument = given.pop(0)
+        if argument.split("=")[0] in machine_folders:
+            if "=" not in argument and given:
+                given.pop(0)
+            continue
+        kept.append("$OFFICIAL" if argument == str(args.official) else argument)
+    return kept
+
+
 def markdown_row(row: dict) -> str:
     return (
         f"| {row['method']} | {row['dataset']} | {row['ipc']} | {row['budget']} "
@@ -333,9 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{args.steps} steps, batch_real {args.batch_real}, width {args.width}, "
         f"{args.runs} run(s) x {args.eval_models} nets x {args.eval_epochs} ep"
     )
-    command = "python benchmarks/parity.py " + " ".join(
-        a if a != str(args.official) else "$OFFICIAL" for a in (argv or sys.argv[1:])
-    )
+    command = "python benchmarks/parity.py " + " ".join(reproducible_arguments(argv, args))
     row = {
         "method": args.method, "dataset": args.dataset, "ipc": args.ipc, "budget": budget,
         **summarise(accuracies["ours"], accuracies["theirs"]),
