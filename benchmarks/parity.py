@@ -85,6 +85,22 @@ def summarise(ours: list[float], theirs: list[float]) -> dict:
     }
 
 
+def initial_summary(accuracies: dict[str, list[float]]) -> dict:
+    """With --score-init: each side's initial images scored, and what condensing added."""
+    if "ours_init" not in accuracies:
+        return {}
+    start = summarise(accuracies["ours_init"], accuracies["theirs_init"])
+    final = summarise(accuracies["ours"], accuracies["theirs"])
+    return {
+        "ours_init_mean": start["ours_mean"], "ours_init_std": start["ours_std"],
+        "theirs_init_mean": start["theirs_mean"], "theirs_init_std": start["theirs_std"],
+        "ours_gain": final["ours_mean"] - start["ours_mean"],
+        "theirs_gain": final["theirs_mean"] - start["theirs_mean"],
+        "ours_init_accuracies": accuracies["ours_init"],
+        "theirs_init_accuracies": accuracies["theirs_init"],
+    }  # fmt: skip
+
+
 def dataset_overrides(name: str, data_cache: Path) -> list[str]:
     """Our Hydra overrides for the data set (CIFAR-10: the shared JPEG copy, extracted once)."""
     if name == "mnist_sample":
@@ -200,8 +216,24 @@ def condense_theirs(args, copy: Path, data: Path, out: Path, seed: int, env) -> 
     return json.loads(out.with_suffix(".json").read_text())["seconds_per_step"]
 
 
-def score_both(args, overrides: list[str], ours: list[Path], theirs: list[Path]) -> dict:
-    """Test accuracies (percent, every network of every run) of both sides, one protocol and
+def save_initial_record(synthetic: Path, data: Path, out: Path) -> Path:
+    """Our run's initial images (its `init_indices`, encoded as the run encoded them) as a
+    synthetic.pt record: the random-real start of `init=real`."""
+    import torch
+
+    from dmcondense.io import read_synthetic
+    from dmcondense.synthetic import SyntheticImages
+
+    record = read_synthetic(synthetic)
+    tensors = torch.load(data, weights_only=False)
+    images = tensors["train_images"][record["init_indices"]]
+    encoder = SyntheticImages(len(record["class_names"]), record["ipc"], record.get("factor", 1))
+    torch.save({**record, "images": encoder.encode(images), "step": 0}, out)
+    return out
+
+
+def score_sets(args, overrides: list[str], sides: dict[str, list[Path]]) -> dict:
+    """Test accuracies (percent, every network of every run) of each side, one protocol and
     one seed: our evaluation library, as `python -m dmcondense.evaluate` runs it."""
     from hydra import compose, initialize_config_dir
 
@@ -212,7 +244,6 @@ def score_both(args, overrides: list[str], ours: list[Path], theirs: list[Path])
     from dmcondense.hostmem import reuse_freed_memory
 
     reuse_freed_memory()
-    sides = {"ours": ours, "theirs": theirs}
     sets, spec, cfg = {}, None, None
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for side, paths in sides.items():
@@ -296,6 +327,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-models", type=int, default=3, help="networks per condensed set")
     parser.add_argument("--eval-epochs", type=int, default=300)
     parser.add_argument("--runs", type=int, default=1, help="condensations a side (seed + r)")
+    parser.add_argument(
+        "--score-init", action="store_true", help="also score each side's initial images"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of each process")
     parser.add_argument("--scratch", type=Path, help="work folder (default: a new temp folder)")
@@ -317,6 +351,8 @@ def main(argv: list[str] | None = None) -> dict:
     problem = missing_files(args.official, args.method)
     if problem:
         raise UsageError(problem)
+    if args.score_init and args.init != "real":
+        raise UsageError("--score-init scores the real images a run starts from: use --init real")
     for name in ("steps", "batch_real", "width", "eval_models", "eval_epochs", "runs", "ipc"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
@@ -343,7 +379,12 @@ def main(argv: list[str] | None = None) -> dict:
         theirs.append(out)
         print(f"theirs run {r}: {theirs_seconds[-1]:.3f} s/step", flush=True)
 
-    accuracies = score_both(args, overrides, ours, theirs)
+    sides = {"ours": ours, "theirs": theirs}
+    if args.score_init:
+        sides["ours_init"] = [save_initial_record(p, data, scratch / f"{p.parent.name}_init.pt")
+                              for p in ours]  # fmt: skip
+        sides["theirs_init"] = [p.with_name(f"{p.stem}_init.pt") for p in theirs]
+    accuracies = score_sets(args, overrides, sides)
     budget = (
         f"{args.steps} steps, batch_real {args.batch_real}, width {args.width}, "
         f"{args.runs} run(s) x {args.eval_models} nets x {args.eval_epochs} ep"
@@ -353,6 +394,7 @@ def main(argv: list[str] | None = None) -> dict:
         "method": args.method, "dataset": args.dataset, "ipc": args.ipc, "budget": budget,
         **summarise(accuracies["ours"], accuracies["theirs"]),
         "ours_accuracies": accuracies["ours"], "theirs_accuracies": accuracies["theirs"],
+        **initial_summary(accuracies),
         "ours_seconds_per_step": sum(ours_seconds) / len(ours_seconds),
         "theirs_seconds_per_step": sum(theirs_seconds) / len(theirs_seconds),
         "lr_img": args.lr_img, "init": args.init, "strategy": args.strategy,
@@ -367,7 +409,14 @@ def main(argv: list[str] | None = None) -> dict:
         f"{row['ours_seconds_per_step']:.3f} s/step\n"
         f"  theirs {row['theirs_mean']:6.2f} +- {row['theirs_std']:.2f} %   "
         f"{row['theirs_seconds_per_step']:.3f} s/step\n"
-        f"  gap    {row['gap']:+6.2f} points "
+        + (
+            f"  initial images: ours {row['ours_init_mean']:6.2f} +- {row['ours_init_std']:.2f} %, "
+            f"theirs {row['theirs_init_mean']:6.2f} +- {row['theirs_init_std']:.2f} %; "
+            f"gain ours {row['ours_gain']:+.2f}, theirs {row['theirs_gain']:+.2f}\n"
+            if "ours_init_mean" in row
+            else ""
+        )
+        + f"  gap    {row['gap']:+6.2f} points "
         f"({'within' if row['within_tolerance'] else 'outside'} max(1.5, 2 x std))\n"
         f"  written: {path}"
     )

@@ -10,7 +10,8 @@ their functions and runs their script unchanged as `__main__`:
     evaluate_synset              does nothing: both sets are scored later by our evaluation
     get_default_convnet_setting  returns the ConvNet width of the budget
     get_time                     their own, wrapped: its first call ("training begins") starts
-                                 the clock of the loop
+                                 the clock of the loop and keeps their initial images
+                                 (`image_syn` of the calling frame) for `--score-init`
 
 DC, DSA and DM come from VICO-UoE/DatasetCondensation (`main.py`, `main_DM.py`, all four
 functions in `utils.py`); IDM from uitrbn/IDM (`IDM_cifar10.py`, its data set from `utils.py`,
@@ -28,6 +29,7 @@ is written out as a dmcondense synthetic.pt (format 1), with the timing in a JSO
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import re
@@ -229,9 +231,14 @@ def run_official(args: argparse.Namespace) -> dict:
         return args.width, depth, act, norm, pooling
 
     started: list[float] = []
+    initial: list = []
     their_get_time = loop_utils.get_time
 
     def get_time():
+        if not started:  # "training begins": their image_syn holds the initial images
+            image_syn = inspect.currentframe().f_back.f_locals.get("image_syn")
+            if image_syn is not None:
+                initial.append(image_syn.detach().float().clone())
         started.append(time.perf_counter())
         return their_get_time()
 
@@ -254,6 +261,7 @@ def run_official(args: argparse.Namespace) -> dict:
     return {
         "images": images.float().contiguous(),
         "labels": labels.long(),
+        "initial_images": initial[0] if initial else None,
         "factor": 2 if args.method == "idm" else 1,  # IDM's --aug: 2 x 2 tiles an image
         "loop_seconds": finished - started[0],
         "seconds_per_step": (finished - started[0]) / args.steps,
@@ -308,6 +316,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     out = Path(args.out)
     torch.save(record, out)
+    if result["initial_images"] is not None:  # where their loop started: the initial images
+        initial = {**record, "images": result["initial_images"], "step": 0}
+        torch.save(initial, out.with_name(f"{out.stem}_init.pt"))
     timing = {key: result[key] for key in ("loop_seconds", "seconds_per_step", "argv", "stand_ins")}
     out.with_suffix(".json").write_text(json.dumps(timing, indent=2) + "\n")
 

@@ -122,6 +122,7 @@ def harness(tmp_path_factory) -> dict:
         "--ipc", str(IPC), "--steps", str(STEPS), "--batch-real", str(BATCH_REAL),
         "--width", str(WIDTH), "--eval-models", str(EVAL_MODELS), "--eval-epochs", "1",
         "--scratch", str(root / "scratch"), "--results-dir", str(root / "results"),
+        "--score-init",
     ])  # fmt: skip
     return {"root": root, "official": official, "row": row, "parity": parity}
 
@@ -160,12 +161,36 @@ def test_both_sets_are_scored_and_the_gap_is_their_difference(harness):
     data = torch.load(harness["root"] / "scratch" / "real_data.pt", weights_only=False)
     first = torch.stack([data["train_images"][data["train_labels"] == c][0] for c in range(10)])
     assert torch.equal(theirs["images"], first)
+    # --score-init: their initial images (image_syn when their loop starts) and ours.
+    theirs_init = torch.load(harness["root"] / "scratch" / "theirs_0_init.pt", weights_only=False)
+    assert torch.equal(theirs_init["images"], first)
+    ours_final = torch.load(
+        harness["root"] / "scratch" / "ours_0" / "synthetic.pt", weights_only=False
+    )
+    ours_init = torch.load(harness["root"] / "scratch" / "ours_0_init.pt", weights_only=False)
+    assert torch.equal(ours_init["images"], data["train_images"][ours_final["init_indices"]])
+    assert len(row["ours_init_accuracies"]) == len(row["theirs_init_accuracies"]) == EVAL_MODELS
+    assert row["ours_gain"] == pytest.approx(row["ours_mean"] - row["ours_init_mean"])
+    assert row["theirs_gain"] == pytest.approx(row["theirs_mean"] - row["theirs_init_mean"])
     written = json.loads(
         (harness["root"] / "results" / "parity_dsa_mnist_sample_ipc1.json").read_text()
     )
     assert written["gap"] == pytest.approx(row["gap"])
     table = (harness["root"] / "results" / "parity.md").read_text().splitlines()
     assert len(table) == 3 and f"{row['gap']:+.2f}" in table[2]
+
+
+def test_score_init_needs_real_initial_images(tmp_path):
+    official = write_stub(tmp_path / "official")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--method", "dc", "--official", str(official),
+         "--score-init"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: --score-init scores the real images a run starts from: use --init real"
+    )
 
 
 def test_gap_arithmetic_and_tolerance():
