@@ -125,9 +125,11 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
     overrides = [
         f"method={args.method}", f"ipc={args.ipc}", f"iterations={args.steps}",
         f"batch_real={args.batch_real}", f"model.width={args.width}", f"lr_img={args.lr_img}",
-        f"init={args.init}", f"augment.strategy={args.strategy}", "eval.protocol=dsa",
+        f"init={args.init}", "eval.protocol=dsa",
         f"eval.num_models={args.eval_models}", f"eval.epochs={args.eval_epochs}",
     ]  # fmt: skip
+    if args.method != "dc":  # DC runs with augment=none, which has no strategy
+        overrides.append(f"augment.strategy={args.strategy}")
     if args.method == "idm":
         # Their accuracy meters restart only at their evaluations, which the adapter skips:
         # ours counts over the whole run as well.

@@ -193,6 +193,25 @@ def test_score_init_needs_real_initial_images(tmp_path):
     )
 
 
+@pytest.mark.parametrize("method", ["dc", "dsa", "dm", "idm"])
+def test_our_overrides_compose_for_every_method(method, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from dmcondense.cli import CONF_DIR
+
+    parity = load_parity()
+    args = parity.parse_args(["--method", method, "--official", str(tmp_path)])
+    overrides = parity.dataset_overrides("mnist_sample", tmp_path) + parity.budget_overrides(args)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides)
+    assert cfg.lr_img == parity.METHOD_DEFAULTS[method]["lr_img"]
+    assert cfg.model.width == args.width and cfg.batch_real == args.batch_real
+    if method == "dc":  # augment=none: nothing to set
+        assert "strategy" not in cfg.augment
+    else:
+        assert cfg.augment.strategy == "color_crop_cutout_scale_rotate"
+
+
 def test_gap_arithmetic_and_tolerance():
     parity = load_parity()
     summary = parity.summarise([90.0, 92.0], [85.0, 87.0])
