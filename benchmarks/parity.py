@@ -11,10 +11,12 @@ copy of --official, never from this repository). Both synthetic sets are then sc
 evaluation library, with one protocol and one seed, so only the condensation differs. The
 harness prints both accuracies with their std, the gap (ours - theirs) and the seconds per
 condensation step of each, and writes benchmarks/results/parity_<method>_<dataset>_ipc<N>.json
-and a row of benchmarks/results/parity.md.
+and a row of benchmarks/results/parity.md. `--score-init` also scores the real images each side
+started from (IPC 1 from real images: which images a run starts from can outweigh the method);
+`--runs N` pools N condensations a side (seeds seed..seed+N-1).
 
-Seconds per step: theirs is their loop's wall time (first network drawn to the end) over the
-steps; ours is Lightning's fit time over the steps, which also holds the fit's start-up, so
+Seconds per step: theirs is their loop's wall time (their "training begins" to the end) over
+the steps; ours is Lightning's fit time over the steps, which also holds the fit's start-up, so
 ours is if anything overstated.
 """
 
