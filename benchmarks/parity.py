@@ -1,0 +1,435 @@
+"""Parity with the authors' code: condense with theirs and with ours, score both with ours.
+
+    python benchmarks/parity.py --method dsa --official /path/to/DatasetCondensation \
+        --dataset mnist_sample --ipc 1 --steps 100 --batch-real 256 --width 128 \
+        --eval-models 3 --eval-epochs 300
+
+Both sides condense the same training split with the same budget (steps, batch_real, ConvNet
+width, lr_img, init, DSA strategy); ours runs `python -m dmcondense.train`, theirs runs their own
+script through benchmarks/parity_official.py (their code is imported from a patched scratch
+copy of --official, never from this repository). Both synthetic sets are then scored by our
+evaluation library, with one protocol and one seed, so only the condensation differs. The
+harness prints both accuracies with their std, the gap (ours - theirs) and the seconds per
+condensation step of each, and writes benchmarks/results/parity_<method>_<dataset>_ipc<N>.json
+and a row of benchmarks/results/parity.md. `--score-init` also scores the real images each side
+started from (IPC 1 from real images: which images a run starts from can outweigh the method);
+`--runs N` pools N condensations a side (seeds seed..seed+N-1).
+
+Seconds per step: theirs is their loop's wall time (their "training begins" to the end) over
+the steps; ours is Lightning's fit time over the steps, which also holds the fit's start-up, so
+ours is if anything overstated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from parity_official import OFFICIAL, missing_files, prepare_copy  # noqa: E402
+
+CIFAR10_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+CIFAR10_MEAN = [0.4914, 0.4822, 0.4465]
+CIFAR10_STD = [0.2023, 0.1994, 0.2010]
+# Their --dataset name: decides nothing in their loop beyond what the flags set; kept truthful.
+THEIR_DATASET = {"mnist_sample": "MNIST", "cifar10": "CIFAR10"}
+# The authors' defaults by method (their README commands): lr_img and init.
+METHOD_DEFAULTS = {
+    "dc": {"lr_img": 0.1, "init": "noise"},
+    "dsa": {"lr_img": 0.1, "init": "real"},
+    "dm": {"lr_img": 1.0, "init": "real"},
+    "idm": {"lr_img": 0.2, "init": "real"},
+}
+# Their README: no flip on digits.
+STRATEGY = {
+    "mnist_sample": "color_crop_cutout_scale_rotate",
+    "cifar10": "color_crop_cutout_flip_scale_rotate",
+}
+
+
+class UsageError(Exception):
+    """A problem the user can fix, reported as one line (exit 2)."""
+
+
+def within_tolerance(gap: float, std_ours: float, std_theirs: float) -> bool:
+    """The issue's criterion: |gap| <= max(1.5, 2 x the larger std), in percentage points."""
+    return abs(gap) <= max(1.5, 2.0 * max(std_ours, std_theirs))
+
+
+def summarise(ours: list[float], theirs: list[float]) -> dict:
+    """Mean and population std (percent) of each side, the gap and the verdict."""
+
+    def mean_std(values: list[float]) -> tuple[float, float]:
+        mean = sum(values) / len(values)
+        return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+    ours_mean, ours_std = mean_std(ours)
+    theirs_mean, theirs_std = mean_std(theirs)
+    gap = ours_mean - theirs_mean
+    return {
+        "ours_mean": ours_mean,
+        "ours_std": ours_std,
+        "theirs_mean": theirs_mean,
+        "theirs_std": theirs_std,
+        "gap": gap,
+        "within_tolerance": within_tolerance(gap, ours_std, theirs_std),
+    }
+
+
+def initial_summary(accuracies: dict[str, list[float]]) -> dict:
+    """With --score-init: each side's initial images scored, and what condensing added."""
+    if "ours_init" not in accuracies:
+        return {}
+    start = summarise(accuracies["ours_init"], accuracies["theirs_init"])
+    final = summarise(accuracies["ours"], accuracies["theirs"])
+    return {
+        "ours_init_mean": start["ours_mean"], "ours_init_std": start["ours_std"],
+        "theirs_init_mean": start["theirs_mean"], "theirs_init_std": start["theirs_std"],
+        "ours_gain": final["ours_mean"] - start["ours_mean"],
+        "theirs_gain": final["theirs_mean"] - start["theirs_mean"],
+        "ours_init_accuracies": accuracies["ours_init"],
+        "theirs_init_accuracies": accuracies["theirs_init"],
+    }  # fmt: skip
+
+
+def dataset_overrides(name: str, data_cache: Path) -> list[str]:
+    """Our Hydra overrides for the data set (CIFAR-10: the shared JPEG copy, extracted once)."""
+    if name == "mnist_sample":
+        return ["dataset=mnist_sample"]
+    folder = data_cache / "cifar10-jpeg"
+    if not (folder / "train").is_dir():
+        if not CIFAR10_ARCHIVE.is_file():
+            raise UsageError(f"--dataset cifar10 needs {CIFAR10_ARCHIVE}, which is absent")
+        folder.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(CIFAR10_ARCHIVE) as archive:
+            archive.extractall(folder, filter="data")
+    mean = ",".join(map(str, CIFAR10_MEAN))
+    std = ",".join(map(str, CIFAR10_STD))
+    return [
+        "dataset=imagefolder", f"dataset.path={folder}", "dataset.num_classes=10",
+        f"dataset.mean=[{mean}]", f"dataset.std=[{std}]",
+    ]  # fmt: skip
+
+
+def budget_overrides(args: argparse.Namespace) -> list[str]:
+    """Hydra overrides shared by our condensation and the evaluation of both sets."""
+    overrides = [
+        f"method={args.method}", f"ipc={args.ipc}", f"iterations={args.steps}",
+        f"batch_real={args.batch_real}", f"model.width={args.width}", f"lr_img={args.lr_img}",
+        f"init={args.init}", "eval.protocol=dsa",
+        f"eval.num_models={args.eval_models}", f"eval.epochs={args.eval_epochs}",
+    ]  # fmt: skip
+    if args.method != "dc":  # DC runs with augment=none, which has no strategy
+        overrides.append(f"augment.strategy={args.strategy}")
+    if args.method == "idm":
+        # Their accuracy meters restart only at their evaluations, which the adapter skips:
+        # ours counts over the whole run as well.
+        overrides += [
+            f"method.ce_weight={args.ce_weight}",
+            f"method.net_generate_interval={args.net_generate_interval}",
+            f"method.accuracy_window={args.steps}",
+        ]
+    return overrides
+
+
+def subprocess_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    return env
+
+
+def run(command: list[str], env: dict[str, str], log: Path) -> None:
+    with log.open("w") as out:
+        done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode:
+        tail = log.read_text().strip().splitlines()[-15:]
+        raise RuntimeError(f"{' '.join(command[:4])} ... failed; log {log}:\n" + "\n".join(tail))
+
+
+def condense_ours(args, overrides: list[str], run_dir: Path, seed: int, env) -> tuple[Path, float]:
+    """Our train job (its own evaluation cut to one network, one epoch: unused); returns
+    synthetic.pt and the seconds per step."""
+    command = [
+        sys.executable, "-m", "dmcondense.train", *overrides, f"seed={seed}",
+        "eval.num_models=1", "eval.epochs=1", "logger=csv", "save_every=1000000",
+        f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    run(command, env, run_dir.with_suffix(".log"))
+    results = json.loads((run_dir / "results.json").read_text())
+    return run_dir / "synthetic.pt", results["condense_seconds"] / results["steps"]
+
+
+def save_real_data(synthetic: Path, path: Path) -> None:
+    """Our training and test split, normalised as our run normalised them, for their loop."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from dmcondense.data.spec import DatasetSpec
+    from dmcondense.io import read_synthetic
+    from dmcondense.jobs import build
+
+    record = read_synthetic(synthetic)
+    cfg = OmegaConf.create(record["config"])
+    spec = DatasetSpec.from_config(cfg.dataset)
+    dm = build.datamodule(cfg)
+    dm.setup("fit")
+    test = dm.load("test")
+    train = dm.train_set
+    torch.save(
+        {
+            "train_images": spec.normaliser.to_input(train.images),
+            "train_labels": train.labels,
+            "test_images": spec.normaliser.to_input(test.images),
+            "test_labels": test.labels,
+            "class_names": list(record["class_names"]),
+            "mean": list(record["mean"]),
+            "std": list(record["std"]),
+            "config": record["config"],
+        },
+        path,
+    )
+
+
+def condense_theirs(args, copy: Path, data: Path, out: Path, seed: int, env) -> float:
+    """Their loop through the adapter; returns the seconds per step."""
+    command = [
+        sys.executable, str(HERE / "parity_official.py"), "--method", args.method,
+        "--copy", str(copy), "--data", str(data), "--out", str(out),
+        "--their-dataset", THEIR_DATASET[args.dataset], "--ipc", str(args.ipc),
+        "--steps", str(args.steps), "--batch-real", str(args.batch_real),
+        "--width", str(args.width), "--lr-img", str(args.lr_img), "--init", args.init,
+        "--strategy", args.strategy if args.method != "dc" else "none",
+        "--seed", str(seed), "--threads", str(args.threads),
+        "--ce-weight", str(args.ce_weight),
+        "--net-generate-interval", str(args.net_generate_interval),
+    ]  # fmt: skip
+    run(command, env, out.with_suffix(".log"))
+    return json.loads(out.with_suffix(".json").read_text())["seconds_per_step"]
+
+
+def save_initial_record(synthetic: Path, data: Path, out: Path) -> Path:
+    """Our run's initial images (its `init_indices`, encoded as the run encoded them) as a
+    synthetic.pt record: the random-real start of `init=real`."""
+    import torch
+
+    from dmcondense.io import read_synthetic
+    from dmcondense.synthetic import SyntheticImages
+
+    record = read_synthetic(synthetic)
+    tensors = torch.load(data, weights_only=False)
+    images = tensors["train_images"][record["init_indices"]]
+    encoder = SyntheticImages(len(record["class_names"]), record["ipc"], record.get("factor", 1))
+    torch.save({**record, "images": encoder.encode(images), "step": 0}, out)
+    return out
+
+
+def score_sets(args, overrides: list[str], sides: dict[str, list[Path]]) -> dict:
+    """Test accuracies (percent, every network of every run) of each side, one protocol and
+    one seed: our evaluation library, as `python -m dmcondense.evaluate` runs it."""
+    from hydra import compose, initialize_config_dir
+
+    from dmcondense.cli import CONF_DIR
+    from dmcondense.evaluation.score import score
+    from dmcondense.hostmem import reuse_freed_memory
+    from dmcondense.jobs import build
+    from dmcondense.jobs.evaluate import synthetic_sets
+
+    reuse_freed_memory()
+    sets, spec, cfg = {}, None, None
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for side, paths in sides.items():
+            listed = "[" + ",".join(str(p) for p in paths) + "]"
+            cfg = compose("evaluate", [*overrides, f"seed={args.seed}", f"condensed={listed}"])
+            sets[side], dataset, spec, _, _ = synthetic_sets([str(p) for p in paths], cfg)
+    dm = build.datamodule(cfg, dataset)
+    test = dm.load("test")
+    scores = score(
+        sets, build.architectures(cfg), build.protocols(cfg, spec), test, args.seed,
+        num_models=args.eval_models, normaliser=spec.normaliser,
+        backend=build.eval_backend(cfg), device="cpu",
+    )  # fmt: skip
+    return {side: (scores[side]["convnet"] * 100).tolist() for side in sides}
+
+
+def reproducible_arguments(argv: list[str] | None, args: argparse.Namespace) -> list[str]:
+    """The command line as given, with $OFFICIAL for the checkout and without this machine's
+    folders (--scratch, --data-cache, --results-dir)."""
+    given, kept = list(sys.argv[1:] if argv is None else argv), []
+    machine_folders = ("--scratch", "--data-cache", "--results-dir")
+    while given:
+        argument = given.pop(0)
+        if argument.split("=")[0] in machine_folders:
+            if "=" not in argument and given:
+                given.pop(0)
+            continue
+        kept.append("$OFFICIAL" if argument == str(args.official) else argument)
+    return kept
+
+
+def markdown_row(row: dict) -> str:
+    return (
+        f"| {row['method']} | {row['dataset']} | {row['ipc']} | {row['budget']} "
+        f"| {row['ours_mean']:.2f} ± {row['ours_std']:.2f} "
+        f"| {row['theirs_mean']:.2f} ± {row['theirs_std']:.2f} | {row['gap']:+.2f} "
+        f"| {'yes' if row['within_tolerance'] else 'no'} "
+        f"| {row['ours_seconds_per_step']:.3f} | {row['theirs_seconds_per_step']:.3f} "
+        f"| `{row['command']}` |"
+    )
+
+
+MARKDOWN_HEADER = (
+    "| method | data set | IPC | budget | ours ± std | theirs ± std | gap | within | "
+    "ours s/step | theirs s/step | command |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+)
+
+
+def write_results(row: dict, results_dir: Path) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    name = f"parity_{row['method']}_{row['dataset']}_ipc{row['ipc']}.json"
+    (results_dir / name).write_text(json.dumps(row, indent=2) + "\n")
+    table = results_dir / "parity.md"
+    rows = table.read_text().splitlines()[2:] if table.is_file() else []
+    key = f"| {row['method']} | {row['dataset']} | {row['ipc']} | {row['budget']} |"
+    rows = [r for r in rows if not r.startswith(key)] + [markdown_row(row)]
+    table.write_text(MARKDOWN_HEADER + "\n".join(rows) + "\n")
+    return results_dir / name
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Condense with the authors' code and ours, score both with ours."
+    )
+    parser.add_argument("--method", choices=sorted(OFFICIAL), required=True)
+    parser.add_argument("--official", required=True, type=Path,
+                        help="a checkout of the authors' repository")  # fmt: skip
+    parser.add_argument("--dataset", choices=sorted(THEIR_DATASET), default="mnist_sample")
+    parser.add_argument("--ipc", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=100, help="image updates of each side")
+    parser.add_argument("--batch-real", type=int, default=256)
+    parser.add_argument("--width", type=int, default=128, help="ConvNet width, both sides and eval")
+    parser.add_argument("--lr-img", type=float, help="default: the authors' for the method")
+    parser.add_argument("--init", choices=("real", "noise"), help="default: the authors'")
+    parser.add_argument("--strategy", help="DSA strategy (DSA, DM); default: theirs for the data")
+    parser.add_argument("--ce-weight", type=float, default=0.5, help="IDM (their IPC 1, 10)")
+    parser.add_argument(
+        "--net-generate-interval", type=int, help="IDM; default 5 at IPC 1, else 30"
+    )
+    parser.add_argument("--eval-models", type=int, default=3, help="networks per condensed set")
+    parser.add_argument("--eval-epochs", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=1, help="condensations a side (seed + r)")
+    parser.add_argument(
+        "--score-init", action="store_true", help="also score each side's initial images"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of each process")
+    parser.add_argument("--scratch", type=Path, help="work folder (default: a new temp folder)")
+    parser.add_argument("--data-cache", type=Path,
+                        default=Path(tempfile.gettempdir()) / "dmcondense-parity-data")  # fmt: skip
+    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    defaults = METHOD_DEFAULTS[args.method]
+    args.lr_img = defaults["lr_img"] if args.lr_img is None else args.lr_img
+    args.init = args.init or defaults["init"]
+    args.strategy = args.strategy or STRATEGY[args.dataset]
+    if args.net_generate_interval is None:
+        args.net_generate_interval = 5 if args.ipc == 1 else 30
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    problem = missing_files(args.official, args.method)
+    if problem:
+        raise UsageError(problem)
+    if args.score_init and args.init != "real":
+        raise UsageError("--score-init scores the real images a run starts from: use --init real")
+    for name in ("steps", "batch_real", "width", "eval_models", "eval_epochs", "runs", "ipc"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    started = time.time()
+    scratch = args.scratch or Path(tempfile.mkdtemp(prefix="dmcondense-parity-"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    copy = scratch / "official"
+    edits = prepare_copy(args.official, copy)
+    overrides = dataset_overrides(args.dataset, args.data_cache) + budget_overrides(args)
+    env = subprocess_env(args.threads)
+
+    ours, theirs, ours_seconds, theirs_seconds = [], [], [], []
+    data = scratch / "real_data.pt"
+    for r in range(args.runs):
+        seed = args.seed + r
+        synthetic, seconds = condense_ours(args, overrides, scratch / f"ours_{r}", seed, env)
+        ours.append(synthetic)
+        ours_seconds.append(seconds)
+        print(f"ours   run {r}: {seconds:.3f} s/step", flush=True)
+        if not data.is_file():
+            save_real_data(synthetic, data)
+        out = scratch / f"theirs_{r}.pt"
+        theirs_seconds.append(condense_theirs(args, copy, data, out, seed, env))
+        theirs.append(out)
+        print(f"theirs run {r}: {theirs_seconds[-1]:.3f} s/step", flush=True)
+
+    sides = {"ours": ours, "theirs": theirs}
+    if args.score_init:
+        sides["ours_init"] = [save_initial_record(p, data, scratch / f"{p.parent.name}_init.pt")
+                              for p in ours]  # fmt: skip
+        sides["theirs_init"] = [p.with_name(f"{p.stem}_init.pt") for p in theirs]
+    accuracies = score_sets(args, overrides, sides)
+    budget = (
+        f"{args.steps} steps, batch_real {args.batch_real}, width {args.width}, "
+        f"{args.runs} run(s) x {args.eval_models} nets x {args.eval_epochs} ep"
+    )
+    command = "python benchmarks/parity.py " + " ".join(reproducible_arguments(argv, args))
+    row = {
+        "method": args.method, "dataset": args.dataset, "ipc": args.ipc, "budget": budget,
+        **summarise(accuracies["ours"], accuracies["theirs"]),
+        "ours_accuracies": accuracies["ours"], "theirs_accuracies": accuracies["theirs"],
+        **initial_summary(accuracies),
+        "ours_seconds_per_step": sum(ours_seconds) / len(ours_seconds),
+        "theirs_seconds_per_step": sum(theirs_seconds) / len(theirs_seconds),
+        "lr_img": args.lr_img, "init": args.init, "strategy": args.strategy,
+        "seed": args.seed, "threads": args.threads, "compat_edits": edits,
+        "official": str(args.official), "seconds": round(time.time() - started, 1),
+        "command": command,
+    }  # fmt: skip
+    path = write_results(row, args.results_dir)
+    print(
+        f"{args.method} {args.dataset} IPC {args.ipc} ({budget})\n"
+        f"  ours   {row['ours_mean']:6.2f} +- {row['ours_std']:.2f} %   "
+        f"{row['ours_seconds_per_step']:.3f} s/step\n"
+        f"  theirs {row['theirs_mean']:6.2f} +- {row['theirs_std']:.2f} %   "
+        f"{row['theirs_seconds_per_step']:.3f} s/step\n"
+        + (
+            f"  initial images: ours {row['ours_init_mean']:6.2f} +- {row['ours_init_std']:.2f} %, "
+            f"theirs {row['theirs_init_mean']:6.2f} +- {row['theirs_init_std']:.2f} %; "
+            f"gain ours {row['ours_gain']:+.2f}, theirs {row['theirs_gain']:+.2f}\n"
+            if "ours_init_mean" in row
+            else ""
+        )
+        + f"  gap    {row['gap']:+6.2f} points "
+        f"({'within' if row['within_tolerance'] else 'outside'} max(1.5, 2 x std))\n"
+        f"  written: {path}"
+    )
+    return row
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
