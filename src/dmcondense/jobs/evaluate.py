@@ -45,7 +45,7 @@ from dmcondense.jobs.common import (
 def condensed_paths(cfg: DictConfig) -> list[str] | None:
     """condensed= as a list of paths; `synthetic=` is its old spelling, still read this release."""
     value = cfg.condensed
-    if isinstance(cfg.get("synthetic"), str | list) or OmegaConf.is_list(cfg.get("synthetic")):
+    if cfg.get("synthetic") is not None:  # evaluate.yaml sets it null: given, it is a path
         warnings.warn(
             "synthetic=PATH is now condensed=PATH (synthetic.* holds the multi-formation "
             "settings); the old spelling stops working in the next release",
