@@ -168,7 +168,7 @@ def test_queue_networks_train_on_whole_set_batches_from_named_generators(monkeyp
     assert len(served) == 2 and len(trained) == 2 * 2
     store, labels = dm.train_set.images, dm.train_set.labels
     for step, batch in enumerate(served):
-        assert batch["images"].shape == (10, 5, 1, 28, 28)  # the matching's class batches only
+        assert batch["images"].shape == (1, 10, 5, 1, 28, 28)  # the matching's class batches only
         picks = sample_whole_set(len(store), (2, 3, 40), generator(7, "real-whole", step))
         assert torch.equal(batch["whole_images"], store[picks])
         assert torch.equal(batch["whole_labels"], labels[picks])

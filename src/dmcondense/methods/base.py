@@ -89,11 +89,12 @@ class CondensationMethod(L.LightningModule):
 
     # --- the step ------------------------------------------------------------------------------
     def step_loss(self, step: int, classes: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """The method's loss of one step for `classes` with uint8 real images [k, n, C, H, W]."""
+        """The method's loss of one step for `classes` with uint8 real images [k, n, C, H, W]
+        (round 0 of the step's real batches)."""
         raise NotImplementedError(f"{type(self).__name__} must define step_loss")
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.step_loss(batch["step"], batch["classes"], batch["images"])
+        loss = self.step_loss(batch["step"], batch["classes"], batch["images"][0])
         self.log_loss(loss)
         # DDP averages gradients over ranks; each rank holds a disjoint slice of classes,
         # so scaling by the world size turns that average into the full sum over classes.

@@ -137,8 +137,7 @@ class GradientMatching(CondensationMethod):
     # --- one iteration -------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         step, classes = batch["step"], batch["classes"]
-        real = batch["images"]
-        real = real.unsqueeze(0) if real.dim() == 5 else real  # [rounds, k, n, C, H, W]
+        real = batch["images"]  # [rounds, k, n, C, H, W]
         optimizer = self.optimizers()
         net = self.draw_network(step)
         losses = []

@@ -206,13 +206,12 @@ class ImprovedDistributionMatching(DistributionMatching):
     # --- one step ------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         step, classes, real = batch["step"], batch["classes"], batch["images"]
-        matching_real = real if self.queue_data == "whole_set" else real[0]
         self.renew_queue(step)
         picks = generator(self.seed, "queue", step)  # host draws: no device sync
         matching = self.queue.networks[int(torch.randint(len(self.queue), (), generator=picks))]
 
         real_features, synthetic_features = self.class_features(
-            matching.net, step, classes, matching_real
+            matching.net, step, classes, real[0]
         )
         loss = self.match(real_features, synthetic_features) + self.ce_weight * (
             matching.accuracy_percent()

@@ -298,7 +298,7 @@ class CharacteristicFunctionMatching(CondensationMethod):
 
     # --- one iteration --------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        step, classes, real = batch["step"], batch["classes"], batch["images"]
+        step, classes, real = batch["step"], batch["classes"], batch["images"][0]
         k, n = real.shape[:2]
         optimizer = self.optimizers()
         net, calibrator = self.pool_networks(step)
