@@ -5,9 +5,15 @@ It owns the synthetic pixels as the module's only `nn.Parameter`, their SGD opti
 (`SyntheticImages`, multi-formation by `factor`), the space the pixels are learned in
 (`pixels`: normalised network input, or [0, 1] clamped after each step), the normaliser, the
 embedding network that a method redraws each step, and the step itself: a method adds only
-`step_loss`, or its own `training_step` with manual optimisation where it needs an inner loop.
+`step_loss`, or its own `training_step` where it needs more than one image update an iteration.
 Pictures, checkpoints, resume, the NaN guard and the image logger (condense/callbacks.py) work on
 this base, so they work for every method.
+
+Every method runs under manual optimisation and updates its pixels through `update_images`, so the
+clamp of [0, 1] pixels and the global step are the same for all: one global step is one
+iteration, however many image updates (DC's rounds, NCFM's classes) it makes.
+The real images of a step arrive as uint8 [rounds, classes, per_class, C, H, W], always with the
+rounds axis (`real_batches_per_step`, 1 unless a method asks for more).
 
 GPU fast path: under precision=bf16-mixed the network runs in bf16 while the synthetic images and
 the features stay fp32; `channels_last` feeds the network NHWC tensors; `compile` wraps the
@@ -18,7 +24,7 @@ host-device sync.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
@@ -86,6 +92,9 @@ class CondensationMethod(L.LightningModule):
         self.channels_last = channels_last
         self.compile, self.compile_backend = compile, compile_backend
         self._compiled_embed: Callable | None = None
+        # Every method steps its pixels by hand (`update_images`): one path for the clamp and one
+        # global step an iteration, whatever the number of updates inside it.
+        self.automatic_optimization = False
 
     # --- the step ------------------------------------------------------------------------------
     def step_loss(self, step: int, classes: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -95,10 +104,35 @@ class CondensationMethod(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.step_loss(batch["step"], batch["classes"], batch["images"][0])
+        self.update_images(loss)
         self.log_loss(loss)
+        return loss.detach()
+
+    def update_images(
+        self, loss: torch.Tensor, last: bool = True, inputs: Sequence[torch.Tensor] = ()
+    ) -> None:
+        """One image update: zero the pixels' gradient, backward of `loss` (also into `inputs`,
+        e.g. a part's parameters), an optimiser step, and after the iteration's `last` update the
+        clamp of [0, 1] pixels (so a method with several updates an iteration clamps once).
+
+        The last update steps through Lightning's optimizer wrapper, which counts one global
+        step; earlier ones (`last=False`: DC's rounds, NCFM's classes) go to the strategy
+        directly, through the precision plugin but uncounted. So one global step is one
+        iteration, as max_steps, save_every, the DataModule's resume offset and every generator
+        keyed by the step assume.
+        """
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over ranks; each rank holds a disjoint slice of classes,
         # so scaling by the world size turns that average into the full sum over classes.
-        return loss * self.trainer.world_size
+        self.manual_backward(loss * self.trainer.world_size, inputs=[self.synthetic, *inputs])
+        if not last:
+            self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
+            return
+        optimizer.step()
+        if self.pixels == "unit":  # pixels learned in [0, 1] stay there (IDC, M3D, NCFM)
+            with torch.no_grad():
+                self.synthetic.clamp_(0.0, 1.0)
 
     def log_loss(self, loss: torch.Tensor) -> None:
         # Each rank holds its classes' share; the logged figure is the sum over all classes.
@@ -112,12 +146,6 @@ class CondensationMethod(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD([self.synthetic], lr=self.lr_img, momentum=self.momentum)
-
-    def optimizer_step(self, *args, **kwargs) -> None:
-        super().optimizer_step(*args, **kwargs)
-        if self.pixels == "unit":  # pixels learned in [0, 1] stay there (IDC, M3D)
-            with torch.no_grad():
-                self.synthetic.clamp_(0.0, 1.0)
 
     # --- the images ----------------------------------------------------------------------------
     def unit_from_normalised(self, images: torch.Tensor) -> torch.Tensor:
@@ -188,3 +216,7 @@ class CondensationMethod(L.LightningModule):
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.embed_function(net)(images).flatten(1).float()
+
+
+def _no_closure() -> None:
+    """The closure of an uncounted step: the backward has run already (manual optimisation)."""

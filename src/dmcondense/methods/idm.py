@@ -133,7 +133,6 @@ class ImprovedDistributionMatching(DistributionMatching):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.automatic_optimization = False
         if net_num < initial_networks:
             raise ConfigError(
                 f"method.net_num={net_num} is smaller than the starting queue of "
@@ -217,10 +216,7 @@ class ImprovedDistributionMatching(DistributionMatching):
             matching.accuracy_percent()
             * self.class_cross_entropy(matching.net, synthetic_features, classes)
         )
-        optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss, inputs=[self.synthetic])
-        optimizer.step()
+        self.update_images(loss)
 
         trained = torch.randperm(len(self.queue), generator=picks)[: self.trained_per_step]
         for i, slot in enumerate(trained.tolist()):

@@ -14,10 +14,10 @@
         for each class c in turn: S <- step on calibration_weight * CE(trained_i(A(decode(S)_c)), c)
         S <- clamp(S, 0, 1); ReduceLROnPlateau on the iteration's mean loss a class
 
-Under manual optimisation Lightning skips the base's `optimizer_step`, so the pixels are clamped
-here, once an iteration after its last step (the authors clamp at the start of each iteration).
-Only the last image step of an iteration goes through Lightning's optimizer wrapper, so one
-global step is one iteration (checkpoints, resume and max_steps count iterations).
+Every image step is the base's `update_images`: the pixels are clamped once an iteration, after
+its last step (the authors clamp at the start of each iteration), and only that step counts a
+global step, so one global step is one iteration (checkpoints, resume and max_steps count
+iterations).
 
 The pool networks are not parameters of the module: they are data, handed in as (initial,
 trained) state dicts. The sampling network is an auxiliary learned part, outside the image
@@ -143,7 +143,6 @@ class CharacteristicFunctionMatching(CondensationMethod):
         **kwargs,
     ) -> None:
         super().__init__(*args, pixels=pixels, **kwargs)
-        self.automatic_optimization = False
         if alpha < 0 or beta < 0 or alpha + beta == 0:
             raise ConfigError(
                 f"method.alpha={alpha} and method.beta={beta} weigh NCFM's amplitude and phase "
@@ -305,11 +304,10 @@ class CharacteristicFunctionMatching(CondensationMethod):
         calibrating = self.calibration_weight > 0
         steps_left = k * (2 if calibrating else 1)
 
-        def image_step() -> None:
+        def image_step(loss: Tensor, inputs: list[Tensor]) -> None:
             nonlocal steps_left
             steps_left -= 1
-            # Only the iteration's last step advances Lightning's global step.
-            (optimizer.step if steps_left == 0 else optimizer.optimizer.step)()
+            self.update_images(loss, last=steps_left == 0, inputs=inputs)
 
         omega = self.augment.sample(
             self.num_classes, generator(self.seed, "augment", step, device=self.device)
@@ -329,17 +327,15 @@ class CharacteristicFunctionMatching(CondensationMethod):
                 real_features[None], synthetic_features[None], freqs,
                 self.alpha, self.beta, self.loss_scale,
             )[0]  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
             if self._sampler is None:
-                self.manual_backward(loss, inputs=[self.synthetic])
+                image_step(loss, [])
             else:
                 sampler, sampler_optimiser = self._sampler
                 sampler_optimiser.zero_grad(set_to_none=True)
-                self.manual_backward(loss, inputs=[self.synthetic, *sampler.parameters()])
+                image_step(loss, list(sampler.parameters()))
                 for p in sampler.parameters():  # min-max: the frequencies ascend the loss
                     p.grad.neg_()
                 sampler_optimiser.step()
-            image_step()
             match_losses.append(loss.detach())
 
         calibration_losses = []
@@ -355,14 +351,9 @@ class CharacteristicFunctionMatching(CondensationMethod):
                     x = x.contiguous(memory_format=torch.channels_last)
                 logits = calibrator(x).float()
                 loss = self.calibration_weight * F.cross_entropy(logits, classes[i].expand(m))
-                optimizer.zero_grad(set_to_none=True)
-                self.manual_backward(loss, inputs=[self.synthetic])
-                image_step()
+                image_step(loss, [])
                 calibration_losses.append(loss.detach())
 
-        if self.pixels == "unit":
-            with torch.no_grad():
-                self.synthetic.clamp_(0.0, 1.0)
         match = torch.stack(match_losses).sum()
         calibration = torch.stack(calibration_losses).sum() if calibration_losses else 0.0 * match
         loss = (match + calibration) / k  # the authors' figure: the mean a class
