@@ -85,7 +85,7 @@ class Recorder:
                 )
 
         def recording_transfer(dm, batch, index):
-            drawn = continual.source_of(dm, batch["indices"])
+            drawn = continual.source_of(dm, batch["indices"][0])  # one round
             self.draws.append((tuple(dm.classes or ()), int(batch["step"]), drawn.clone()))
             return transfer(dm, batch, index)
 

@@ -34,13 +34,13 @@ def test_batches_are_class_pure_balanced_and_distinct(splits: dict) -> None:
     run = batches(make_datamodule())
     assert [b["step"] for b in run] == list(range(STEPS))
     for batch in run:
-        indices, classes = batch["indices"], batch["classes"]
+        (indices,), classes = batch["indices"], batch["classes"]  # one round
         assert torch.equal(classes, torch.arange(NUM_CLASSES))
-        assert indices.shape == (NUM_CLASSES, BATCH_REAL)
+        assert batch["indices"].shape == (1, NUM_CLASSES, BATCH_REAL)
         assert torch.equal(train_labels[indices], classes[:, None].expand_as(indices))
         for row in indices:
             assert len(set(row.tolist())) == BATCH_REAL  # drawn without replacement
-        assert batch["images"].shape == (NUM_CLASSES, BATCH_REAL, 1, 28, 28)
+        assert batch["images"].shape == (1, NUM_CLASSES, BATCH_REAL, 1, 28, 28)
         assert batch["images"].dtype == torch.uint8
 
 
@@ -53,7 +53,7 @@ def test_images_come_from_the_train_split_only(splits: dict) -> None:
     assert not train_pixels & test_pixels  # the split keeps no image on both sides
     for batch in batches(make_datamodule()):
         assert torch.equal(batch["images"], train.images[batch["indices"]])
-        drawn = {bytes(x.flatten().numpy()) for x in batch["images"].flatten(0, 1)}
+        drawn = {bytes(x.flatten().numpy()) for x in batch["images"].flatten(0, 2)}
         assert drawn <= train_pixels and not drawn & test_pixels
 
 
@@ -87,7 +87,7 @@ def test_each_rank_draws_its_rows_of_the_single_rank_draw() -> None:
             classes = rank_classes(NUM_CLASSES, rank, world_size)
             stream = StepStream(dm.index, classes, BATCH_REAL, seed=0, start=0, stop=STEPS)
             for item in stream:
-                assert torch.equal(item["indices"], full[item["step"]][classes])
+                assert torch.equal(item["indices"], full[item["step"]][:, classes])
 
 
 def test_class_index_with_unequal_classes_never_pads_or_repeats() -> None:
@@ -122,7 +122,7 @@ def test_class_index_returns_the_whole_class_when_asked_for_all_of_it() -> None:
 def test_batch_real_larger_than_a_class_is_capped_at_the_smallest_class() -> None:
     dm = make_datamodule(batch_real=1000)
     assert dm.per_class == 400
-    indices = next(iter(dm.train_dataloader()))["indices"]
+    (indices,) = next(iter(dm.train_dataloader()))["indices"]
     assert indices.shape == (NUM_CLASSES, 400)
     assert (indices >= 0).all()
     for row in indices:

@@ -189,8 +189,9 @@ def test_the_step_draws_one_real_batch_a_round() -> None:
     (batch,) = list(StepStream(dm.index, classes, 5, 0, 0, 1, rounds=3))
     assert batch["indices"].shape == (3, 10, 5)
     (one,) = list(StepStream(dm.index, classes, 5, 0, 0, 1))
-    assert torch.equal(batch["indices"][0], one["indices"])  # round 0 is the one-batch draw
-    assert not torch.equal(batch["indices"][1], one["indices"])
+    assert one["indices"].shape == (1, 10, 5)  # one round, still with its axis
+    assert torch.equal(batch["indices"][0], one["indices"][0])  # round 0 is the one-batch draw
+    assert not torch.equal(batch["indices"][1], one["indices"][0])
 
 
 @pytest.mark.parametrize(("inner_family", "one_family"), [("batch", True), ("image", False)])

@@ -17,6 +17,7 @@ from dmcondense.models.registry import build_model
 from dmcondense.rng import generator
 
 NORMALISER = Normaliser([0.5], [0.25])
+CPU = torch.device("cpu")
 
 
 def idm(**knobs) -> ImprovedDistributionMatching:
@@ -31,7 +32,7 @@ def births(module: ImprovedDistributionMatching) -> list[int]:
 
 def test_the_queue_pushes_every_interval_and_drops_the_oldest_when_full() -> None:
     module = idm(net_num=5, initial_networks=3, net_generate_interval=3)
-    module.start_queue()
+    module.queue.start(CPU)
     assert births(module) == [0, 1, 2]
     seen = {}
     for step in range(19):
@@ -45,9 +46,9 @@ def test_the_queue_pushes_every_interval_and_drops_the_oldest_when_full() -> Non
 
 def test_each_network_is_drawn_from_its_own_birth_and_is_not_the_template() -> None:
     module = idm(net_num=4)
-    module.start_queue()
+    module.queue.start(CPU)
     again = idm(net_num=4)
-    again.start_queue()
+    again.queue.start(CPU)
     first = [q.net.classifier.weight for q in module.queue.networks]
     assert all(
         torch.equal(a, q.net.classifier.weight)
@@ -59,7 +60,7 @@ def test_each_network_is_drawn_from_its_own_birth_and_is_not_the_template() -> N
 
 def test_the_queue_state_round_trips_with_weights_optimiser_and_accuracy() -> None:
     module = idm(net_num=4, net_generate_interval=1)
-    module.start_queue()
+    module.queue.start(CPU)
     real = torch.randint(0, 256, (3, 6, 1, 4, 4), generator=torch.Generator().manual_seed(0),
                          dtype=torch.uint8)  # fmt: skip
     for step in range(3):
@@ -68,7 +69,7 @@ def test_the_queue_state_round_trips_with_weights_optimiser_and_accuracy() -> No
         module.train_queued(queued, *module.step_batches(queued, step, real, torch.arange(3)))
     state = module.queue.state_dict()
     restored = idm(net_num=4, net_generate_interval=1)
-    restored.start_queue()
+    restored.queue.start(CPU)
     restored.queue.load_state_dict(state)
     assert births(restored) == births(module) == [2, 3, 4, 5]
     assert restored.queue.births == 6
@@ -89,7 +90,7 @@ def test_a_queue_smaller_than_its_start_is_refused_in_one_line() -> None:
 
 def test_the_cross_entropy_term_is_off_until_the_network_has_trained() -> None:
     module = idm(net_num=4)
-    module.start_queue()
+    module.queue.start(CPU)
     queued = module.queue.networks[0]
     assert queued.accuracy_percent().item() == 0.0
     queued.correct.fill_(3.0)
@@ -101,7 +102,7 @@ def test_the_cross_entropy_term_is_off_until_the_network_has_trained() -> None:
 
 def test_class_cross_entropy_is_the_sum_of_per_class_means() -> None:
     module = idm(net_num=4)
-    module.start_queue()
+    module.queue.start(CPU)
     net = module.queue.networks[0].net
     g = torch.Generator().manual_seed(2)
     features = torch.randn(2, 3, net.classifier.in_features, generator=g)
@@ -168,7 +169,7 @@ def test_queue_networks_train_on_whole_set_batches_from_named_generators(monkeyp
     assert len(served) == 2 and len(trained) == 2 * 2
     store, labels = dm.train_set.images, dm.train_set.labels
     for step, batch in enumerate(served):
-        assert batch["images"].shape == (10, 5, 1, 28, 28)  # the matching's class batches only
+        assert batch["images"].shape == (1, 10, 5, 1, 28, 28)  # the matching's class batches only
         picks = sample_whole_set(len(store), (2, 3, 40), generator(7, "real-whole", step))
         assert torch.equal(batch["whole_images"], store[picks])
         assert torch.equal(batch["whole_labels"], labels[picks])

@@ -190,8 +190,9 @@ def test_kill_and_resume_with_the_sampling_network_is_bit_identical(tmp_path: Pa
     ckpt = tmp_path / "step8.ckpt"
     trainer.save_checkpoint(ckpt)
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-    assert saved["global_step"] == 8 and "sampling_net" in saved
-    assert "momentum_buffer" in str(saved["sampling_net"]["optimizer"]["state"][0])
+    assert saved["global_step"] == 8 and list(saved["auxiliary"]) == ["sampling_net"]
+    sampler_state = saved["auxiliary"]["sampling_net"]["state"]
+    assert "momentum_buffer" in str(sampler_state["optimizer"]["state"][0])
     assert [k for k in saved["state_dict"]] == ["synthetic", "labels"]  # pool and sampler apart
 
     resumed = module(sampling_net=True, sampling_noise=4)
@@ -205,6 +206,25 @@ def test_kill_and_resume_with_the_sampling_network_is_bit_identical(tmp_path: Pa
     fresh = module(sampling_net=True).sampler
     assert not torch.equal(fresh.layers[0].weight, whole.sampler.layers[0].weight)
     assert [p for p in whole.parameters()] == [whole.synthetic]
+
+
+def test_a_resume_without_the_runs_sampling_network_gets_one_line() -> None:
+    with_sampler = module(sampling_net=True)
+    checkpoint: dict = {}
+    with_sampler.on_save_checkpoint(checkpoint)
+    assert list(checkpoint["auxiliary"]) == ["sampling_net"]  # the pool is data: not saved
+    with pytest.raises(ConfigError) as error:
+        module().on_load_checkpoint(checkpoint)
+    assert str(error.value) == (
+        "the checkpoint holds a sampling_net, which this method=ncfm run does not make; resume "
+        "with method.sampling_net=true, as the run was made"
+    )
+    with pytest.raises(ConfigError) as error:
+        module(sampling_net=True).on_load_checkpoint({})
+    assert str(error.value) == (
+        "the checkpoint holds no sampling_net; resume with method.sampling_net=false, as the run "
+        "was made"
+    )
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_set(tmp_path: Path, monkeypatch) -> None:

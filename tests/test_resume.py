@@ -191,8 +191,9 @@ def test_a_run_stopped_after_a_checkpoint_resumes_to_the_same_synthetic_set(
     assert_same_tree(resumed_state["optimizer_states"], whole_state["optimizer_states"])
     assert_same_tree(resumed_state["state_dict"], whole_state["state_dict"])
     if method == "idm":
-        assert len(whole_state["model_queue"]["networks"]) == 4
-        assert_same_tree(resumed_state["model_queue"], whole_state["model_queue"], "queue")
+        queue = whole_state["auxiliary"]["queue"]["state"]
+        assert len(queue["networks"]) == 4
+        assert_same_tree(resumed_state["auxiliary"], whole_state["auxiliary"], "queue")
 
 
 def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:

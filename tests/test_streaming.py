@@ -59,12 +59,13 @@ def test_streaming_batches_equal_the_in_memory_batches(folder) -> None:
     for x, y in zip(a, b, strict=True):
         assert torch.equal(x["classes"], y["classes"])
         assert torch.equal(x["indices"], y["indices"])
-        assert y["images"].dtype == torch.uint8 and y["images"].shape == (CLASSES, 4, 3, SIZE, SIZE)
+        assert y["images"].dtype == torch.uint8
+        assert y["images"].shape == (1, CLASSES, 4, 3, SIZE, SIZE)  # one round
         assert torch.equal(x["images"], y["images"])
         # ...and they are the pixels written to disk, of the right class.
         assert torch.equal(y["images"], expected["train"]["images"][y["indices"]])
         labels = expected["train"]["labels"][y["indices"]]
-        assert torch.equal(labels, torch.arange(CLASSES).view(-1, 1).expand(-1, 4))
+        assert torch.equal(labels, torch.arange(CLASSES).view(1, -1, 1).expand(1, -1, 4))
     assert not torch.equal(b[0]["indices"], b[1]["indices"])  # steps draw differently
 
 

@@ -53,9 +53,9 @@ class ClassIndex:
 class StepStream(IterableDataset):
     """Yields {step, classes, indices} for steps start..stop-1; worker w takes every n-th step.
 
-    indices: [classes, per_class], or [rounds, classes, per_class] when a method matches
-    `rounds` real batches a step (gradient matching: one per outer round). Round 0 is the draw
-    of the one-batch stream, so the rounds only add draws.
+    indices: [rounds, classes, per_class], always with the rounds axis (1 unless a method
+    matches several real batches a step: gradient matching, one per outer round; IDM's second
+    batch). Round 0 is the draw of the one-batch stream, so the rounds only add draws.
     """
 
     def __init__(
@@ -76,7 +76,7 @@ class StepStream(IterableDataset):
         keys = [("real", step)] + [("real", step, r) for r in range(1, self.rounds)]
         picks = [self.index.sample(self.per_class, generator(self.seed, *k))[self.classes]
                  for k in keys]  # fmt: skip
-        return picks[0] if self.rounds == 1 else torch.stack(picks)
+        return torch.stack(picks)
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
@@ -185,7 +185,7 @@ class ClassBatchDataModule(L.LightningDataModule):
         if self._store is None or self._store.device != device:
             self._store = self.train_set.images.to(device)
             self._labels = self.train_set.labels.to(device)
-        # uint8 [(rounds,) classes, per_class, C, H, W]
+        # uint8 [rounds, classes, per_class, C, H, W]
         batch["images"] = self._store[batch["indices"]]
         if self.whole_set_batches:
             g = generator(self.seed, "real-whole", int(batch["step"]), device=device)

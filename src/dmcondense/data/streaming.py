@@ -140,7 +140,7 @@ class DecodedSteps(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         for batch in self.steps:
-            batch["images"] = self.files.decode(batch["indices"])  # uint8 [k, n, C, H, W]
+            batch["images"] = self.files.decode(batch["indices"])  # uint8 [rounds, k, n, C, H, W]
             yield batch
 
 

@@ -50,6 +50,7 @@ def validate(cfg: DictConfig) -> None:
         **{"eval.num_models": cfg.eval.num_models, "eval.epochs": cfg.eval.epochs},
     )
     check_factor(cfg)
+    check_manual_optimisation(cfg)
     if cfg.init not in ("real", "noise"):
         raise ConfigError(f"init must be 'real' or 'noise', got '{cfg.init}'")
     if cfg.export is not None and cfg.export not in EXPORT_FORMATS:
@@ -57,6 +58,18 @@ def validate(cfg: DictConfig) -> None:
             f"unknown export '{cfg.export}'; choose export=null or "
             f"export={' | '.join(EXPORT_FORMATS)}"
         )
+
+
+def check_manual_optimisation(cfg: DictConfig) -> None:
+    """Every method steps its pixels by hand (manual optimisation), which Lightning's gradient
+    clipping and gradient accumulation do not support: one line instead of its traceback."""
+    trainer = cfg.get("trainer") or {}
+    for key, unset in (("gradient_clip_val", (None, 0)), ("accumulate_grad_batches", (None, 1))):
+        if trainer.get(key) not in unset:
+            raise ConfigError(
+                f"trainer.{key}={trainer.get(key)} is not supported: the methods step their "
+                f"images by hand (manual optimisation); remove it"
+            )
 
 
 def check_factor(cfg: DictConfig, largest: int = 8) -> None:

@@ -46,8 +46,8 @@ def quiet_library_chatter() -> None:
     # The same function object each time: addFilter ignores a repeat (jobs of a sweep).
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    # Manual-optimisation methods (DC, DSA, IDM) checkpoint the state after a step on purpose:
-    # a resumed run starts the next step from it.
+    # Every method steps by hand (manual optimisation) and checkpoints the state after a step
+    # on purpose: a resumed run starts the next step from it.
     warnings.filterwarnings(
         "ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps"
     )

@@ -4,10 +4,17 @@ It owns the synthetic pixels as the module's only `nn.Parameter`, their SGD opti
 (`lr_img`, `momentum`), the labels, how stored pixels decode into training images
 (`SyntheticImages`, multi-formation by `factor`), the space the pixels are learned in
 (`pixels`: normalised network input, or [0, 1] clamped after each step), the normaliser, the
-embedding network that a method redraws each step, and the step itself: a method adds only
-`step_loss`, or its own `training_step` with manual optimisation where it needs an inner loop.
+embedding network that a method redraws each step, the auxiliary parts a method keeps beside the
+pixels (`register_part`), and the step itself: a method adds only `step_loss`, or its own
+`training_step` where it needs more than one image update an iteration or trains a part.
 Pictures, checkpoints, resume, the NaN guard and the image logger (condense/callbacks.py) work on
 this base, so they work for every method.
+
+Every method runs under manual optimisation and updates its pixels through `update_images`, so the
+clamp of [0, 1] pixels and the global step are the same for all: one global step is one
+iteration, however many image updates (DC's rounds, NCFM's classes) or part steps it makes.
+The real images of a step arrive as uint8 [rounds, classes, per_class, C, H, W], always with the
+rounds axis (`real_batches_per_step`, 1 unless a method asks for more).
 
 GPU fast path: under precision=bf16-mixed the network runs in bf16 while the synthetic images and
 the features stay fp32; `channels_last` feeds the network NHWC tensors; `compile` wraps the
@@ -18,7 +25,8 @@ host-device sync.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -34,6 +42,68 @@ from dmcondense.synthetic import SyntheticImages
 # normalised: pixels learned as network input (DM, DC, DSA, IDM); unit: learned in [0, 1] and
 # clamped there after each step (IDC's pipeline, M3D).
 PIXEL_SPACES = ("normalised", "unit")
+# What an auxiliary part does when DDP runs several ranks: refuse: stop with one line (the part
+# needs every class, or steps in an order a rank cannot follow); all_reduce: run, with the part's
+# gradients summed over the ranks before its optimiser steps (`step_part`).
+DDP_POLICIES = ("refuse", "all_reduce")
+PARTS_KEY = "auxiliary"  # the checkpoint key that holds every part's state
+
+
+class AuxiliaryPart:
+    """Something a method keeps beside the pixels: networks it trains or only reads, with their
+    optimisers and counters (IDM's model queue, NCFM's pool and sampling network).
+
+    Not an nn.Module, so its weights are neither parameters of the LightningModule (the pixels
+    stay its only one, and the image optimiser never sees a part) nor in its state_dict: the base
+    places a part on the module's device at fit start (`start`), keeps `state_dict()` in every
+    checkpoint and gives it back on resume (`load_state_dict`, after `start`).
+    """
+
+    saves_state = True  # False: nothing to keep (data handed in again with every run)
+
+    def start(self, device: torch.device) -> None:
+        """At fit start: move to `device`, and make what must be made there."""
+        raise NotImplementedError(f"{type(self).__name__} must define start")
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to go on bit for bit (weights, optimiser state, counters)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`; called after `start`."""
+
+
+class LearnedNetwork(AuxiliaryPart):
+    """A network a method trains beside the pixels, with its optimiser, made by `optimizer`
+    from the network's parameters at fit start, once the network is on the device."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer],
+    ) -> None:
+        self.net, self.make_optimizer = net, optimizer
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def start(self, device: torch.device) -> None:
+        self.net.to(device).train()
+        self.optimizer = self.make_optimizer(self.net.parameters())
+
+    def state_dict(self) -> dict:
+        optimizer = self.optimizer.state_dict() if self.optimizer is not None else None
+        return {"net": self.net.state_dict(), "optimizer": optimizer}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+@dataclass
+class RegisteredPart:
+    part: AuxiliaryPart
+    ddp: str
+    why: str  # why it refuses DDP (the one-line error), or why it may all-reduce
+    setting: tuple[str, str] | None  # (on, off): the settings that add it and leave it out
 
 
 class CondensationMethod(L.LightningModule):
@@ -86,18 +156,49 @@ class CondensationMethod(L.LightningModule):
         self.channels_last = channels_last
         self.compile, self.compile_backend = compile, compile_backend
         self._compiled_embed: Callable | None = None
+        # Every method steps its pixels by hand (`update_images`): one path for the clamp and one
+        # global step an iteration, whatever the number of updates inside it.
+        self.automatic_optimization = False
+        self._parts: dict[str, RegisteredPart] = {}
+        self._saved_parts: dict[str, dict] = {}  # read from a checkpoint, given back at train start
 
     # --- the step ------------------------------------------------------------------------------
     def step_loss(self, step: int, classes: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """The method's loss of one step for `classes` with uint8 real images [k, n, C, H, W]."""
+        """The method's loss of one step for `classes` with uint8 real images [k, n, C, H, W]
+        (round 0 of the step's real batches)."""
         raise NotImplementedError(f"{type(self).__name__} must define step_loss")
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.step_loss(batch["step"], batch["classes"], batch["images"])
+        loss = self.step_loss(batch["step"], batch["classes"], batch["images"][0])
+        self.update_images(loss)
         self.log_loss(loss)
+        return loss.detach()
+
+    def update_images(
+        self, loss: torch.Tensor, last: bool = True, inputs: Sequence[torch.Tensor] = ()
+    ) -> None:
+        """One image update: zero the pixels' gradient, backward of `loss` (also into `inputs`,
+        e.g. a part's parameters), an optimiser step, and after the iteration's `last` update the
+        clamp of [0, 1] pixels (so a method with several updates an iteration clamps once).
+
+        The last update steps through Lightning's optimizer wrapper, which counts one global
+        step; earlier ones (`last=False`: DC's rounds, NCFM's classes) go to the strategy
+        directly, through the precision plugin but uncounted. So one global step is one
+        iteration, as max_steps, save_every, the DataModule's resume offset and every generator
+        keyed by the step assume.
+        """
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over ranks; each rank holds a disjoint slice of classes,
         # so scaling by the world size turns that average into the full sum over classes.
-        return loss * self.trainer.world_size
+        self.manual_backward(loss * self.trainer.world_size, inputs=[self.synthetic, *inputs])
+        if not last:
+            self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
+            return
+        optimizer.step()
+        if self.pixels == "unit":  # pixels learned in [0, 1] stay there (IDC, M3D, NCFM)
+            with torch.no_grad():
+                self.synthetic.clamp_(0.0, 1.0)
 
     def log_loss(self, loss: torch.Tensor) -> None:
         # Each rank holds its classes' share; the logged figure is the sum over all classes.
@@ -112,11 +213,81 @@ class CondensationMethod(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD([self.synthetic], lr=self.lr_img, momentum=self.momentum)
 
-    def optimizer_step(self, *args, **kwargs) -> None:
-        super().optimizer_step(*args, **kwargs)
-        if self.pixels == "unit":  # pixels learned in [0, 1] stay there (IDC, M3D)
-            with torch.no_grad():
-                self.synthetic.clamp_(0.0, 1.0)
+    # --- auxiliary parts -----------------------------------------------------------------------
+    def register_part(
+        self,
+        name: str,
+        part: AuxiliaryPart,
+        ddp: str,
+        why: str,
+        setting: tuple[str, str] | None = None,
+    ) -> AuxiliaryPart:
+        """Hold `part` under `name` (its key in the checkpoint) with its DDP policy (one of
+        DDP_POLICIES; `why` says why, and is the refusal's reason). `setting`: the (on, off)
+        settings when only some runs have the part, named by the error of a resume that does not
+        match the checkpoint."""
+        if ddp not in DDP_POLICIES:
+            raise ValueError(f"unknown DDP policy {ddp!r}; choose one of {', '.join(DDP_POLICIES)}")
+        self._parts[name] = RegisteredPart(part, ddp, why, setting)
+        return part
+
+    def step_part(self, name: str, optimizer: torch.optim.Optimizer) -> None:
+        """An optimiser step of part `name`. Under all_reduce its gradients are first summed over
+        the ranks, not averaged: each rank's loss is its classes' share of a sum over classes (as
+        for the pixels), so the sum is what one process would compute. Parts are not inside the
+        DDP-wrapped module, so DDP does not do this for them."""
+        if self._parts[name].ddp == "all_reduce" and self.trainer.world_size > 1:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad = self.trainer.strategy.reduce(p.grad, reduce_op="sum")
+        optimizer.step()
+
+    def refuse_ddp(self, why: str) -> None:
+        """One line when DDP runs several ranks: this run must be one process."""
+        if self.trainer.world_size > 1:
+            raise ConfigError(
+                f"method={self.name} runs on one process: {why}; use trainer=cpu or trainer=gpu"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        parts = {
+            name: {"state": r.part.state_dict(), "setting": r.setting}
+            for name, r in self._parts.items()
+            if r.part.saves_state
+        }
+        if parts:
+            checkpoint[PARTS_KEY] = parts
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get(PARTS_KEY, {})
+        method = f"method={self.name}"
+        for name, r in self._parts.items():
+            if r.part.saves_state and name not in saved:
+                fix = (
+                    f"resume with {r.setting[1]}, as the run was made"
+                    if r.setting
+                    else f"every {method} checkpoint has one; resume a {method} run"
+                )
+                raise ConfigError(f"the checkpoint holds no {name}; {fix}")
+        for name, entry in saved.items():
+            if name not in self._parts:
+                fix = (
+                    f"resume with {entry['setting'][0]}, as the run was made"
+                    if entry["setting"]
+                    else "resume it with the method that made it"
+                )
+                raise ConfigError(
+                    f"the checkpoint holds a {name}, which this {method} run does not make; {fix}"
+                )
+        # Given back at train start: the parts are placed (and IDM's queue made) at fit start,
+        # which Lightning calls after it reads the checkpoint.
+        self._saved_parts = {name: entry["state"] for name, entry in saved.items()}
+
+    def on_train_start(self) -> None:
+        for name, state in self._saved_parts.items():
+            self._parts[name].part.load_state_dict(state)
+        self._saved_parts = {}
 
     # --- the images ----------------------------------------------------------------------------
     def unit_from_normalised(self, images: torch.Tensor) -> torch.Tensor:
@@ -158,6 +329,11 @@ class CondensationMethod(L.LightningModule):
     def on_fit_start(self) -> None:
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self._net = (self.embed_net.to(self.device, memory_format=memory_format).train(),)
+        for r in self._parts.values():
+            if r.ddp == "refuse":
+                self.refuse_ddp(r.why)
+        for r in self._parts.values():
+            r.part.start(self.device)
 
     def draw_network(self, step: int) -> nn.Module:
         """The embedding network of `step`, re-initialised from generator(seed, "net", step)."""
@@ -187,3 +363,7 @@ class CondensationMethod(L.LightningModule):
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.embed_function(net)(images).flatten(1).float()
+
+
+def _no_closure() -> None:
+    """The closure of an uncounted step: the backward has run already (manual optimisation)."""

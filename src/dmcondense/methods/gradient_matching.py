@@ -8,7 +8,7 @@
                 g_real = grad_theta CE(theta(A(real_c)), c)                          constant
                 g_syn  = grad_theta CE(theta(A(S_c)), c)           differentiable w.r.t. S
                 loss  += D(g_real, g_syn)
-            S <- S - lr_img * grad_S loss                  (SGD with momentum, on the base)
+            S <- S - lr_img * grad_S loss          (SGD with momentum: the base's update_images)
             unless r is the last round: train theta `inner_loop` epochs on S (detached)
 
 DSA is DC with one augmentation draw a class shared by the real and the synthetic batch
@@ -16,6 +16,8 @@ DSA is DC with one augmentation draw a class shared by the real and the syntheti
 parameters, as the reference draws them; `inner_family=image` draws a family per image); DC
 runs with augment=none. The real batches
 of the rounds come with the step (`real_batches_per_step`): [outer_loop, classes, n, C, H, W].
+Only the last round's update counts a global step (the base's update_images), so one global
+step is one iteration.
 """
 
 from __future__ import annotations
@@ -97,7 +99,6 @@ class GradientMatching(CondensationMethod):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.automatic_optimization = False
         self.embed_net.requires_grad_(True)  # it is trained between rounds (not a parameter)
         if distance not in DISTANCES:
             raise ConfigError(
@@ -136,25 +137,17 @@ class GradientMatching(CondensationMethod):
 
     # --- one iteration -------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        step, classes = batch["step"], batch["classes"]
-        real = batch["images"]
-        real = real.unsqueeze(0) if real.dim() == 5 else real  # [rounds, k, n, C, H, W]
-        optimizer = self.optimizers()
+        step, classes, real = batch["step"], batch["classes"], batch["images"]
         net = self.draw_network(step)
         losses = []
         for r in range(self.outer_loop):
             if self.batchnorm:
                 self.set_batchnorm_statistics(net, real[r])
             loss = self.round_loss(net, step, r, classes, real[r])
-            optimizer.zero_grad(set_to_none=True)
-            # DDP averages the gradients of ranks that hold disjoint classes: scale to the sum.
-            self.manual_backward(loss * self.trainer.world_size, inputs=[self.synthetic])
-            # One global step an iteration: checkpoints, resume and max_steps count iterations.
-            if r + 1 < self.outer_loop:
-                optimizer.optimizer.step()
+            last = r + 1 == self.outer_loop
+            self.update_images(loss, last=last)
+            if not last:
                 self.train_network(net, step, r)
-            else:
-                optimizer.step()
             losses.append(loss.detach())
         loss = torch.stack(losses).mean()
         self.log_loss(loss)

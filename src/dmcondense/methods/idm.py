@@ -15,10 +15,10 @@
         `batch_train` real images drawn from the whole training set (classes mixed, as the
         authors draw them), and count their accuracy on them
 
-The queue (weights, optimiser state, accuracy counts) lives in the module and in its
-checkpoints, and every draw is keyed by the step, so a resumed run ends where an uninterrupted
-one does. `acc` is in percent and restarts every `accuracy_window` steps, as in the authors'
-code (there it restarts at each evaluation).
+The queue (weights, optimiser state, accuracy counts) is an auxiliary part of the base, saved in
+its checkpoints, and every draw is keyed by the step, so a resumed run ends where an
+uninterrupted one does. `acc` is in percent and restarts every `accuracy_window` steps, as in
+the authors' code (there it restarts at each evaluation).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dmcondense.errors import ConfigError
+from dmcondense.methods.base import AuxiliaryPart
 from dmcondense.methods.dm import DistributionMatching
 from dmcondense.models.init import reset_parameters
 from dmcondense.models.registry import uses_batchnorm
@@ -77,18 +78,29 @@ class QueuedNetwork:
         self.seen.copy_(state["seen"])
 
 
-class ModelQueue:
+class ModelQueue(AuxiliaryPart):
     """First in, first out: at most `capacity` networks, each made from `template` and
-    initialised from generator(seed, "queue-net", birth), birth counting every network made."""
+    initialised from generator(seed, "queue-net", birth), birth counting every network made;
+    `initial` networks at fit start."""
 
-    def __init__(self, template: nn.Module, capacity: int, seed: int, **optimiser) -> None:
+    def __init__(
+        self, template: nn.Module, capacity: int, seed: int, initial: int = 0, **optimiser
+    ) -> None:
         self.template, self.capacity, self.seed = template, capacity, seed
+        self.initial = initial
         self.optimiser = optimiser  # lr, momentum, wd of every queued network
         self.networks: list[QueuedNetwork] = []
         self.births = 0
 
     def __len__(self) -> int:
         return len(self.networks)
+
+    def start(self, device: torch.device) -> None:
+        """A fresh queue of `initial` networks on `device`, where the template is placed."""
+        self.template.to(device)
+        self.networks, self.births = [], 0
+        for _ in range(self.initial):
+            self.push()
 
     def push(self) -> None:
         """Add a fresh network; drop the oldest first when the queue is full."""
@@ -133,7 +145,6 @@ class ImprovedDistributionMatching(DistributionMatching):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.automatic_optimization = False
         if net_num < initial_networks:
             raise ConfigError(
                 f"method.net_num={net_num} is smaller than the starting queue of "
@@ -160,25 +171,19 @@ class ImprovedDistributionMatching(DistributionMatching):
         self.model_train_steps, self.trained_per_step = model_train_steps, trained_per_step
         self.batch_train, self.ce_weight = batch_train, ce_weight
         self.accuracy_window = accuracy_window
-        self.net_optimiser = {"lr": lr_net, "momentum": net_momentum, "wd": net_weight_decay}
-        self.queue: ModelQueue | None = None
-        self._saved_queue: dict | None = None
-
-    # --- the queue's life: built at fit start, restored from a checkpoint, saved in one ------
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        if self.trainer.world_size > 1:
-            raise ConfigError(
-                "method=idm runs on one process: its queued networks train on batches of every "
-                "class, but DDP ranks hold a slice of the classes; use trainer=cpu or trainer=gpu"
-            )
-        self.start_queue()
-
-    def start_queue(self) -> None:
-        """`initial_networks` random networks, made from the embedding network as it is placed."""
-        self.queue = ModelQueue(self.embed_net, self.net_num, self.seed, **self.net_optimiser)
-        for _ in range(self.initial_networks):
-            self.queue.push()
+        net_optimiser = {"lr": lr_net, "momentum": net_momentum, "wd": net_weight_decay}
+        # Made afresh at each fit start (from the embedding network as it is placed), restored
+        # from the checkpoint on resume: the base's auxiliary part.
+        self.queue = ModelQueue(
+            self.embed_net, net_num, self.seed, initial_networks, **net_optimiser
+        )
+        self.register_part(
+            "queue",
+            self.queue,
+            ddp="refuse",
+            why="its queued networks train on batches of every class, but DDP ranks hold a "
+            "slice of the classes",
+        )
 
     def renew_queue(self, step: int) -> None:
         """Before step `step`: restart the accuracy counts every `accuracy_window` steps, and push
@@ -189,39 +194,24 @@ class ImprovedDistributionMatching(DistributionMatching):
         if step % self.net_generate_interval == 0:
             self.queue.push()
 
-    def on_train_start(self) -> None:
-        if self._saved_queue is not None:  # a resumed run: the checkpoint is read by now
-            self.queue.load_state_dict(self._saved_queue)
-            self._saved_queue = None
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["model_queue"] = self.queue.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._saved_queue = checkpoint["model_queue"]
-
     def embed_function(self, net: nn.Module):
         return net.embed  # a different network each step: nothing to compile once
 
     # --- one step ------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         step, classes, real = batch["step"], batch["classes"], batch["images"]
-        matching_real = real if self.queue_data == "whole_set" else real[0]
         self.renew_queue(step)
         picks = generator(self.seed, "queue", step)  # host draws: no device sync
         matching = self.queue.networks[int(torch.randint(len(self.queue), (), generator=picks))]
 
         real_features, synthetic_features = self.class_features(
-            matching.net, step, classes, matching_real
+            matching.net, step, classes, real[0]
         )
         loss = self.match(real_features, synthetic_features) + self.ce_weight * (
             matching.accuracy_percent()
             * self.class_cross_entropy(matching.net, synthetic_features, classes)
         )
-        optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss, inputs=[self.synthetic])
-        optimizer.step()
+        self.update_images(loss)
 
         trained = torch.randperm(len(self.queue), generator=picks)[: self.trained_per_step]
         for i, slot in enumerate(trained.tolist()):
@@ -270,7 +260,7 @@ class ImprovedDistributionMatching(DistributionMatching):
                 loss = F.cross_entropy(logits, y)
                 queued.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                queued.optimizer.step()
+                self.step_part("queue", queued.optimizer)
                 with torch.no_grad():
                     queued.correct += (logits.argmax(dim=1) == y).sum()
                     queued.seen += y.shape[0]

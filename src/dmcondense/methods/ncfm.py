@@ -14,15 +14,15 @@
         for each class c in turn: S <- step on calibration_weight * CE(trained_i(A(decode(S)_c)), c)
         S <- clamp(S, 0, 1); ReduceLROnPlateau on the iteration's mean loss a class
 
-Under manual optimisation Lightning skips the base's `optimizer_step`, so the pixels are clamped
-here, once an iteration after its last step (the authors clamp at the start of each iteration).
-Only the last image step of an iteration goes through Lightning's optimizer wrapper, so one
-global step is one iteration (checkpoints, resume and max_steps count iterations).
+Every image step is the base's `update_images`: the pixels are clamped once an iteration, after
+its last step (the authors clamp at the start of each iteration), and only that step counts a
+global step, so one global step is one iteration (checkpoints, resume and max_steps count
+iterations).
 
-The pool networks are not parameters of the module: they are data, handed in as (initial,
-trained) state dicts. The sampling network is an auxiliary learned part, outside the image
-optimiser; it and its optimiser are saved in the checkpoints, so a resumed run ends where an
-unbroken one does.
+The pool and the sampling network are the base's auxiliary parts, placed on the device at fit
+start. The pool networks are data, handed in as (initial, trained) state dicts, never learned or
+saved. The sampling network learns outside the image optimiser; it and its optimiser are saved
+in the checkpoints, so a resumed run ends where an unbroken one does.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dmcondense.errors import ConfigError
-from dmcondense.methods.base import CondensationMethod
+from dmcondense.methods.base import AuxiliaryPart, CondensationMethod, LearnedNetwork
 from dmcondense.models.init import reset_parameters
 from dmcondense.rng import generator
 
@@ -118,6 +118,31 @@ class SamplingNetwork(nn.Module):
         return self.layers(noise)
 
 
+class PretrainedPool(AuxiliaryPart):
+    """The pool's networks as lists of weight tensors in the model's state-dict order, and the
+    calibrating network that is loaded with a pool network's trained weights each step."""
+
+    saves_state = False  # data handed in again with every run
+
+    def __init__(
+        self, networks: list[tuple[list[Tensor], list[Tensor]]], calibrator: nn.Module
+    ) -> None:
+        self.networks, self.calibrator = networks, calibrator
+
+    def __len__(self) -> int:
+        return len(self.networks)
+
+    def __getitem__(self, index: int) -> tuple[list[Tensor], list[Tensor]]:
+        return self.networks[index]
+
+    def start(self, device: torch.device) -> None:
+        self.networks = [
+            ([t.to(device) for t in initial], [t.to(device) for t in trained])
+            for initial, trained in self.networks
+        ]
+        self.calibrator.to(device).requires_grad_(False).train()
+
+
 class CharacteristicFunctionMatching(CondensationMethod):
     name = "ncfm"
     uses_pretrained_pool = True
@@ -143,7 +168,6 @@ class CharacteristicFunctionMatching(CondensationMethod):
         **kwargs,
     ) -> None:
         super().__init__(*args, pixels=pixels, **kwargs)
-        self.automatic_optimization = False
         if alpha < 0 or beta < 0 or alpha + beta == 0:
             raise ConfigError(
                 f"method.alpha={alpha} and method.beta={beta} weigh NCFM's amplitude and phase "
@@ -176,74 +200,49 @@ class CharacteristicFunctionMatching(CondensationMethod):
                     "the pool's networks do not fit the run's model (their weights have other "
                     "names); make the pool with the same model= settings"
                 )
-        # Plain tensors, not buffers or parameters: data the step reads, never learned or saved.
-        self._pool = [
-            ([initial[k] for k in keys], [trained[k] for k in keys]) for initial, trained in pool
-        ]
-        # Hidden from nn.Module like the embedding network: loaded with trained weights each step.
-        self._calibrator = (copy.deepcopy(self.embed_net),)
-        self._sampler: tuple[SamplingNetwork, torch.optim.Optimizer | None] | None = None
+        # Plain tensors and a network outside nn.Module: read each step, never learned or saved.
+        # The same on every rank, with no gradient to reduce: all_reduce is a no-op for it.
+        self._pool = self.register_part(
+            "pool",
+            PretrainedPool(
+                [([a[k] for k in keys], [b[k] for k in keys]) for a, b in pool],
+                copy.deepcopy(self.embed_net),
+            ),
+            ddp="all_reduce",
+            why="read-only: the same weights on every rank",
+        )
+        self._sampler: LearnedNetwork | None = None
         if sampling_net:
             dim = getattr(self.embed_net, "embed_dim", None)
             if dim is None:
                 raise ConfigError("method.sampling_net=true needs a model with embed_dim")
             sampler = SamplingNetwork(int(dim))
             reset_parameters(sampler, generator(self.seed, "sampling-net"))
-            self._sampler = (sampler, None)
-        self._saved_sampler: dict | None = None
+            self._sampler = self.register_part(
+                "sampling_net",
+                LearnedNetwork(
+                    sampler,
+                    lambda params: torch.optim.SGD(
+                        params, lr=self.sampling_lr, momentum=self.sampling_momentum
+                    ),
+                ),
+                ddp="refuse",
+                why="its sampling network ascends the loss of every class in turn",
+                setting=("method.sampling_net=true", "method.sampling_net=false"),
+            )
 
     # --- parts that live beside the pixels ------------------------------------------------------
     @property
     def calibrator(self) -> nn.Module:
-        return self._calibrator[0]
+        return self._pool.calibrator
 
     @property
     def sampler(self) -> SamplingNetwork | None:
-        return None if self._sampler is None else self._sampler[0]
+        return None if self._sampler is None else self._sampler.net
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        if self.trainer.world_size > 1:
-            raise ConfigError(
-                "method=ncfm runs on one process (it updates the images class by class); use "
-                "trainer=cpu or trainer=gpu"
-            )
-        device = self.device
-        self._pool = [
-            ([t.to(device) for t in initial], [t.to(device) for t in trained])
-            for initial, trained in self._pool
-        ]
-        self._calibrator = (self.calibrator.to(device).requires_grad_(False).train(),)
-        if self._sampler is not None:
-            sampler = self.sampler.to(device).train()
-            optimiser = torch.optim.SGD(
-                sampler.parameters(), lr=self.sampling_lr, momentum=self.sampling_momentum
-            )
-            self._sampler = (sampler, optimiser)
-
-    def on_train_start(self) -> None:
-        if self._saved_sampler is not None:  # a resumed run: the checkpoint is read by now
-            sampler, optimiser = self._sampler
-            sampler.load_state_dict(self._saved_sampler["net"])
-            optimiser.load_state_dict(self._saved_sampler["optimizer"])
-            self._saved_sampler = None
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self._sampler is not None:
-            sampler, optimiser = self._sampler
-            checkpoint["sampling_net"] = {
-                "net": sampler.state_dict(),
-                "optimizer": optimiser.state_dict() if optimiser is not None else None,
-            }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self._sampler is not None:
-            if "sampling_net" not in checkpoint:
-                raise ConfigError(
-                    "the checkpoint holds no sampling network; resume with "
-                    "method.sampling_net=false, as the run was made"
-                )
-            self._saved_sampler = checkpoint["sampling_net"]
+        self.refuse_ddp("it updates the images class by class")
 
     def configure_optimizers(self) -> dict:
         if self.optimizer_name == "adamw":
@@ -298,18 +297,17 @@ class CharacteristicFunctionMatching(CondensationMethod):
 
     # --- one iteration --------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        step, classes, real = batch["step"], batch["classes"], batch["images"]
+        step, classes, real = batch["step"], batch["classes"], batch["images"][0]
         k, n = real.shape[:2]
         optimizer = self.optimizers()
         net, calibrator = self.pool_networks(step)
         calibrating = self.calibration_weight > 0
         steps_left = k * (2 if calibrating else 1)
 
-        def image_step() -> None:
+        def image_step(loss: Tensor, inputs: list[Tensor]) -> None:
             nonlocal steps_left
             steps_left -= 1
-            # Only the iteration's last step advances Lightning's global step.
-            (optimizer.step if steps_left == 0 else optimizer.optimizer.step)()
+            self.update_images(loss, last=steps_left == 0, inputs=inputs)
 
         omega = self.augment.sample(
             self.num_classes, generator(self.seed, "augment", step, device=self.device)
@@ -329,17 +327,14 @@ class CharacteristicFunctionMatching(CondensationMethod):
                 real_features[None], synthetic_features[None], freqs,
                 self.alpha, self.beta, self.loss_scale,
             )[0]  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
             if self._sampler is None:
-                self.manual_backward(loss, inputs=[self.synthetic])
+                image_step(loss, [])
             else:
-                sampler, sampler_optimiser = self._sampler
-                sampler_optimiser.zero_grad(set_to_none=True)
-                self.manual_backward(loss, inputs=[self.synthetic, *sampler.parameters()])
-                for p in sampler.parameters():  # min-max: the frequencies ascend the loss
+                self._sampler.optimizer.zero_grad(set_to_none=True)
+                image_step(loss, list(self.sampler.parameters()))
+                for p in self.sampler.parameters():  # min-max: the frequencies ascend the loss
                     p.grad.neg_()
-                sampler_optimiser.step()
-            image_step()
+                self.step_part("sampling_net", self._sampler.optimizer)
             match_losses.append(loss.detach())
 
         calibration_losses = []
@@ -355,14 +350,9 @@ class CharacteristicFunctionMatching(CondensationMethod):
                     x = x.contiguous(memory_format=torch.channels_last)
                 logits = calibrator(x).float()
                 loss = self.calibration_weight * F.cross_entropy(logits, classes[i].expand(m))
-                optimizer.zero_grad(set_to_none=True)
-                self.manual_backward(loss, inputs=[self.synthetic])
-                image_step()
+                image_step(loss, [])
                 calibration_losses.append(loss.detach())
 
-        if self.pixels == "unit":
-            with torch.no_grad():
-                self.synthetic.clamp_(0.0, 1.0)
         match = torch.stack(match_losses).sum()
         calibration = torch.stack(calibration_losses).sum() if calibration_losses else 0.0 * match
         loss = (match + calibration) / k  # the authors' figure: the mean a class
