@@ -19,8 +19,9 @@ install: $(STAMP)
 train: $(STAMP)
 	$(BIN)/python -m dmcondense.train $(ARGS)
 
+# One test worker a core (at most 4: each holds its own session runs), one torch thread each.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -6,9 +6,19 @@ the tests that only read their outputs (helpers/shared_runs.py says what each ho
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 from helpers.inprocess import train
 from helpers.shared_runs import TINY_CSV_RUN, TINY_RUN, SharedRun
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # pytest -n N: the cores are shared out between the workers, and between the processes the
+    # tests start (inherited through OMP_NUM_THREADS), instead of each claiming all of them.
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
 
 
 def _shared_run(tmp_path_factory, name: str, overrides: list[str]) -> SharedRun:
