@@ -354,6 +354,7 @@ def protocol_choices(
         return {name: one for name in architectures(cfg)}
     common = dict(lr=e.lr, momentum=e.momentum, weight_decay=e.weight_decay,
                   batch_size=e.batch_size)  # fmt: skip
+    dc_epochs = e.get("dc_epochs")  # a budget in place of DC's own 300 / 1,000
     chosen = {}
     for name, knobs in architectures(cfg).items():
         if e.protocol == "dsa":
@@ -363,11 +364,11 @@ def protocol_choices(
             continue
         shape = (spec.channels, spec.num_classes, spec.image_size)
         if uses_batchnorm(build_model(name, *shape, **knobs)):
-            chosen[name] = Protocol(epochs=1000, augment="dc_batchnorm", **common)
+            chosen[name] = Protocol(epochs=dc_epochs or 1000, augment="dc_batchnorm", **common)
         elif spec.name.startswith("mnist"):
-            chosen[name] = Protocol(epochs=1000, augment="dc_mnist", **common)
+            chosen[name] = Protocol(epochs=dc_epochs or 1000, augment="dc_mnist", **common)
         else:
-            chosen[name] = Protocol(epochs=300, augment="none", **common)
+            chosen[name] = Protocol(epochs=dc_epochs or 300, augment="none", **common)
     return chosen
 
 
