@@ -9,10 +9,13 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from helpers.inprocess import evaluate, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import leaderboard  # noqa: E402
+
+pytestmark = pytest.mark.slow  # six methods condensed and scored 16 ways: about 50 s
 
 ENTRIES = {"dmcondense.train": train, "dmcondense.evaluate": evaluate}
 
