@@ -145,8 +145,9 @@ def figure(rows: list[dict], path: Path) -> None:
                                                 for r in here])  # fmt: skip
             panel.set_ylabel(unit)
             panel.set_title(f"{dataset}, IPC {ipc}")
-            panel.legend(fontsize=7, ncol=2)
-        right.set_ylim(0, 1)
+            panel.legend(fontsize=7, ncol=len(keys), loc="upper center")
+        left.set_ylim(0, 115)  # room for the legend above the bars
+        right.set_ylim(0, 1.15)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
