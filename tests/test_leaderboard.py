@@ -15,7 +15,7 @@ from helpers.inprocess import evaluate, train
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import leaderboard  # noqa: E402
 
-pytestmark = pytest.mark.slow  # six methods condensed and scored 16 ways: about 50 s
+pytestmark = pytest.mark.slow  # six methods condensed, 18 evaluate jobs
 
 ENTRIES = {"dmcondense.train": train, "dmcondense.evaluate": evaluate}
 
