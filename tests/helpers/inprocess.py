@@ -30,6 +30,8 @@ from dmcondense import evaluate as evaluate_entry
 from dmcondense import nas as nas_entry
 from dmcondense import pretrain as pretrain_entry
 from dmcondense import train as train_entry
+from dmcondense.jobs import evaluate as evaluate_job
+from dmcondense.jobs import scores as scores_job
 
 # The smallest run of the train job on the built-in MNIST sample: a narrow ConvNet, 4 real
 # images a class, a few steps, one network x one epoch to score each set. Tests add what they
@@ -139,3 +141,48 @@ def output_files(run_dir: Path) -> list[str]:
     if not run_dir.exists():
         return []
     return sorted(p.name for p in run_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log")
+
+
+class _WatchedSplit:
+    """A test split that records each read of its attributes made while `state` says a
+    learning rate is being chosen."""
+
+    def __init__(self, split: object, state: dict) -> None:
+        self._split, self._state = split, state
+
+    def __getattr__(self, name: str) -> object:
+        if self._state["choosing"]:
+            self._state["reads_while_choosing"].append(name)
+        else:
+            self._state["reads_after"].append(name)
+        return getattr(self._split, name)
+
+
+@contextlib.contextmanager
+def watch_test_split(leak: bool = False) -> Iterator[dict]:
+    """Record reads of the evaluate job's test split during its learning-rate search
+    (`reads_while_choosing`) and after it (`reads_after`). `leak=True` hands the search the
+    test split in place of the held-out training images: the bug the watch must catch."""
+    state: dict = {"choosing": False, "reads_while_choosing": [], "reads_after": [], "test": None}
+    load_test, search_rates = evaluate_job.load_test, evaluate_job.search_rates
+    validation_set = scores_job.validation_set
+
+    def watched_load_test(*args, **kwargs):
+        state["test"] = _WatchedSplit(load_test(*args, **kwargs), state)
+        return state["test"]
+
+    def watched_search(*args, **kwargs):
+        state["choosing"] = True
+        try:
+            return search_rates(*args, **kwargs)
+        finally:
+            state["choosing"] = False
+
+    evaluate_job.load_test, evaluate_job.search_rates = watched_load_test, watched_search
+    if leak:
+        scores_job.validation_set = lambda train, indices: state["test"]
+    try:
+        yield state
+    finally:
+        evaluate_job.load_test, evaluate_job.search_rates = load_test, search_rates
+        scores_job.validation_set = validation_set

@@ -26,6 +26,7 @@ from dmcondense.evaluation.ensemble import ConvNetEnsemble
 from dmcondense.evaluation.protocol import (
     Protocol,
     Task,
+    epoch_targets,
     epochs,
     make_augmenter,
     make_optimizer,
@@ -40,9 +41,9 @@ class NetworkStack(Interface):
     params: dict[str, Tensor]
     size: int
 
-    def losses(self, x: Tensor, y: Tensor) -> Tensor:
+    def losses(self, x: Tensor, y: Tensor, temperature: float = 1.0) -> Tensor:
         """Per-network mean losses [M] for per-network batches x [M, B, ...] and targets y:
-        labels [M, B] or soft targets [M, B, K] (CutMix)."""
+        labels [M, B] or soft targets [M, B, K] (CutMix, a teacher's), on logits / temperature."""
 
     def logits(self, x: Tensor) -> Tensor:
         """Eval-mode logits [M, B, K] of every network on the shared batch x [B, ...]."""
@@ -63,18 +64,18 @@ class VmapStack:
         # A weightless twin supplies the code of forward(); the tensors come from the stacks.
         self.skeleton = copy.deepcopy(networks[0]).to("meta")
 
-        def loss_one(p: dict, b: dict, x: Tensor, y: Tensor) -> Tensor:
-            return F.cross_entropy(functional_call(self.skeleton, (p, b), (x,)), y)
+        def loss_one(p: dict, b: dict, x: Tensor, y: Tensor, t: float) -> Tensor:
+            return F.cross_entropy(functional_call(self.skeleton, (p, b), (x,)) / t, y)
 
         def logits_one(p: dict, b: dict, x: Tensor) -> Tensor:
             return functional_call(self.skeleton, (p, b), (x,))
 
-        self._losses = torch.vmap(loss_one, in_dims=(0, 0, 0, 0))
+        self._losses = torch.vmap(loss_one, in_dims=(0, 0, 0, 0, None))
         self._logits = torch.vmap(logits_one, in_dims=(0, 0, None))
 
-    def losses(self, x: Tensor, y: Tensor) -> Tensor:
+    def losses(self, x: Tensor, y: Tensor, temperature: float = 1.0) -> Tensor:
         self.skeleton.train()
-        return self._losses(self.params, self.buffers, x, y)
+        return self._losses(self.params, self.buffers, x, y, temperature)
 
     def logits(self, x: Tensor) -> Tensor:
         self.skeleton.eval()
@@ -103,15 +104,18 @@ def train_stack(
     augmenter: DSA | NoAugment,
     num_classes: int,
     bar=None,
+    soft_targets: Tensor | None = None,
 ) -> None:
-    """Train the networks `indices` of `stack` with the protocol, each with its own draws."""
+    """Train the networks `indices` of `stack` with the protocol, each with its own draws
+    (`soft_targets` [N, K]: a teacher's probabilities, labels soft)."""
     device = images.device
     optimizer = make_optimizer(stack.params.values(), protocol)
     one_family = one_family_a_batch(protocol)
     n, m = images.shape[0], len(indices)
-    for orders, aug_generators, cutmix_generators in epochs(
-        optimizer, protocol, seed, indices, n, device
+    for epoch, (orders, aug_generators, cutmix_generators) in enumerate(
+        epochs(optimizer, protocol, seed, indices, n, device)
     ):
+        epoch_labels, temperature = epoch_targets(labels, soft_targets, protocol, epoch)
         for start in range(0, n, protocol.batch_size):
             batch = orders[:, start : start + protocol.batch_size]  # [M, B]
             b = batch.shape[1]
@@ -122,7 +126,7 @@ def train_stack(
             draws = [augmenter.sample(b, g, one_family) for g in aug_generators]
             params = {key: torch.cat([d[key] for d in draws]) for key in draws[0]}
             x = augmenter.apply(x, params).view(m, b, *x.shape[1:])
-            targets = labels[batch]  # [M, B]
+            targets = epoch_labels[batch]  # [M, B] (or [M, B, K] soft)
             if cutmix_generators is not None:
                 # Each network its own CutMix draw, as in the sequential trainer; the losses
                 # then take soft targets [M, B, K].
@@ -134,7 +138,7 @@ def train_stack(
                     mixed_targets(targets[k], d, num_classes, height, width)
                     for k, d in enumerate(draws)
                 ])  # fmt: skip
-            loss = stack.losses(x, targets).sum()
+            loss = stack.losses(x, targets, temperature).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -188,7 +192,8 @@ def train_batched(
                 stack.check(images, labels, normaliser)
             train_stack(stack, indices, images, labels, protocol=protocol, seed=task.seed,
                         normaliser=normaliser, augmenter=augmenter,
-                        num_classes=num_classes, bar=bar)  # fmt: skip
+                        num_classes=num_classes, bar=bar,
+                        soft_targets=task.soft_targets)  # fmt: skip
             tested = test_stack(stack, task.test_images, task.test_labels, normaliser=normaliser,
                                 device=device, batch_size=protocol.test_batch_size)  # fmt: skip
             accuracies.append(tested)

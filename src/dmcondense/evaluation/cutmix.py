@@ -80,8 +80,9 @@ def mixed_targets(
 ) -> Tensor:
     """Soft targets [B, num_classes]: (1 - pasted fraction) x one-hot of the own label +
     pasted fraction x one-hot of the partner's. Cross-entropy against them equals the authors'
-    (1 - f) CE(own) + f CE(partner)."""
-    own = F.one_hot(labels, num_classes).float()
+    (1 - f) CE(own) + f CE(partner). `labels` may already be probabilities [B, num_classes]
+    (a teacher's), mixed the same way."""
+    own = labels.float() if labels.dim() == 2 else F.one_hot(labels, num_classes).float()
     if not draw.apply:
         return own
     pasted = draw.pasted_fraction(height, width)

@@ -109,11 +109,12 @@ class ConvNetEnsemble:
         weight, bias = p["classifier.weight"], p["classifier.bias"]  # [M, K, F], [M, K]
         return torch.baddbmm(bias.unsqueeze(1), features, weight.transpose(1, 2))
 
-    def losses(self, x: Tensor, y: Tensor) -> Tensor:
-        """Per-network mean losses [M] for per-network batches x [M, B, C, H, W], y [M, B]."""
+    def losses(self, x: Tensor, y: Tensor, temperature: float = 1.0) -> Tensor:
+        """Per-network mean losses [M] for per-network batches x [M, B, C, H, W], y [M, B],
+        on logits / temperature."""
         m, b = y.shape[:2]  # y: labels [M, B] or soft targets [M, B, K]
         wide = x.transpose(0, 1).reshape(b, m * x.shape[2], *x.shape[3:])
-        logits = self._forward(wide)
+        logits = self._forward(wide) / temperature
         losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(0, 1), reduction="none")
         return losses.view(m, b).mean(1)
 

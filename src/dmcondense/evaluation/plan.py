@@ -28,6 +28,18 @@ class EvaluationPlan:
     num_models: int
     backend: str
     seed: int
+    teacher: torch.nn.Module | None = None  # labels the sets when the protocols' labels are soft
+
+    def variant(self, **changes: object) -> EvaluationPlan:
+        """The same plan with `changes` (Protocol fields: labels, augment, cutmix_p, lr, ...)
+        made to every architecture's protocol."""
+        protocols = {name: dataclasses.replace(p, **changes) for name, p in self.protocols.items()}
+        return dataclasses.replace(self, protocols=protocols)
+
+    @property
+    def labels(self) -> str:
+        """hard | soft: what the sets' networks train on (the same for every architecture)."""
+        return next(iter(self.protocols.values())).labels
 
     def scores(
         self,
@@ -41,7 +53,7 @@ class EvaluationPlan:
         return score(
             sets, self.architectures, self.protocols, test, self.seed,
             num_models=self.num_models, normaliser=normaliser, backend=self.backend,
-            device=device, progress=progress,
+            device=device, progress=progress, teacher=self.teacher,
         )  # fmt: skip
 
     def summaries(

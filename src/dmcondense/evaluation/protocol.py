@@ -63,6 +63,10 @@ LR_SCHEDULES: dict[str, tuple[tuple[tuple[int, int], ...], float]] = {
     "fifths": (((1, 5), (2, 5), (3, 5), (4, 5)), 0.5),  # NCFM's: x 0.5 at each fifth
 }
 OPTIMIZERS = ("sgd", "adamw")
+LABELS = ("hard", "soft")
+# Soft labels train all but the last epochs // HARD_TAIL epochs, which use the hard labels: the
+# NCFM authors' evaluation switches to hard labels for its last 100 of 2,000 epochs.
+HARD_TAIL = 20
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,10 @@ class Protocol:
     # Probability that a training batch is CutMixed (after the augmentation); 0: never, and
     # no CutMix draws are made.
     cutmix_p: float = 0.0
+    # hard: the labels; soft: a teacher's (Task.soft_targets) for all but the last twentieth
+    # of the epochs, trained by cross-entropy (KL up to a constant) at `temperature`.
+    labels: str = "hard"
+    temperature: float = 1.0
     # Test images per forward pass, summed over the networks of a batched pass (memory bound).
     test_batch_size: int = 1024
 
@@ -98,6 +106,7 @@ class Task:
     normaliser: Normaliser
     progress: str | None = None
     num_classes: int | None = None  # the networks' outputs (CutMix's soft targets)
+    soft_targets: Tensor | None = None  # [N, K] teacher probabilities (protocol.labels soft)
 
 
 def idc_protocol(epochs: int, dsa_strategy: str = DSA_STRATEGY, cutmix_p: float = 0.5) -> Protocol:
@@ -140,6 +149,27 @@ def check_protocol(protocol: Protocol) -> None:
         )
     if not 0.0 <= protocol.cutmix_p <= 1.0:
         raise ValueError(f"cutmix_p must be in [0, 1], got {protocol.cutmix_p}")
+    if protocol.labels not in LABELS:
+        raise ValueError(f"unknown labels {protocol.labels!r}; choose one of {', '.join(LABELS)}")
+    if protocol.temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {protocol.temperature}")
+
+
+def soft_epochs(protocol: Protocol) -> int:
+    """How many leading epochs train on the teacher's labels (0 under hard labels)."""
+    if protocol.labels != "soft":
+        return 0
+    return protocol.epochs - protocol.epochs // HARD_TAIL
+
+
+def epoch_targets(
+    labels: Tensor, soft_targets: Tensor | None, protocol: Protocol, epoch: int
+) -> tuple[Tensor, float]:
+    """The training targets of `epoch` (per image: `labels` [N], or the teacher's probabilities
+    `soft_targets` [N, K]) and the temperature the networks' logits are divided by."""
+    if soft_targets is not None and epoch < soft_epochs(protocol):
+        return soft_targets, protocol.temperature
+    return labels, 1.0
 
 
 def make_optimizer(params: Iterable[Tensor], protocol: Protocol) -> torch.optim.Optimizer:

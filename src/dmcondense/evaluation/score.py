@@ -26,6 +26,7 @@ from dmcondense.evaluation.batched import BatchingUnsupported, train_batched
 from dmcondense.evaluation.ensemble import supports_ensemble
 from dmcondense.evaluation.protocol import Protocol, Task, fresh_network
 from dmcondense.evaluation.sequential import train_sequential
+from dmcondense.evaluation.soft import teacher_targets
 from dmcondense.models.registry import build_model, uses_batchnorm
 
 BACKENDS = ("auto", "loop", "vmap", "ensemble")
@@ -62,6 +63,7 @@ def train_networks(
     chunk_size: int | None = None,
     device: torch.device | str | None = None,
     progress: bool | str = False,
+    teacher: torch.nn.Module | None = None,
 ) -> Tensor:
     """Accuracies [num_models] (float64, CPU, in [0, 1]) of fresh `model_name` networks trained
     on (images, labels) and tested on uint8 test images.
@@ -70,6 +72,7 @@ def train_networks(
     caps the networks of one batched pass (memory); results do not depend on it.
     `num_classes` defaults to 1 + the largest label in the training or test labels.
     `progress`: show the epochs, labelled with the model name (True) or the given text.
+    `teacher`: labels the set when protocol.labels is soft (evaluation/soft.py).
     """
     if num_models < 1:
         raise ValueError(f"num_models must be positive, got {num_models}")
@@ -82,9 +85,15 @@ def train_networks(
     template = build_model(model_name, *shape, **dict(model_kwargs or {}))
     chosen = choose_backend(backend, template, device)
     networks = [fresh_network(template, seed, model_name, i) for i in range(num_models)]
+    soft = None
+    if protocol.labels == "soft":
+        if teacher is None:
+            raise ValueError("protocol.labels is soft but no teacher was given")
+        soft = teacher_targets(teacher.to(device), images, labels, normaliser, protocol.temperature)
     task = Task(images, labels, test_images, test_labels, protocol, seed, normaliser,
                 progress=(progress if isinstance(progress, str) else model_name)
-                if progress else None, num_classes=num_classes)  # fmt: skip
+                if progress else None, num_classes=num_classes,
+                soft_targets=soft)  # fmt: skip
     if chosen != "loop":
         try:
             return train_batched(networks, chosen, task, chunk_size)
@@ -108,13 +117,15 @@ def score(
     backend: str = "auto",
     device: torch.device | str | None = None,
     progress: bool = False,
+    teacher: torch.nn.Module | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """Test accuracies of `num_models` fresh networks per architecture trained on each set.
 
     `sets`: name -> experiments, each (images, labels); experiment e draws with seed + e, and
     its accuracies are pooled into one tensor [experiments * num_models] per architecture.
     `architectures`: name -> constructor knobs; `protocol`: one for all, or one per
-    architecture. Returns results[set][architecture].
+    architecture; `teacher` labels the sets under soft labels. Returns
+    results[set][architecture].
     """
     return {
         name: {
@@ -124,7 +135,7 @@ def score(
                     protocol=protocol[arch] if isinstance(protocol, Mapping) else protocol,
                     seed=seed + e, normaliser=normaliser, backend=backend,
                     model_kwargs=knobs, num_classes=test.num_classes, device=device,
-                    progress=f"{name}/{arch}" if progress else False,
+                    progress=f"{name}/{arch}" if progress else False, teacher=teacher,
                 )
                 for e, (images, labels) in enumerate(experiments)
             ])

@@ -12,6 +12,7 @@ from dmcondense.evaluation.cutmix import draw_cutmix, mixed_targets, paste
 from dmcondense.evaluation.protocol import (
     Protocol,
     Task,
+    epoch_targets,
     epochs,
     make_augmenter,
     make_optimizer,
@@ -31,11 +32,12 @@ def train_network(
     normaliser: Normaliser,
     augmenter: DSA | NoAugment | None = None,
     bar=None,
+    soft_targets: Tensor | None = None,
 ) -> nn.Module:
     """Train one network in place with the protocol; draws keyed by (seed, index).
 
     `images` are normalised float [N, C, H, W] or uint8 (then normalised batch by batch), on
-    the network's device.
+    the network's device; `soft_targets` [N, K]: a teacher's probabilities (labels soft).
     """
     device = images.device
     augmenter = make_augmenter(protocol) if augmenter is None else augmenter
@@ -43,22 +45,23 @@ def train_network(
     one_family = one_family_a_batch(protocol)
     n = images.shape[0]
     net.train()
-    for (order,), (aug_generator,), cutmix_generators in epochs(
-        optimizer, protocol, seed, [index], n, device
+    for epoch, ((order,), (aug_generator,), cutmix_generators) in enumerate(
+        epochs(optimizer, protocol, seed, [index], n, device)
     ):
+        targets, temperature = epoch_targets(labels, soft_targets, protocol, epoch)
         for start in range(0, n, protocol.batch_size):
             batch = order[start : start + protocol.batch_size]
             x = normaliser.to_input(images[batch])
             x = augmenter.apply(x, augmenter.sample(batch.numel(), aug_generator, one_family))
             if cutmix_generators is None:
-                loss = F.cross_entropy(net(x), labels[batch])
+                loss = F.cross_entropy(net(x) / temperature, targets[batch])
             else:
                 height, width = x.shape[-2:]
                 draw = draw_cutmix(batch.numel(), height, width, protocol.cutmix_p,
                                    cutmix_generators[0])  # fmt: skip
-                logits = net(paste(x, draw))
-                targets = mixed_targets(labels[batch], draw, logits.shape[-1], height, width)
-                loss = F.cross_entropy(logits, targets)
+                logits = net(paste(x, draw)) / temperature
+                mixed = mixed_targets(targets[batch], draw, logits.shape[-1], height, width)
+                loss = F.cross_entropy(logits, mixed)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -98,7 +101,7 @@ def train_sequential(networks: list[nn.Module], task: Task) -> Tensor:
     for i, net in enumerate(networks):
         train_network(net.to(task.images.device), task.images, task.labels, protocol=protocol,
                       seed=task.seed, index=i, normaliser=task.normaliser, augmenter=augmenter,
-                      bar=bar)  # fmt: skip
+                      bar=bar, soft_targets=task.soft_targets)  # fmt: skip
         accuracies[i] = top1_accuracy(net, task.test_images, task.test_labels,
                                       normaliser=task.normaliser,
                                       batch_size=protocol.test_batch_size)  # fmt: skip

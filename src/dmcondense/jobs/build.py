@@ -7,6 +7,7 @@ Every job calls these once at its top and passes the objects down, so `train`, `
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -39,6 +40,8 @@ from dmcondense.progress import StepLines
 from dmcondense.progress import on_terminal as progress_on_terminal
 
 EVAL_PROTOCOLS = ("dsa", "dc", "idc", "ncfm")
+EVAL_LABELS = ("hard", "soft")
+WHOLE_CHOICES = ("auto", "never")
 POOL_BUILDS = ("never", "auto")
 
 
@@ -82,6 +85,39 @@ def check_evaluation(cfg: DictConfig) -> None:
     # Only the protocols with CutMix read it (a config saved before it existed has no key).
     if cfg.eval.protocol in ("idc", "ncfm") and not 0.0 <= float(cfg.eval.cutmix_p) <= 1.0:
         raise ConfigError(f"eval.cutmix_p must be a probability in [0, 1], got {cfg.eval.cutmix_p}")
+    labels = cfg.eval.get("labels", "hard")
+    if labels not in EVAL_LABELS:
+        raise ConfigError(f"unknown eval.labels '{labels}'; choose one of {', '.join(EVAL_LABELS)}")
+    if labels == "soft" and not float(cfg.eval.temperature) > 0:
+        raise ConfigError(f"eval.temperature must be positive, got {cfg.eval.temperature}")
+    lr_search(cfg)
+    whole = cfg.eval.get("whole", "auto")
+    if whole not in WHOLE_CHOICES:
+        raise ConfigError(f"unknown eval.whole '{whole}'; choose one of {', '.join(WHOLE_CHOICES)}")
+
+
+def lr_search(cfg: DictConfig) -> list[float]:
+    """eval.lr_search as a list of learning rates (empty: no search); one line for a value that
+    is not a positive number."""
+    value = cfg.eval.get("lr_search") or []
+    values = list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value]
+    rates = []
+    for v in values:
+        try:
+            rate = float(v)
+        except (TypeError, ValueError):
+            rate = float("nan")
+        if not rate > 0:
+            raise ConfigError(
+                f"eval.lr_search holds {v!r}; give positive learning rates, e.g. "
+                f"eval.lr_search=[0.001,0.01,0.1]"
+            )
+        rates.append(rate)
+    if rates and not 0.0 < float(cfg.eval.lr_holdout) < 1.0:
+        raise ConfigError(
+            f"eval.lr_holdout must be a fraction in (0, 1), got {cfg.eval.lr_holdout}"
+        )
+    return rates
 
 
 def eval_device(cfg: DictConfig) -> torch.device:
@@ -179,9 +215,9 @@ def pretrained_pool(cfg: DictConfig, spec: DatasetSpec) -> PretrainedPool:
     return PretrainedPool(Path(str(folder)).expanduser(), manifest)
 
 
-def pretrain_command(cfg: DictConfig) -> str:
-    """The pretrain command that makes this run's pool: its data set and model choices and the
-    command line's data set, model and pool keys."""
+def pretrain_command(cfg: DictConfig, size: int | None = None) -> str:
+    """The pretrain command that makes this run's pool (`size` networks, default pool.size): its
+    data set and model choices and the command line's data set, model and pool keys."""
     words = [f"dataset={cfg.dataset.name}", f"model={cfg.model.name}"]
     if HydraConfig.initialized():
         choices = HydraConfig.get().runtime.choices
@@ -196,21 +232,24 @@ def pretrain_command(cfg: DictConfig) -> str:
                 words.append(override)
     elif cfg.model.get("width") is not None:
         words.append(f"model.width={cfg.model.width}")
-    words += [f"pool.size={cfg.pool.size}", f"pool.epochs={cfg.pool.epochs}"]
+    words = [w for w in words if not w.startswith("pool.size=")]
+    words += [f"pool.size={size or cfg.pool.size}", f"pool.epochs={cfg.pool.epochs}"]
     return "python -m dmcondense.pretrain " + " ".join(dict.fromkeys(words))
 
 
-def ready_pool(cfg: DictConfig, spec: DatasetSpec) -> PretrainedPool:
-    """The run's pool, with pool.size finished networks; otherwise one line that gives the
-    pretrain command (the train job builds the pool first under pool.build=auto)."""
+def ready_pool(cfg: DictConfig, spec: DatasetSpec, count: int | None = None) -> PretrainedPool:
+    """The run's pool, with its first `count` (default pool.size) networks finished; otherwise
+    one line that gives the pretrain command (the jobs build the pool first under
+    pool.build=auto)."""
     pool = pretrained_pool(cfg, spec)
+    count = int(cfg.pool.size) if count is None else count
     finished = set(pool.check_all()) if pool.folder.is_dir() else set()
-    missing = [i for i in range(int(cfg.pool.size)) if i not in finished]
+    missing = [i for i in range(count) if i not in finished]
     if missing:
-        have = f"has {len(finished)} of {cfg.pool.size} networks" if finished else "is missing"
+        have = f"has {len(finished)} of {count} networks" if finished else "is missing"
         raise ConfigError(
             f"the pretrained pool for {spec.name} and {cfg.model.name} ({pool.folder}) {have}; "
-            f"make it with: {pretrain_command(cfg)} (or add pool.build=auto)"
+            f"make it with: {pretrain_command(cfg, count)} (or add pool.build=auto)"
         )
     return pool
 
@@ -260,13 +299,22 @@ def datamodule(
 
 
 def evaluation_plan(
-    cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None
+    cfg: DictConfig,
+    spec: DatasetSpec,
+    epochs: int | None = None,
+    teacher: torch.nn.Module | None = None,
 ) -> EvaluationPlan:
     """The eval group, resolved once: architectures, their protocols, networks, backend, seed.
     `epochs` replaces the protocol's epochs under dsa, idc and ncfm (the whole-data baseline's
-    budget)."""
+    budget); `teacher` labels the sets under eval.labels=soft (jobs/pretrain.py: teacher)."""
     check_evaluation(cfg)
+    if cfg.eval.get("labels", "hard") == "soft" and teacher is None:
+        raise ConfigError(
+            "eval.labels=soft is scored by python -m dmcondense.train and dmcondense.evaluate "
+            "only; set eval.labels=hard here"
+        )
     return EvaluationPlan(
+        teacher=teacher,
         protocol_name=str(cfg.eval.protocol),
         architectures=architectures(cfg),
         protocols=protocols(cfg, spec, epochs),
@@ -287,6 +335,16 @@ def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> 
     ncfm NCFM's: eval.ncfm_epochs (or `epochs`), AdamW lr 1e-3, batch 128, x 0.5 at each fifth,
          IDC's DSA per image over eval.dsa_strategy without cutout, CutMix with eval.cutmix_p
     """
+    labels = {"labels": str(cfg.eval.get("labels", "hard")),
+              "temperature": float(cfg.eval.get("temperature", 1.0))}  # fmt: skip
+    return {name: dataclasses.replace(p, **labels) for name, p in
+            protocol_choices(cfg, spec, epochs).items()}  # fmt: skip
+
+
+def protocol_choices(
+    cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None
+) -> dict[str, Protocol]:
+    """protocols() before the labels are set."""
     e = cfg.eval
     if e.protocol in ("idc", "ncfm"):
         make = idc_protocol if e.protocol == "idc" else ncfm_protocol
@@ -296,6 +354,7 @@ def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> 
         return {name: one for name in architectures(cfg)}
     common = dict(lr=e.lr, momentum=e.momentum, weight_decay=e.weight_decay,
                   batch_size=e.batch_size)  # fmt: skip
+    dc_epochs = e.get("dc_epochs")  # a budget in place of DC's own 300 / 1,000
     chosen = {}
     for name, knobs in architectures(cfg).items():
         if e.protocol == "dsa":
@@ -305,11 +364,11 @@ def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> 
             continue
         shape = (spec.channels, spec.num_classes, spec.image_size)
         if uses_batchnorm(build_model(name, *shape, **knobs)):
-            chosen[name] = Protocol(epochs=1000, augment="dc_batchnorm", **common)
+            chosen[name] = Protocol(epochs=dc_epochs or 1000, augment="dc_batchnorm", **common)
         elif spec.name.startswith("mnist"):
-            chosen[name] = Protocol(epochs=1000, augment="dc_mnist", **common)
+            chosen[name] = Protocol(epochs=dc_epochs or 1000, augment="dc_mnist", **common)
         else:
-            chosen[name] = Protocol(epochs=300, augment="none", **common)
+            chosen[name] = Protocol(epochs=dc_epochs or 300, augment="none", **common)
     return chosen
 
 

@@ -113,6 +113,15 @@ def check_image_folder(cfg: DictConfig) -> None:
 # --- scoring saved sets (python -m dmcondense.evaluate) ---
 
 BASELINES = ("random", "herding", "kcenter", "whole")
+SCORES = ("lrs", "ars")
+
+
+def requested_scores(cfg: DictConfig) -> list[str]:
+    """scores= as a list of names (one name alone is taken as a list of one)."""
+    value = cfg.get("scores")
+    if value is None:
+        return []
+    return [str(v) for v in value] if OmegaConf.is_list(value) else [str(value)]
 
 
 def check_evaluate_config(cfg: DictConfig) -> None:
@@ -127,7 +136,14 @@ def check_evaluate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"unknown baseline '{cfg.baseline}'; choose one of {', '.join(BASELINES)}"
         )
+    wanted = requested_scores(cfg)
+    for name in wanted:
+        if name not in SCORES:
+            raise ConfigError(f"unknown score '{name}'; choose scores from {', '.join(SCORES)}")
+    if wanted and condensed is None:
+        raise ConfigError("scores= rate condensed sets; give condensed=RUN_DIR_OR_FILE")
     require_positive(
+        whole_epochs=cfg.whole_epochs,
         ipc=cfg.ipc, num_exp=cfg.num_exp,
         **{"eval.num_models": cfg.eval.num_models, "eval.epochs": cfg.eval.epochs},
     )  # fmt: skip

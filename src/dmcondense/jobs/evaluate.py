@@ -13,7 +13,17 @@ results.json (evaluate):
                               percent, mean and population std over every network of every
                               experiment; the set is the method that condensed it, or the
                               baseline's name
-results.csv: one row per set and architecture: set, architecture, mean, std, networks.
+    labels                    hard | soft (eval.labels)
+    lr_search                 with eval.lr_search: each set's chosen learning rate and every
+                              candidate's accuracy on the held-out training images
+    scores                    with scores=[lrs,ars]: {architecture: {lrs: {lrs, hlr, ior, alpha,
+                              whole_hard, synthetic_hard, synthetic, random}, ars: {ars,
+                              with_aug, without_aug, beta, synthetic_aug, random_aug,
+                              synthetic_noaug, random_noaug}}}, all fractions of 1; `results`
+                              then also holds "random", "<set>:hard", "whole:hard",
+                              "<set>:noaug" and "random:noaug"
+results.csv: one row per set and architecture: set, architecture, mean, std, networks (and,
+with scores, a unit column and one row per score and term, in fractions).
 """
 
 from __future__ import annotations
@@ -28,10 +38,13 @@ from omegaconf import DictConfig, OmegaConf
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.spec import DatasetSpec, resolve_spec
 from dmcondense.errors import ConfigError, DmcondenseWarning
+from dmcondense.evaluation.plan import EvaluationPlan
+from dmcondense.evaluation.protocol import accuracy_summary
 from dmcondense.evaluation.score import LabelledImages
 from dmcondense.hostmem import reuse_freed_memory
 from dmcondense.io import load_synthetic
-from dmcondense.jobs import build
+from dmcondense.jobs import build, scores
+from dmcondense.jobs.checks import requested_scores
 from dmcondense.jobs.common import (
     accuracy_rows,
     load_data,
@@ -40,6 +53,7 @@ from dmcondense.jobs.common import (
     select_real,
     write_results,
 )
+from dmcondense.jobs.pretrain import teacher
 
 
 def condensed_paths(cfg: DictConfig) -> list[str] | None:
@@ -103,11 +117,18 @@ def run(cfg: DictConfig) -> Path:
         reuse_freed_memory()
     paths = condensed_paths(cfg)
     ipc = cfg.ipc
+    wanted = requested_scores(cfg)
+    rates = build.lr_search(cfg)
+    build.check_evaluation(cfg)
     if paths is not None:
         sets, dataset, spec, ipc, name = synthetic_sets(paths, cfg)
         what = f"condensed {', '.join(paths)}"
-        dm = build.datamodule(cfg, dataset)
-        dm.prepare_data()
+        needs_train = wanted or rates or cfg.eval.get("labels", "hard") == "soft"
+        if needs_train:
+            dm = load_data(cfg, dataset)
+        else:
+            dm = build.datamodule(cfg, dataset)
+            dm.prepare_data()
     else:
         dataset, name = cfg.dataset, cfg.baseline
         dm = load_data(cfg)
@@ -115,29 +136,109 @@ def run(cfg: DictConfig) -> Path:
         sets, what = baseline_sets(cfg, dm, spec), f"baseline {cfg.baseline} (ipc {ipc})"
     test = load_test(dm, dataset)
     plan = build.evaluation_plan(
-        cfg, spec, epochs=cfg.whole_epochs if cfg.baseline == "whole" else None
-    )
-    results = plan.summaries(
-        {name: sets}, test, spec.normaliser, build.eval_device(cfg), progress=True
-    )
+        cfg, spec, epochs=cfg.whole_epochs if cfg.baseline == "whole" else None,
+        teacher=teacher(cfg, dm, spec),
+    )  # fmt: skip
+    device = build.eval_device(cfg)
+    named = {name: sets}
+    if wanted:
+        named["random"] = random_subsets(cfg, dm.train_set, spec, ipc, len(sets))
+    plans = {set_name: plan for set_name in named}
+    searched = {}
+    if rates:
+        plans, searched = search_rates(cfg, plan, named, dm.train_set, spec, rates, device)
+    raw = {n: plans[n].scores({n: named[n]}, test, spec.normaliser, device, True)[n]
+           for n in named}  # fmt: skip
+    if "lrs" in wanted:
+        if plan.labels == "hard":
+            raw[f"{name}:hard"] = raw[name]
+        else:
+            hard = plans[name].variant(labels="hard")
+            raw[f"{name}:hard"] = hard.scores({name: sets}, test, spec.normaliser, device, True)[
+                name
+            ]
+        raw["whole:hard"] = scores.whole_accuracies(cfg, plan, dm.train_set, spec, test, device)
+    if "ars" in wanted:
+        for n in (name, "random"):
+            bare = plans[n].variant(augment="none", cutmix_p=0.0)
+            raw[f"{n}:noaug"] = bare.scores({n: named[n]}, test, spec.normaliser, device, True)[n]
+    results = {n: {arch: accuracy_summary(acc) for arch, acc in by_arch.items()}
+               for n, by_arch in raw.items()}  # fmt: skip
     epochs = {arch: protocol.epochs for arch, protocol in plan.protocols.items()}
     summary = {
         "what": what, "dataset": spec.name, "ipc": ipc, "seed": cfg.seed,
-        "eval_protocol": plan.protocol_name,
+        "eval_protocol": plan.protocol_name, "labels": plan.labels,
         "experiments": len(sets), "networks_per_experiment": plan.num_models,
         "epochs": next(iter(epochs.values())) if len(set(epochs.values())) == 1 else epochs,
         "evaluation": plan.record(),
-        "seconds": round(time.time() - started, 1), "results": results,
     }  # fmt: skip
+    if rates:
+        summary["lr_search"] = searched
+    if "lrs" in wanted:
+        summary["whole_epochs"] = int(cfg.whole_epochs)
+    if wanted:
+        summary["scores"] = scores.robust_scores(wanted, raw, name)
+        summary["score_units"] = "fractions of 1 (accuracies in `results` are percent)"
+    summary["seconds"] = round(time.time() - started, 1)
+    summary["results"] = results
     rows = accuracy_rows(results)
+    if wanted:
+        rows = [{**row, "unit": "percent"} for row in rows]
+        rows += scores.score_rows(summary["scores"])
     write_results(run_dir, summary, rows)
     print(
         f"{what} on {spec.name}: {len(sets)} experiment(s) x {plan.num_models} "
-        f"networks, {summary['epochs']} epochs"
+        f"networks, {summary['epochs']} epochs, {plan.labels} labels"
     )
-    print(f"{'set':<10}{'architecture':<14}{'accuracy %':>12}")
+    for n, chosen in searched.items():
+        print(f"learning rate of {n}: {chosen['chosen']} (chosen on held-out training images)")
+    print(f"{'set':<16}{'architecture':<14}{'accuracy %':>12}")
     for row in rows:
-        print(f"{row['set']:<10}{row['architecture']:<14}{row['mean']:>7.2f} +- {row['std']:.2f}")
+        if row.get("unit", "percent") == "percent":
+            print(f"{row['set']:<16}{row['architecture']:<14}{row['mean']:>7.2f} +- "
+                  f"{row['std']:.2f}")  # fmt: skip
+    for arch, by_score in summary.get("scores", {}).items():
+        for score, terms in by_score.items():
+            rest = ", ".join(f"{t} {v:.4f}" for t, v in terms.items() if t != score)
+            print(f"{score.upper()} {arch}: {terms[score]:.4f} ({rest})")
     print(f"wall time {summary['seconds']:.0f} s")
     print(f"run folder: {run_dir}")
     return run_dir
+
+
+def random_subsets(
+    cfg: DictConfig, train, spec: DatasetSpec, ipc: int, count: int
+) -> list[LabelledImages]:
+    """`count` random real subsets of `ipc` images a class (the scores' baseline), subset e
+    drawn with seed + e, normalised as the synthetic sets are."""
+    same_ipc = OmegaConf.merge(cfg, {"ipc": ipc})
+    out = []
+    for e in range(count):
+        index = select_real(same_ipc, train, spec, "random", cfg.seed + e, ("scores-random",),
+                            ("kcenter",))  # fmt: skip
+        out.append((spec.normaliser.to_input(train.decode(index)), train.labels[index]))
+    return out
+
+
+def search_rates(
+    cfg: DictConfig,
+    plan: EvaluationPlan,
+    named: dict[str, list[LabelledImages]],
+    train,
+    spec: DatasetSpec,
+    rates: list[float],
+    device,
+) -> tuple[dict[str, EvaluationPlan], dict[str, dict]]:
+    """Each set's plan with the learning rate chosen on held-out training images (eval.lr_search,
+    eval.lr_holdout) and what the search saw; the test split is not among its inputs."""
+    held = scores.holdout_indices(train, float(cfg.eval.lr_holdout), int(cfg.seed))
+    validation = scores.validation_set(train, held)
+    plans, searched = {}, {}
+    for n, experiments in named.items():
+        best, means = scores.choose_lr(plan, experiments, validation, spec.normaliser, rates,
+                                       device)  # fmt: skip
+        plans[n] = plan.variant(lr=best)
+        searched[n] = {"chosen": best, "holdout_accuracy": {str(r): round(m, 6)
+                                                            for r, m in means.items()},
+                       "holdout_images": int(held.numel())}  # fmt: skip
+    return plans, searched

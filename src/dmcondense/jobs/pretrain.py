@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from omegaconf import DictConfig
+from torch import nn
 
 from dmcondense.augment import DSA
 from dmcondense.data.datamodule import ClassBatchDataModule
@@ -23,9 +24,12 @@ from dmcondense.jobs.common import load_data, load_test, quiet_library_chatter
 from dmcondense.models.pretrained import PretrainedPool, build_pool
 
 
-def make_pool(cfg: DictConfig, dm: ClassBatchDataModule, spec: DatasetSpec) -> tuple:
-    """(the pool, how many networks this call trained): the networks 0..pool.size-1 the
-    folder lacks are trained on the data module's training split, on the trainer's device."""
+def make_pool(
+    cfg: DictConfig, dm: ClassBatchDataModule, spec: DatasetSpec, size: int | None = None
+) -> tuple:
+    """(the pool, how many networks this call trained): the networks 0..size-1 (default
+    pool.size) the folder lacks are trained on the data module's training split, on the
+    trainer's device."""
     pool: PretrainedPool = build.pretrained_pool(cfg, spec)
     pool.check_all()  # before reading the data: a bad folder answers at once
     train = dm.train_set
@@ -42,7 +46,7 @@ def make_pool(cfg: DictConfig, dm: ClassBatchDataModule, spec: DatasetSpec) -> t
     trained = build_pool(
         pool,
         make_network=lambda: build.embedding_network(cfg, spec),
-        size=int(cfg.pool.size),
+        size=int(cfg.pool.size) if size is None else size,
         images=train.images,
         labels=train.labels,
         normalise=spec.normaliser.to_input_fused,
@@ -53,6 +57,21 @@ def make_pool(cfg: DictConfig, dm: ClassBatchDataModule, spec: DatasetSpec) -> t
         test=(test.images, test.labels),
     )
     return pool, trained
+
+
+def teacher(cfg: DictConfig, dm: ClassBatchDataModule, spec: DatasetSpec) -> nn.Module | None:
+    """The teacher of eval.labels=soft (None under hard labels): the trained weights of network
+    0 of the run's pretrained pool, as the NCFM authors take theirs. A missing network stops the
+    run with the pretrain command, or under pool.build=auto is trained first."""
+    if cfg.eval.get("labels", "hard") != "soft":
+        return None
+    build.check_pool(cfg)
+    if cfg.pool.build == "auto":
+        make_pool(cfg, dm, spec, size=1)
+    pool = build.ready_pool(cfg, spec, count=1)
+    net = build.embedding_network(cfg, spec)
+    net.load_state_dict(pool.read(0)["trained"])
+    return net.eval()
 
 
 def run(cfg: DictConfig) -> Path:

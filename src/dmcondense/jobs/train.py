@@ -40,7 +40,7 @@ from dmcondense.jobs.common import (
     resolved_config,
     write_results,
 )
-from dmcondense.jobs.pretrain import make_pool
+from dmcondense.jobs.pretrain import make_pool, teacher
 from dmcondense.methods.base import CondensationMethod
 
 RANDOM_LABEL = "(random real images, same budget)"
@@ -59,10 +59,11 @@ def run(cfg: DictConfig) -> Path:
     dm = load_data(cfg)
     test = load_test(dm, cfg.dataset)
     spec = resolve_spec(cfg.dataset, dm.train_set)
-    plan = build.evaluation_plan(cfg, spec)
+    build.check_evaluation(cfg)
     init, init_indices = initial_images(cfg, dm, spec, cfg.init, cfg.synthetic.factor)
     if build.uses_pool(cfg) and cfg.pool.build == "auto":
         make_pool(cfg, dm, spec)  # the missing networks of the method's pretrained pool
+    plan = build.evaluation_plan(cfg, spec, teacher=teacher(cfg, dm, spec))
     module = build.method(cfg, spec, init)
     resolved = resolved_config(cfg, spec)
     metadata = {

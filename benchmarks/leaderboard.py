@@ -1,0 +1,237 @@
+"""The board: every method's condensed set scored under the common protocol and its own, with
+hard and soft labels, and DD-Ranking's LRS and ARS, at a CPU budget.
+
+    python benchmarks/leaderboard.py --datasets mnist_sample --ipcs 1 --budget 60
+    python benchmarks/leaderboard.py --condensed dm=RUN_DIR ...   # score given sets instead
+    python benchmarks/leaderboard.py --tiny                       # seconds; the suite runs it
+
+Each set is condensed (`python -m dmcondense.train`, `--budget` seconds of condensation) or
+taken from `--condensed METHOD=PATH`, then scored by `python -m dmcondense.evaluate`:
+  common    eval.protocol=dsa (the DSA and DM papers'), hard and soft labels
+  own       the protocol of the method's paper (OWN_PROTOCOL), hard and soft labels; every
+            protocol trains the board's `--epochs` (NCFM's 2,000 and DC's 300 / 1,000 do not
+            fit a CPU budget)
+  scores    scores=[lrs,ars] under both protocols with hard labels; their whole-data accuracy
+            is trained once per data set, model and protocol and cached under <out>/whole
+Soft labels come from network 0 of the data set's pretrained pool (<out>/pools, built when
+missing). CIFAR-10 is the shared JPEG copy (../shared/datasets); without it its rows are
+skipped with the reason. Writes <out>/board.md, board.csv and board.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cifar10 import ARCHIVE, REPO, unpack
+from cifar10 import run as run_in_child
+
+METHODS = ("dm", "dc", "dsa", "m3d", "idm", "ncfm")
+# The protocol each method's paper scored with (METHODS.md): IDM's code scores with DM's.
+OWN_PROTOCOL = {"dm": "dsa", "dc": "dc", "dsa": "dsa", "m3d": "idc", "idm": "dsa", "ncfm": "ncfm"}
+COLUMNS = ("common hard", "common soft", "own hard", "own soft")
+Runner = Callable[[str, list[str]], dict]
+
+
+def dataset_overrides(dataset: str, args: argparse.Namespace) -> list[str] | str:
+    """The data set's overrides, or the reason it is skipped."""
+    if dataset != "cifar10":
+        return [f"dataset={dataset}"]
+    if not args.archive.is_file():
+        return f"{args.archive} not found (the shared CIFAR-10 copy)"
+    path = unpack(args.archive, args.data)
+    return ["dataset=imagefolder", f"path={path}", "dataset.num_classes=10",
+            "dataset.name=cifar10"]  # fmt: skip
+
+
+def budget_overrides(args: argparse.Namespace) -> tuple[list[str], list[str], list[str]]:
+    """(shared by every job, the condensation's, the evaluations') overrides."""
+    if args.tiny:
+        shared = ["model.width=8", "pool.size=1", "pool.epochs=1", "eval.num_models=1"]
+        condense = ["iterations=2", "batch_real=4", "eval.epochs=1"]
+        evaluate = ["eval.epochs=2", "eval.ncfm_epochs=2", "eval.dc_epochs=2", "whole_epochs=1"]
+        return shared, condense, evaluate
+    seconds = args.budget
+    shared = [f"model.width={args.width}", f"eval.num_models={args.num_models}"]
+    condense = [f"batch_real={args.batch_real}", "iterations=1000000", "save_every=1000000",
+                f"+trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}",
+                "eval.epochs=1", "eval.num_models=1"]  # fmt: skip
+    evaluate = [f"eval.epochs={args.epochs}", f"eval.ncfm_epochs={args.epochs}",
+                f"eval.dc_epochs={args.epochs}", f"whole_epochs={args.whole_epochs}"]  # fmt: skip
+    return shared, condense, evaluate
+
+
+def score_set(
+    run: Runner, condensed: Path, method: str, common: list[str], out: Path
+) -> dict[str, dict]:
+    """The evaluate jobs of one set: {"<protocol> <labels>": results.json}."""
+    found = {}
+    for protocol in dict.fromkeys(["dsa", OWN_PROTOCOL[method]]):
+        for labels in ("hard", "soft"):
+            extra = ["scores=[lrs,ars]"] if labels == "hard" else []
+            run_dir = out / f"{protocol}_{labels}"
+            found[f"{protocol} {labels}"] = run(
+                "dmcondense.evaluate",
+                [f"condensed={condensed}", *common, f"eval.protocol={protocol}",
+                 f"eval.labels={labels}", *extra, f"hydra.run.dir={run_dir}"],
+            )  # fmt: skip
+    return found
+
+
+def board_row(dataset: str, ipc: int, method: str, found: dict[str, dict]) -> dict:
+    """One row: accuracies (percent) and scores (fractions) of one set."""
+    own = OWN_PROTOCOL[method]
+
+    def acc(key: str, set_name: str | None = None) -> float:
+        results = found[key]["results"]
+        return results[set_name or next(iter(results))]["convnet"]["mean"]
+
+    def score(protocol: str, name: str) -> float:
+        return found[f"{protocol} hard"]["scores"]["convnet"][name][name]
+
+    return {
+        "data set": dataset, "IPC": ipc, "method": method, "own protocol": own,
+        "common hard": acc("dsa hard"), "common soft": acc("dsa soft"),
+        "own hard": acc(f"{own} hard"), "own soft": acc(f"{own} soft"),
+        "random common": acc("dsa hard", "random"), "random own": acc(f"{own} hard", "random"),
+        "whole common": acc("dsa hard", "whole:hard"),
+        "LRS common": score("dsa", "lrs"), "ARS common": score("dsa", "ars"),
+        "LRS own": score(own, "lrs"), "ARS own": score(own, "ars"),
+    }  # fmt: skip
+
+
+def cell(key: str, value: object) -> str:
+    if key.startswith(("LRS", "ARS")):
+        return f"{value:.4f}"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def markdown(rows: list[dict], skipped: list[str], note: str) -> str:
+    keys = list(rows[0]) if rows else []
+    lines = [note, ""]
+    if rows:
+        lines += ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
+        for row in rows:
+            cells = [cell(k, v) for k, v in row.items()]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [f"- not run: {reason}" for reason in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def figure(rows: list[dict], path: Path) -> None:
+    """Per (data set, IPC): accuracies (one bar group a method) and the scores beside them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = list(dict.fromkeys((r["data set"], r["IPC"]) for r in rows))
+    fig, axes = plt.subplots(len(cells), 2, figsize=(13, 3.6 * len(cells)), squeeze=False)
+    for (dataset, ipc), (left, right) in zip(cells, axes, strict=True):
+        here = [r for r in rows if (r["data set"], r["IPC"]) == (dataset, ipc)]
+        for panel, keys, unit in ((left, [*COLUMNS, "random common"], "accuracy %"),
+                                  (right, ["LRS common", "ARS common", "LRS own", "ARS own"],
+                                   "score (0-1)")):  # fmt: skip
+            width = 0.8 / len(keys)
+            for k, key in enumerate(keys):
+                xs = [i + (k - (len(keys) - 1) / 2) * width for i in range(len(here))]
+                panel.bar(xs, [r[key] for r in here], width, label=key)
+            panel.set_xticks(range(len(here)), [f"{r['method']}\n({r['own protocol']})"
+                                                for r in here])  # fmt: skip
+            panel.set_ylabel(unit)
+            panel.set_title(f"{dataset}, IPC {ipc}")
+            panel.legend(fontsize=7, ncol=len(keys), loc="upper center")
+        left.set_ylim(0, 115)  # room for the legend above the bars
+        right.set_ylim(0, 1.15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_board(
+    args: argparse.Namespace,
+    rows: list[dict],
+    skipped: list[str],
+    started: float,
+    final: bool = False,
+) -> None:
+    """board.md, board.csv, board.png and board.json under --out, with the rows so far."""
+    minutes = (time.time() - started) / 60
+    budget = "tiny smoke budget" if args.tiny else (
+        f"{args.budget} s of condensation a set, ConvNet width {args.width}, batch_real "
+        f"{args.batch_real}; {args.num_models} networks x {args.epochs} evaluation epochs, "
+        f"whole data {args.whole_epochs} epochs")  # fmt: skip
+    note = (f"Accuracies in percent (last epoch, mean over networks); LRS and ARS as fractions "
+            f"(DD-Ranking's formulas on fractional accuracies); {budget}; {minutes:.0f} min "
+            f"in all.")  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "board.md").write_text(markdown(rows, skipped, note))
+    if rows:
+        with open(args.out / "board.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        if final or not args.tiny:
+            figure(rows, args.out / "board.png")
+    (args.out / "board.json").write_text(json.dumps({"rows": rows, "skipped": skipped}) + "\n")
+    if final:
+        print(markdown(rows, skipped, note))
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["mnist_sample", "cifar10"])
+    parser.add_argument("--ipcs", nargs="+", type=int, default=[1, 10])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--condensed", nargs="*", default=[], metavar="METHOD=PATH",
+                        help="score these sets instead (one data set and IPC)")  # fmt: skip
+    parser.add_argument("--budget", type=int, default=60, help="condensation seconds a set")
+    parser.add_argument("--batch-real", type=int, default=64)
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=300, help="evaluation epochs")
+    parser.add_argument("--num-models", type=int, default=3)
+    parser.add_argument("--whole-epochs", type=int, default=5)
+    parser.add_argument("--tiny", action="store_true", help="the suite's smoke run")
+    parser.add_argument("--archive", type=Path, default=ARCHIVE)
+    parser.add_argument("--data", type=Path, default=Path("/tmp/dmcondense-cifar10"))
+    parser.add_argument("--out", type=Path, default=REPO / "lightning_logs" / "leaderboard")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, run: Runner = run_in_child) -> list[dict]:
+    args = parse(argv)
+    started = time.time()
+    shared, condense, evaluate = budget_overrides(args)
+    stores = [f"pool.root={args.out / 'pools'}", "pool.build=auto",
+              f"eval.whole_root={args.out / 'whole'}"]  # fmt: skip
+    given = dict(item.split("=", 1) for item in args.condensed)
+    rows, skipped = [], []
+    for dataset in args.datasets:
+        data = dataset_overrides(dataset, args)
+        if isinstance(data, str):
+            skipped.append(f"{dataset}: {data}")
+            print(f"skipping {dataset}: {data}", flush=True)
+            continue
+        for ipc in args.ipcs:
+            for method in args.methods:
+                cell = args.out / f"{dataset}_ipc{ipc}_{method}"
+                condensed = Path(given[method]) if method in given else cell / "condense"
+                if method not in given:
+                    run("dmcondense.train", [*data, *shared, *stores, *condense,
+                                             f"method={method}", f"ipc={ipc}",
+                                             f"hydra.run.dir={condensed}"])  # fmt: skip
+                found = score_set(run, condensed, method, [*data, *shared, *stores, *evaluate],
+                                  cell)  # fmt: skip
+                rows.append(board_row(dataset, ipc, method, found))
+                write_board(args, rows, skipped, started)  # a stopped board keeps its rows
+    write_board(args, rows, skipped, started, final=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,55 @@
+"""benchmarks/leaderboard.py --tiny: every method condensed, scored under the common and its own
+protocol, hard and soft labels, with LRS and ARS, and the table, CSV and figure written. The
+jobs run in this process (helpers.inprocess)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from helpers.inprocess import evaluate, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import leaderboard  # noqa: E402
+
+pytestmark = pytest.mark.slow  # six methods condensed, 18 evaluate jobs
+
+ENTRIES = {"dmcondense.train": train, "dmcondense.evaluate": evaluate}
+
+
+def in_process(module: str, overrides: list[str]) -> dict:
+    result = ENTRIES[module](*overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))
+    return json.loads((Path(run_dir) / "results.json").read_text())
+
+
+def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_path) -> None:
+    out = tmp_path / "board"
+    missing = tmp_path / "no-cifar.tar.gz"
+    rows = leaderboard.main(["--tiny", "--ipcs", "1", "--out", str(out), "--archive",
+                             str(missing)], run=in_process)  # fmt: skip
+    assert [r["method"] for r in rows] == list(leaderboard.METHODS)
+    for row in rows:
+        assert row["own protocol"] == leaderboard.OWN_PROTOCOL[row["method"]]
+        for key in (*leaderboard.COLUMNS, "random common", "whole common"):
+            assert 0 <= row[key] <= 100
+        for key in ("LRS common", "ARS common", "LRS own", "ARS own"):
+            assert 0 <= row[key] <= 1
+        if row["own protocol"] == "dsa":  # the same evaluation twice
+            assert row["own hard"] == row["common hard"] and row["LRS own"] == row["LRS common"]
+    # each evaluation records its protocol and labels
+    ncfm = out / "mnist_sample_ipc1_ncfm"
+    summary = json.loads((ncfm / "ncfm_soft" / "results.json").read_text())
+    assert (summary["eval_protocol"], summary["labels"]) == ("ncfm", "soft")
+    board = (out / "board.md").read_text()
+    assert f"- not run: cifar10: {missing} not found" in board
+    assert board.count("| mnist_sample | 1 |") == len(leaderboard.METHODS)
+    with open(out / "board.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(leaderboard.METHODS)
+    assert (out / "board.png").stat().st_size > 10_000
+    # the whole-data accuracy is trained once per protocol and reused by every later set
+    assert sorted(p.name.split("-")[0] for p in (out / "whole").iterdir()) == ["mnist_sample"] * 4
