@@ -21,7 +21,7 @@ train: $(STAMP)
 
 # One test worker a core (at most 4: each holds its own session runs), one torch thread each.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadgroup $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

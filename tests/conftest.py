@@ -36,3 +36,15 @@ def tiny_run(tmp_path_factory) -> SharedRun:
 @pytest.fixture(scope="session")
 def tiny_csv_run(tmp_path_factory) -> SharedRun:
     return _shared_run(tmp_path_factory, "tiny_csv_run", TINY_CSV_RUN)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest -n: the slow tests go out first, so no worker is left with a long one at the
+    end; the tests of a module that share a module-scoped fixture (a run they all read) stay on
+    one worker (`--dist loadgroup`), so the run is made once."""
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        scopes = [d[-1].scope for d in defs.name2fixturedefs.values()] if defs else []
+        if "module" in scopes:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -90,7 +90,10 @@ def test_bf16_mixed_lightning_steps_leave_a_finite_fp32_set() -> None:
 
     class Batches(L.LightningDataModule):
         def train_dataloader(self):
-            steps = [{"step": s, "classes": torch.arange(4), "images": real} for s in range(2)]
+            # images: [rounds, classes, per_class, C, H, W], as the DataModule serves them
+            steps = [
+                {"step": s, "classes": torch.arange(4), "images": real[None]} for s in range(2)
+            ]
             return DataLoader(steps, batch_size=None)
 
     trainer = L.Trainer(
