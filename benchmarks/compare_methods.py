@@ -196,19 +196,24 @@ def main() -> None:
                 figures = train([*data, *common, *runs, *METHODS[method], *extra, f"ipc={ipc}"],
                                 run_dir)  # fmt: skip
                 rows.append({"data set": dataset, "IPC": ipc, "method": method, **figures})
-    minutes = (time.time() - started) / 60
+                write(args, f"{value} {kind}", rows, started)  # a stopped comparison keeps its rows
+    print(write(args, f"{value} {kind}", rows, started))
+
+
+def write(args: argparse.Namespace, budget: str, rows: list[dict], started: float) -> str:
+    """The table so far into <out>/table.md and the rows into <out>/rows.json; the table."""
     lines = [
-        f"{value} {kind} of condensation a run; ConvNet width {args.width}, batch_real "
+        f"{budget} of condensation a run; ConvNet width {args.width}, batch_real "
         f"{args.batch_real}; {args.num_models} networks x {args.epochs} epochs (DSA protocol, "
         f"last epoch); NCFM pool {args.pool_size} networks x {args.pool_epochs} epochs; "
-        f"{minutes:.0f} min in all",
+        f"{(time.time() - started) / 60:.0f} min in all",
         "",
         *table(rows),
     ]
-    print("\n".join(lines))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
