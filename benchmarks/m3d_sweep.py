@@ -8,7 +8,7 @@ pixels, IDC's augmentation, a network every 5 steps) of max(--checkpoints) steps
 CIFAR-10 JPEG copy; at each checkpoint the stored set S is copied, and afterwards each copy is
 read out: the distance moved, ||S - S0|| / ||S0|| (stored [0, 1] pixels, S0 the init), and the
 last-epoch accuracy of `--num-models` ConvNets x `--epochs` epochs (DSA protocol; with
-`--score last` only the last checkpoint is scored). SGD without a
+`--score last` only the last checkpoint is scored, with `--score none` none). SGD without a
 schedule, so the copy at step k is what a k-step run ends with. The init itself (step 0) is
 scored once. One process: the data is read once and every run shares the same real batches,
 networks and augmentation draws (seed 0). Prints a Markdown table; writes it to <out>/table.md
@@ -71,8 +71,8 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, default=1)
     parser.add_argument("--lr-factors", nargs="+", type=float, default=[0.1, 1.0, 10.0])
     parser.add_argument("--checkpoints", nargs="+", type=int, default=[100, 300])
-    parser.add_argument("--score", choices=["all", "last"], default="all",
-                        help="score every checkpoint or the last (distances: all)")  # fmt: skip
+    parser.add_argument("--score", choices=["all", "last", "none"], default="all",
+                        help="checkpoints to score (distances: at all)")  # fmt: skip
     parser.add_argument("--batch-real", type=int, default=64)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=100)
@@ -109,7 +109,7 @@ def main() -> None:
         module = build.method(cfg, spec, init)
         start = module.synthetic.detach().clone()
         if not rows:
-            accuracy = score(module, plan, test, spec, start)
+            accuracy = None if args.score == "none" else score(module, plan, test, spec, start)
             rows.append({"lr_img": None, "steps": 0, "moved": 0.0, "accuracy": accuracy})
         snapshots = Snapshots(args.checkpoints)
         trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False,
@@ -121,7 +121,7 @@ def main() -> None:
         for k in sorted(snapshots.taken):
             stored = snapshots.taken[k]
             moved = float((stored - start).norm() / start.norm())
-            scored = args.score == "all" or k == steps
+            scored = args.score == "all" or (args.score == "last" and k == steps)
             accuracy = score(module, plan, test, spec, stored) if scored else None
             rows.append({"lr_img": lr, "steps": k, "moved": moved, "accuracy": accuracy,
                          "fit s": fit_seconds})  # fmt: skip
