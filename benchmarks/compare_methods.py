@@ -1,16 +1,27 @@
-"""DC, DSA, DM, DM x factor 2, M3D and IDM side by side at one fixed CPU budget, one protocol.
+"""DC, DSA, DM, DM x factor 2, M3D, IDM and NCFM side by side at one CPU budget, one protocol.
 
-    python benchmarks/compare_methods.py                      # mnist_sample and CIFAR-10, IPC 1, 10
-    python benchmarks/compare_methods.py --budget 120 --datasets mnist_sample --ipcs 1
+    python benchmarks/compare_methods.py          # seconds=60, mnist_sample and CIFAR-10, IPC 1, 10
+    python benchmarks/compare_methods.py --budget steps=50 --datasets mnist_sample --ipcs 1
+    python benchmarks/compare_methods.py --budget seconds=30 --datasets mnist_sample --ipcs 10
+    python benchmarks/compare_methods.py --tiny   # the wiring at toy size
 
-Every run gets the same condensation wall time (`--budget` seconds, Lightning's max_time: a run
-stops at the first step that ends past it), the same ConvNet, real batch and evaluation (the
-common DSA protocol, `--num-models` networks x `--epochs` epochs), and each method its own
-defaults otherwise (DC from noise, the others from real images; DM x2, M3D and IDM decode each
-stored image into 4 by multi-formation). IPC counts stored images: every method gets the same
-pixels. The random real images of each run (IPC full-size real images a class) are the floor.
-CIFAR-10 is the shared JPEG copy (../shared/datasets); without it only mnist_sample runs. Prints a
-Markdown table and writes it to <out>/table.md.
+`--budget seconds=S`: every run gets the same condensation wall time (Lightning's max_time: a run
+stops at the first step that ends past it). `--budget steps=N`: every run makes N iterations
+(the papers compare at their own step counts; an iteration costs very different times by
+method). Every run gets the same ConvNet, real batch and evaluation (the common DSA protocol,
+`--num-models` networks x `--epochs` epochs, last-epoch accuracy), and each method its own
+defaults otherwise (DC from noise, the others from real images; DM x2, M3D, IDM and NCFM decode
+each stored image into 4 by multi-formation). IPC counts stored images: every method gets the
+same pixels. The random real images of each run (IPC full-size real images a class) are the
+floor. NCFM matches with a pool of pretrained networks, trained once per data set before the
+runs (`--pool-size` networks x `--pool-epochs` epochs, under `--pool-root`) and reused.
+
+Each run goes through benchmarks/clocked_train.py (the train job with a clock on the fit): its
+seconds an iteration (median over the fit, the first iteration left out) and its peak resident
+memory at the end of the fit, each also as a ratio to DM's in the same data set and IPC, which
+ran in the same invocation. CIFAR-10 is the shared JPEG copy (../shared/datasets); without it
+only mnist_sample runs. Prints a Markdown table and writes it to <out>/table.md, the rows to
+<out>/rows.json.
 """
 
 from __future__ import annotations
@@ -18,12 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from cifar10 import ARCHIVE, REPO, unpack
+
+CLOCKED = Path(__file__).resolve().parent / "clocked_train.py"
 
 # name in the table -> the overrides that select it
 METHODS = {
@@ -33,33 +47,106 @@ METHODS = {
     "dm_x2": ["method=dm", "synthetic.factor=2"],
     "m3d": ["method=m3d"],
     "idm": ["method=idm"],
+    "ncfm": ["method=ncfm"],
 }
+LABELS = {"dm_x2": "DM x2"}
+BUDGET_KINDS = ("seconds", "steps")
 
 
-def train(overrides: list[str], run_dir: Path) -> tuple[dict, dict, float]:
-    """Run one condensation job; (results.json, synthetic.pt metadata, peak RSS in MiB)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [os.environ.get("PYTHONPATH"), str(REPO / "src")]))}  # fmt: skip
-    command = [sys.executable, "-m", "dmcondense.train", *overrides, f"hydra.run.dir={run_dir}"]
+def parse_budget(text: str) -> tuple[str, int]:
+    """`seconds=S` or `steps=N` -> (kind, a positive integer); ValueError with what to write."""
+    kind, sep, value = text.partition("=")
+    if not sep or kind not in BUDGET_KINDS or not value.isdigit() or int(value) < 1:
+        raise ValueError(
+            f"--budget {text!r}: write seconds=S (equal condensation wall time) or steps=N "
+            "(equal iterations), with a positive whole number"
+        )
+    return kind, int(value)
+
+
+def budget_overrides(kind: str, value: int) -> list[str]:
+    if kind == "steps":
+        return [f"iterations={value}"]
+    clock = f"00:{value // 3600:02d}:{value % 3600 // 60:02d}:{value % 60:02d}"
+    return ["iterations=1000000", f"+trainer.max_time={clock}"]
+
+
+def child_env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+
+
+def run_job(command: list[str], log: Path) -> float:
+    """Run a job; its own peak RSS in MiB. A failure stops the comparison with the log's tail."""
     print("$", " ".join(command), flush=True)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    log = run_dir.parent / f"{run_dir.name}.stderr"
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as stderr:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=stderr)  # fmt: skip
+        process = subprocess.Popen(command, cwd=REPO, env=child_env(),
+                                   stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
         _, status, usage = os.wait4(process.pid, 0)  # the child's own peak RSS
     if os.waitstatus_to_exitcode(status):
         sys.exit(f"error: the run failed, see {log}:\n{log.read_text()[-2000:]}")
-    results = json.loads((run_dir / "results.json").read_text())
-    import torch  # late: the parent stays light while the runs use the cores
+    return usage.ru_maxrss / 1024
 
-    meta = torch.load(run_dir / "synthetic.pt", map_location="cpu", weights_only=False)
-    return results, meta, usage.ru_maxrss / 1024
+
+def train(overrides: list[str], run_dir: Path) -> dict:
+    """One condensation job: the row's figures."""
+    command = [sys.executable, str(CLOCKED), *overrides, f"hydra.run.dir={run_dir}"]
+    started = time.time()
+    peak = run_job(command, run_dir.parent / f"{run_dir.name}.stderr")
+    results = json.loads((run_dir / "results.json").read_text())
+    timing = json.loads((run_dir / "timing.json").read_text())
+    seconds = timing["iteration_seconds"]
+    return {
+        "decoded": results.get("decoded_per_class", results["ipc"]),
+        "accuracy": results["results"][results["method"]]["convnet"],
+        "random real": results["results"]["random"]["convnet"],
+        "steps": int(results["steps"]),
+        "s/it": statistics.median(seconds) if seconds else float("nan"),
+        "fit MiB": timing["rss_after_fit_mib"],
+        "before fit MiB": timing["rss_before_fit_mib"],
+        "peak MiB": peak,
+        "condense s": results["condense_seconds"],
+        "wall s": time.time() - started,
+    }
+
+
+def pretrain_pool(data: list[str], common: list[str], pool: list[str], log: Path) -> None:
+    """NCFM's pool for this data set and model: trained once, reused when it is there."""
+    command = [sys.executable, "-m", "dmcondense.pretrain", *data, *common, *pool]
+    run_job(command, log)
+
+
+def ratio(value: float, reference: float | None) -> str:
+    return f"{value / reference:.2f}" if reference else "-"
+
+
+def table(rows: list[dict]) -> list[str]:
+    """Markdown rows; the ratios are to DM's run of the same data set and IPC. "fit added": the
+    peak at the end of the fit less the peak when it started (what the fit itself added)."""
+    lines = [
+        "| data set | IPC | method | decoded a class | accuracy % | random real % | steps | "
+        "s/it | s/it / DM's | fit peak MiB | / DM's | fit added MiB | condense s | wall s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    dm = {(r["data set"], r["IPC"]): r for r in rows if r["method"] == "dm"}
+    for r in rows:
+        acc, floor, ref = r["accuracy"], r["random real"], dm.get((r["data set"], r["IPC"]))
+        name = LABELS.get(r["method"], r["method"].upper())
+        lines.append(
+            f"| {r['data set']} | {r['IPC']} | {name} | {r['decoded']} | "
+            f"{acc['mean']:.2f} +- {acc['std']:.2f} | {floor['mean']:.2f} +- {floor['std']:.2f} | "
+            f"{r['steps']} | {r['s/it']:.3f} | {ratio(r['s/it'], ref and ref['s/it'])} | "
+            f"{r['fit MiB']:.0f} | {ratio(r['fit MiB'], ref and ref['fit MiB'])} | "
+            f"{r['fit MiB'] - r['before fit MiB']:.0f} | {r['condense s']:.0f} | "
+            f"{r['wall s']:.0f} |"
+        )
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=int, default=60, help="condensation seconds a run")
+    parser.add_argument("--budget", default="seconds=60", help="seconds=S or steps=N a run")
     parser.add_argument("--datasets", nargs="+", default=["mnist_sample", "cifar10"])
     parser.add_argument("--ipcs", nargs="+", type=int, default=[1, 10])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -67,17 +154,31 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--num-models", type=int, default=3)
+    parser.add_argument("--pool-size", type=int, default=4)
+    parser.add_argument("--pool-epochs", type=int, default=2)
+    parser.add_argument("--pool-root", type=Path, default=REPO / "lightning_logs" / "pools")
+    parser.add_argument("--tiny", action="store_true",
+                        help="toy size (mnist_sample, IPC 1, width 8, 1 network x 1 epoch); "
+                        "figures mean nothing")  # fmt: skip
     parser.add_argument("--archive", type=Path, default=ARCHIVE)
     parser.add_argument("--data", type=Path, default=Path("/tmp/dmcondense-cifar10"))
     parser.add_argument("--out", type=Path, default=REPO / "lightning_logs" / "compare_methods")
     args = parser.parse_args()
+    try:
+        kind, value = parse_budget(args.budget)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    if args.tiny:
+        args.datasets, args.ipcs, args.batch_real, args.width = ["mnist_sample"], [1], 8, 8
+        args.epochs, args.num_models, args.pool_size, args.pool_epochs = 1, 1, 1, 1
     started = time.time()
-    budget = f"00:00:{args.budget // 60:02d}:{args.budget % 60:02d}"
-    common = [
-        f"batch_real={args.batch_real}", f"model.width={args.width}", f"eval.epochs={args.epochs}",
-        f"eval.num_models={args.num_models}", "seed=0", "iterations=1000000", "logger=csv",
-        f"+trainer.max_time={budget}", "save_every=1000000",
+    common = [f"model.width={args.width}", "seed=0", "logger=csv", "save_every=1000000"]
+    runs = [
+        f"batch_real={args.batch_real}", f"eval.epochs={args.epochs}",
+        f"eval.num_models={args.num_models}", *budget_overrides(kind, value),
     ]  # fmt: skip
+    pool = [f"pool.root={args.pool_root}", f"pool.size={args.pool_size}",
+            f"pool.epochs={args.pool_epochs}"]  # fmt: skip
     rows = []
     for dataset in args.datasets:
         if dataset == "cifar10":
@@ -88,45 +189,33 @@ def main() -> None:
                     "dataset.num_classes=10", "dataset.name=cifar10"]  # fmt: skip
         else:
             data = [f"dataset={dataset}"]
+        if "ncfm" in args.methods:
+            pretrain_pool(data, common, pool, args.out / f"pretrain_{dataset}.stderr")
         for ipc in args.ipcs:
             for method in args.methods:
                 run_dir = args.out / f"{dataset}_ipc{ipc}_{method}"
-                t = time.time()
-                results, meta, peak = train([*data, *common, *METHODS[method], f"ipc={ipc}"],
-                                            run_dir)  # fmt: skip
-                steps = int(meta["step"])
-                rows.append({
-                    "data set": dataset, "IPC": ipc, "method": method,
-                    "decoded": results.get("decoded_per_class", ipc),
-                    "accuracy": results["results"][results["method"]]["convnet"],
-                    "random real": results["results"]["random"]["convnet"],
-                    "steps": steps, "s/step": results["condense_seconds"] / max(steps, 1),
-                    "wall s": time.time() - t, "peak MiB": peak,
-                })  # fmt: skip
+                extra = pool if method == "ncfm" else []
+                figures = train([*data, *common, *runs, *METHODS[method], *extra, f"ipc={ipc}"],
+                                run_dir)  # fmt: skip
+                rows.append({"data set": dataset, "IPC": ipc, "method": method, **figures})
+                write(args, f"{value} {kind}", rows, started)  # a stopped comparison keeps its rows
+    print(write(args, f"{value} {kind}", rows, started))
+
+
+def write(args: argparse.Namespace, budget: str, rows: list[dict], started: float) -> str:
+    """The table so far into <out>/table.md and the rows into <out>/rows.json; the table."""
     lines = [
-        f"{args.budget} s of condensation a run; ConvNet width {args.width}, batch_real "
-        f"{args.batch_real}; {args.num_models} networks x {args.epochs} epochs (DSA protocol); "
+        f"{budget} of condensation a run; ConvNet width {args.width}, batch_real "
+        f"{args.batch_real}; {args.num_models} networks x {args.epochs} epochs (DSA protocol, "
+        f"last epoch); NCFM pool {args.pool_size} networks x {args.pool_epochs} epochs; "
         f"{(time.time() - started) / 60:.0f} min in all",
         "",
-        "| data set | IPC | method | decoded a class | accuracy % | random real % | steps | "
-        "s/step | s/step / DM's | wall s | peak MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *table(rows),
     ]
-    dm_step = {(r["data set"], r["IPC"]): r["s/step"] for r in rows if r["method"] == "dm"}
-    for r in rows:
-        acc, floor = r["accuracy"], r["random real"]
-        dm = dm_step.get((r["data set"], r["IPC"]))
-        relative = f"{r['s/step'] / dm:.1f}" if dm else "-"
-        lines.append(
-            f"| {r['data set']} | {r['IPC']} | {r['method'].upper().replace('_X2', ' x2')} | "
-            f"{r['decoded']} | {acc['mean']:.2f} +- {acc['std']:.2f} | {floor['mean']:.2f} +- "
-            f"{floor['std']:.2f} | {r['steps']} | {r['s/step']:.2f} | {relative} | "
-            f"{r['wall s']:.0f} | {r['peak MiB']:.0f} |"
-        )
-    table = "\n".join(lines)
-    print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "table.md").write_text(table + "\n")
+    (args.out / "table.md").write_text("\n".join(lines) + "\n")
+    (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
