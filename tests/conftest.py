@@ -38,6 +38,7 @@ def tiny_csv_run(tmp_path_factory) -> SharedRun:
     return _shared_run(tmp_path_factory, "tiny_csv_run", TINY_CSV_RUN)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups off the markers
 def pytest_collection_modifyitems(config, items) -> None:
     """Under pytest -n: the slow tests go out first, so no worker is left with a long one at the
     end; the tests of a module that share a module-scoped fixture (a run they all read) stay on
