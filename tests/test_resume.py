@@ -88,6 +88,17 @@ def start_paused_run(run_dir: Path, pause_at: int, args: list[str]) -> subproces
     )
 
 
+def assert_resumed_set_equals_whole(killed_dir: Path, whole_dir: Path) -> None:
+    """The resumed run finished at step 12 with the unbroken run's synthetic set, bit for bit."""
+    (resumed_set, resumed_meta), (whole_set, whole_meta) = (
+        load_synthetic(killed_dir),
+        load_synthetic(whole_dir),
+    )
+    assert resumed_meta["step"] == whole_meta["step"] == 12
+    assert torch.equal(resumed_set.tensors[0], whole_set.tensors[0])
+    assert (killed_dir / "results.json").is_file()
+
+
 @pytest.mark.slow
 def test_dm_killed_with_sigkill_resumes_to_the_same_synthetic_set(tmp_path: Path) -> None:
     killed_dir, whole_dir = tmp_path / "killed", tmp_path / "whole"
@@ -124,13 +135,7 @@ def test_dm_killed_with_sigkill_resumes_to_the_same_synthetic_set(tmp_path: Path
     whole = run_train(*args, f"hydra.run.dir={whole_dir}")
     assert whole.returncode == 0, whole.stderr[-3000:]
 
-    (resumed_set, resumed_meta), (whole_set, whole_meta) = (
-        load_synthetic(killed_dir),
-        load_synthetic(whole_dir),
-    )
-    assert resumed_meta["step"] == whole_meta["step"] == 12
-    assert torch.equal(resumed_set.tensors[0], whole_set.tensors[0])
-    assert (killed_dir / "results.json").is_file()
+    assert_resumed_set_equals_whole(killed_dir, whole_dir)
 
 
 def checkpoint_state(run_dir: Path) -> dict:
@@ -177,13 +182,7 @@ def test_a_run_stopped_after_a_checkpoint_resumes_to_the_same_synthetic_set(
     whole = train(*args, f"hydra.run.dir={whole_dir}")
     assert whole.returncode == 0, whole.stderr[-3000:]
 
-    (resumed_set, resumed_meta), (whole_set, whole_meta) = (
-        load_synthetic(killed_dir),
-        load_synthetic(whole_dir),
-    )
-    assert resumed_meta["step"] == whole_meta["step"] == 12
-    assert torch.equal(resumed_set.tensors[0], whole_set.tensors[0])
-    assert (killed_dir / "results.json").is_file()
+    assert_resumed_set_equals_whole(killed_dir, whole_dir)
     # The step-12 checkpoints agree too: the pixels' optimiser state and, for IDM, its queue
     # (each network's weights, optimiser state and accuracy counts).
     resumed_state, whole_state = checkpoint_state(killed_dir), checkpoint_state(whole_dir)
