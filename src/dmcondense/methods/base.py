@@ -154,7 +154,8 @@ class CondensationMethod(L.LightningModule):
         self.augment = augment
         self.lr_img, self.momentum, self.seed = lr_img, momentum, seed
         self.channels_last = channels_last
-        self.compile, self.compile_backend = compile, compile_backend
+        # Not `self.compile`: that would shadow nn.Module.compile().
+        self.compile_embed, self.compile_backend = compile, compile_backend
         self._compiled_embed: Callable | None = None
         # Every method steps its pixels by hand (`update_images`): one path for the clamp and one
         # global step an iteration, whatever the number of updates inside it.
@@ -348,7 +349,7 @@ class CondensationMethod(L.LightningModule):
         the real pass (no grad) and one for the synthetic pass. dynamic=False keeps both
         specialised to their fixed batch sizes instead of one dynamic-shape graph.
         """
-        if not self.compile:
+        if not self.compile_embed:
             return net.embed
         if self._compiled_embed is None:
             self._compiled_embed = torch.compile(
