@@ -193,6 +193,18 @@ def test_default_grid_cadence_is_the_start_and_ten_more(tmp_path) -> None:
     assert [e.step for e in events.Images("synthetic")] == list(range(0, 21, 2))
 
 
+def test_no_grid_is_rendered_for_a_logger_that_cannot_show_it(tmp_path, monkeypatch) -> None:
+    import dmcondense.glue.callbacks as callbacks
+
+    rendered = []
+    monkeypatch.setattr(callbacks, "image_grid", lambda *a, **k: rendered.append(1))
+    args = [a for a in TINY if not a.startswith(("log_images_every", "iterations"))]
+    result = train(*args, "iterations=4", "log_images_every=1", "logger=csv",
+                   f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert rendered == []
+
+
 def test_csv_runs_quietly(tiny_csv_run) -> None:
     # The run folder holds Hydra's record before the CSV logger starts: no "not empty" notice.
     csv_dir, result = tiny_csv_run.run_dir, tiny_csv_run.result

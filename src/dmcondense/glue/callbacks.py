@@ -9,7 +9,7 @@ import lightning as L
 import torch
 
 from dmcondense.errors import NonFiniteLossError
-from dmcondense.glue.tracking import log_grid
+from dmcondense.glue.tracking import log_grid, takes_images
 from dmcondense.io import image_grid, save_grid, save_synthetic
 from dmcondense.methods.base import CondensationMethod
 
@@ -121,6 +121,8 @@ class ImageLogger(L.Callback):
         self.last_sent_step: int | None = None
 
     def send(self, trainer: L.Trainer, module) -> None:
+        if not takes_images(trainer.loggers):
+            return  # nothing would show the grid: do not render it
         log_grid(
             trainer.loggers,
             image_grid(module.denormalised(), picture_columns(module)),

@@ -57,6 +57,11 @@ def hp_metric(results: dict) -> float:
     return next(iter(results[name].values()))["mean"]
 
 
+def takes_images(loggers: list[Logger]) -> bool:
+    """Whether any of the loggers shows image grids (TensorBoard, W&B; CSV does not)."""
+    return any(isinstance(logger, (TensorBoardLogger, WandbLogger)) for logger in loggers)
+
+
 def log_grid(loggers: list[Logger], grid: torch.Tensor, step: int) -> None:
     """An image grid [C, H, W] in [0, 1] under the key "synthetic"."""
     for logger in loggers:
