@@ -44,6 +44,7 @@ CIFAR10_MEAN = [0.4914, 0.4822, 0.4465]
 CIFAR10_STD = [0.2023, 0.1994, 0.2010]
 # Their --dataset name: decides nothing in their loop beyond what the flags set; kept truthful.
 THEIR_DATASET = {"mnist_sample": "MNIST", "cifar10": "CIFAR10"}
+NCFM_DATASET = {"mnist_sample": "mnist", "cifar10": "cifar10"}  # NCFM's names are lower case
 # The authors' defaults by method (their README commands): lr_img and init.
 METHOD_DEFAULTS = {
     "dc": {"lr_img": 0.1, "init": "noise"},
@@ -230,7 +231,8 @@ def condense_theirs(
     command = [
         sys.executable, str(HERE / "parity_official.py"), "--method", args.method,
         "--copy", str(copy), "--data", str(data), "--out", str(out),
-        "--their-dataset", THEIR_DATASET[args.dataset], "--ipc", str(args.ipc),
+        "--their-dataset", (NCFM_DATASET if args.method == "ncfm" else THEIR_DATASET)[args.dataset],
+        "--ipc", str(args.ipc),
         "--steps", str(args.steps), "--batch-real", str(args.batch_real),
         "--width", str(args.width), "--lr-img", str(args.lr_img), "--init", args.init,
         "--strategy", args.strategy if args.method != "dc" else "none",

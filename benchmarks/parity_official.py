@@ -68,7 +68,7 @@ OFFICIAL = {
                      ("condense/condense_script.py", "condenser/Condenser.py",
                       "condenser/compute_loss.py", "NCFM/NCFM.py", "NCFM/SampleNet.py",
                       "utils/utils.py", "utils/init_script.py", "utils/diffaug.py",
-                      "data/dataloader.py", "models/convnet.py"),
+                      "data/dataloader.py", "data/dataset_statistics.py", "models/convnet.py"),
                      None, data_module="utils.utils", loop_module="condenser.Condenser"),
 }  # fmt: skip
 
