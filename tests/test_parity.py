@@ -209,7 +209,7 @@ def test_our_overrides_compose_for_every_method(method, tmp_path):
     if method == "dc":  # augment=none: nothing to set
         assert "strategy" not in cfg.augment
     elif method == "ncfm":  # their aug_type on every data set; the pool of the budget
-        assert cfg.augment.strategy == "color_crop_cutout"
+        assert cfg.augment.strategy == "color_crop_cutout" and cfg.augment.choice == "idc"
         assert (cfg.pool.size, cfg.pool.epochs) == (args.pool_size, args.pool_epochs)
         assert cfg.method.sampling_net is False and cfg.synthetic.factor == 2
     else:
