@@ -15,6 +15,11 @@ and a row of benchmarks/results/parity.md. `--score-init` also scores the real i
 started from (IPC 1 from real images: which images a run starts from can outweigh the method);
 `--runs N` pools N condensations a side (seeds seed..seed+N-1).
 
+`--method ncfm` first makes (or reuses) our pretrained pool for the budget (`--pool-size`,
+`--pool-epochs`, `python -m dmcondense.pretrain`); both sides match with it: ours reads it, the
+adapter hands it to their loop in their file format. `--sampling-net` switches the sampling
+network on, both sides.
+
 Seconds per step: theirs is their loop's wall time (their "training begins" to the end) over
 the steps; ours is Lightning's fit time over the steps, which also holds the fit's start-up, so
 ours is if anything overstated.

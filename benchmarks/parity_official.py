@@ -20,6 +20,11 @@ do; where they are not installed, the adapter puts small stand-ins in `sys.modul
 `torchnet.meter.ClassErrorMeter` (top-1 accuracy in percent, the part IDM uses) and an empty
 `kornia` (ZCA whitening only).
 
+NCFM (gszfwsb/NCFM) is a torchrun script over packages: `run_ncfm` runs their
+`condense/condense_script.py` as `__main__` in one process (a gloo process group of one, on the
+CPU), with our pool written as their `premodel<i>_{init,trained}.pth.tar` files and their
+config's keys at the budget's values; what it replaces or wraps is listed in run_ncfm.
+
 Their scripts make `--Iteration + 1` image updates; the adapter passes `steps - 1`, so both
 sides make `steps` updates. With `--eval_mode X` their scripts evaluate only after the last
 iteration (IDM never), with the no-op above. The synthetic set their script saves (`res_*.pt`)
