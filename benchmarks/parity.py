@@ -15,6 +15,11 @@ and a row of benchmarks/results/parity.md. `--score-init` also scores the real i
 started from (IPC 1 from real images: which images a run starts from can outweigh the method);
 `--runs N` pools N condensations a side (seeds seed..seed+N-1).
 
+`--method ncfm` first makes (or reuses) our pretrained pool for the budget (`--pool-size`,
+`--pool-epochs`, `python -m dmcondense.pretrain`); both sides match with it: ours reads it, the
+adapter hands it to their loop in their file format. `--sampling-net` switches the sampling
+network on, both sides.
+
 Seconds per step: theirs is their loop's wall time (their "training begins" to the end) over
 the steps; ours is Lightning's fit time over the steps, which also holds the fit's start-up, so
 ours is if anything overstated.
@@ -44,18 +49,21 @@ CIFAR10_MEAN = [0.4914, 0.4822, 0.4465]
 CIFAR10_STD = [0.2023, 0.1994, 0.2010]
 # Their --dataset name: decides nothing in their loop beyond what the flags set; kept truthful.
 THEIR_DATASET = {"mnist_sample": "MNIST", "cifar10": "CIFAR10"}
+NCFM_DATASET = {"mnist_sample": "mnist", "cifar10": "cifar10"}  # NCFM's names are lower case
 # The authors' defaults by method (their README commands): lr_img and init.
 METHOD_DEFAULTS = {
     "dc": {"lr_img": 0.1, "init": "noise"},
     "dsa": {"lr_img": 0.1, "init": "real"},
     "dm": {"lr_img": 1.0, "init": "real"},
     "idm": {"lr_img": 0.2, "init": "real"},
+    "ncfm": {"lr_img": 1e-3, "init": "real"},  # AdamW: their lr_img 0.01 x lr_scale_adam 0.1
 }
 # Their README: no flip on digits.
 STRATEGY = {
     "mnist_sample": "color_crop_cutout_scale_rotate",
     "cifar10": "color_crop_cutout_flip_scale_rotate",
 }
+NCFM_STRATEGY = "color_crop_cutout"  # their aug_type, every data set
 
 
 class UsageError(Exception):
@@ -132,6 +140,12 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
     if args.method != "dc":  # DC runs with augment=none, which has no strategy
         overrides.append(f"augment.strategy={args.strategy}")
+    if args.method == "ncfm":
+        overrides += [
+            f"pool.size={args.pool_size}", f"pool.epochs={args.pool_epochs}",
+            f"pool.root={args.data_cache / 'pools'}", f"method.num_freqs={args.num_freqs}",
+            f"method.sampling_net={str(args.sampling_net).lower()}",
+        ]  # fmt: skip
     if args.method == "idm":
         # Their accuracy meters restart only at their evaluations, which the adapter skips:
         # ours counts over the whole run as well.
@@ -172,6 +186,18 @@ def condense_ours(args, overrides: list[str], run_dir: Path, seed: int, env) -> 
     return run_dir / "synthetic.pt", results["condense_seconds"] / results["steps"]
 
 
+def pretrain_pool(overrides: list[str], run_dir: Path, env) -> Path:
+    """NCFM: our pool for the budget (`python -m dmcondense.pretrain`, reused when it exists),
+    which both sides match with; returns its folder."""
+    log = run_dir.with_suffix(".log")
+    command = [sys.executable, "-m", "dmcondense.pretrain", *overrides, f"hydra.run.dir={run_dir}"]
+    run(command, env, log)
+    lines = [line for line in log.read_text().splitlines() if line.startswith("pool: ")]
+    if not lines:
+        raise RuntimeError(f"python -m dmcondense.pretrain named no pool folder; log {log}")
+    return Path(lines[-1].removeprefix("pool: ").strip())
+
+
 def save_real_data(synthetic: Path, path: Path) -> None:
     """Our training and test split, normalised as our run normalised them, for their loop."""
     import torch
@@ -203,12 +229,15 @@ def save_real_data(synthetic: Path, path: Path) -> None:
     )
 
 
-def condense_theirs(args, copy: Path, data: Path, out: Path, seed: int, env) -> float:
+def condense_theirs(
+    args, copy: Path, data: Path, out: Path, seed: int, env, pool: Path | None = None
+) -> float:
     """Their loop through the adapter; returns the seconds per step."""
     command = [
         sys.executable, str(HERE / "parity_official.py"), "--method", args.method,
         "--copy", str(copy), "--data", str(data), "--out", str(out),
-        "--their-dataset", THEIR_DATASET[args.dataset], "--ipc", str(args.ipc),
+        "--their-dataset", (NCFM_DATASET if args.method == "ncfm" else THEIR_DATASET)[args.dataset],
+        "--ipc", str(args.ipc),
         "--steps", str(args.steps), "--batch-real", str(args.batch_real),
         "--width", str(args.width), "--lr-img", str(args.lr_img), "--init", args.init,
         "--strategy", args.strategy if args.method != "dc" else "none",
@@ -216,6 +245,10 @@ def condense_theirs(args, copy: Path, data: Path, out: Path, seed: int, env) -> 
         "--ce-weight", str(args.ce_weight),
         "--net-generate-interval", str(args.net_generate_interval),
     ]  # fmt: skip
+    if args.method == "ncfm":
+        command += ["--pool", str(pool), "--pool-size", str(args.pool_size),
+                    "--num-freqs", str(args.num_freqs)]  # fmt: skip
+        command += ["--sampling-net"] if args.sampling_net else []
     run(command, env, out.with_suffix(".log"))
     return json.loads(out.with_suffix(".json").read_text())["seconds_per_step"]
 
@@ -328,6 +361,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--net-generate-interval", type=int, help="IDM; default 5 at IPC 1, else 30"
     )
+    parser.add_argument("--pool-size", type=int, default=4, help="NCFM: pretrained networks")
+    parser.add_argument("--pool-epochs", type=int, default=2, help="NCFM: epochs of each")
+    parser.add_argument("--num-freqs", type=int, default=4096, help="NCFM: frequencies")
+    parser.add_argument(
+        "--sampling-net", action="store_true", help="NCFM: the sampling network, both sides"
+    )
     parser.add_argument("--eval-models", type=int, default=3, help="networks per condensed set")
     parser.add_argument("--eval-epochs", type=int, default=300)
     parser.add_argument("--runs", type=int, default=1, help="condensations a side (seed + r)")
@@ -344,7 +383,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = METHOD_DEFAULTS[args.method]
     args.lr_img = defaults["lr_img"] if args.lr_img is None else args.lr_img
     args.init = args.init or defaults["init"]
-    args.strategy = args.strategy or STRATEGY[args.dataset]
+    if not args.strategy:
+        args.strategy = NCFM_STRATEGY if args.method == "ncfm" else STRATEGY[args.dataset]
     if args.net_generate_interval is None:
         args.net_generate_interval = 5 if args.ipc == 1 else 30
     return args
@@ -357,7 +397,11 @@ def main(argv: list[str] | None = None) -> dict:
         raise UsageError(problem)
     if args.score_init and args.init != "real":
         raise UsageError("--score-init scores the real images a run starts from: use --init real")
-    for name in ("steps", "batch_real", "width", "eval_models", "eval_epochs", "runs", "ipc"):
+    names = ("steps", "batch_real", "width", "eval_models", "eval_epochs", "runs", "ipc",
+             "pool_size", "pool_epochs", "num_freqs")  # fmt: skip
+    if args.sampling_net and args.method != "ncfm":
+        raise UsageError("--sampling-net is NCFM's: use it with --method ncfm")
+    for name in names:
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
     started = time.time()
@@ -370,6 +414,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     ours, theirs, ours_seconds, theirs_seconds = [], [], [], []
     data = scratch / "real_data.pt"
+    pool = pretrain_pool(overrides, scratch / "pretrain", env) if args.method == "ncfm" else None
     for r in range(args.runs):
         seed = args.seed + r
         synthetic, seconds = condense_ours(args, overrides, scratch / f"ours_{r}", seed, env)
@@ -379,7 +424,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not data.is_file():
             save_real_data(synthetic, data)
         out = scratch / f"theirs_{r}.pt"
-        theirs_seconds.append(condense_theirs(args, copy, data, out, seed, env))
+        theirs_seconds.append(condense_theirs(args, copy, data, out, seed, env, pool))
         theirs.append(out)
         print(f"theirs run {r}: {theirs_seconds[-1]:.3f} s/step", flush=True)
 
@@ -391,11 +436,13 @@ def main(argv: list[str] | None = None) -> dict:
     accuracies = score_sets(args, overrides, sides)
     budget = (
         f"{args.steps} steps, batch_real {args.batch_real}, width {args.width}, "
-        f"{args.runs} run(s) x {args.eval_models} nets x {args.eval_epochs} ep"
+        + (f"pool {args.pool_size} x {args.pool_epochs} ep, " if args.method == "ncfm" else "")
+        + f"{args.runs} run(s) x {args.eval_models} nets x {args.eval_epochs} ep"
     )
+    label = args.method + ("-sampling-net" if args.sampling_net else "")
     command = "python benchmarks/parity.py " + " ".join(reproducible_arguments(argv, args))
     row = {
-        "method": args.method, "dataset": args.dataset, "ipc": args.ipc, "budget": budget,
+        "method": label, "dataset": args.dataset, "ipc": args.ipc, "budget": budget,
         **summarise(accuracies["ours"], accuracies["theirs"]),
         "ours_accuracies": accuracies["ours"], "theirs_accuracies": accuracies["theirs"],
         **initial_summary(accuracies),
@@ -404,11 +451,16 @@ def main(argv: list[str] | None = None) -> dict:
         "lr_img": args.lr_img, "init": args.init, "strategy": args.strategy,
         "seed": args.seed, "threads": args.threads, "compat_edits": edits,
         "official": str(args.official), "seconds": round(time.time() - started, 1),
+        **({"pool": str(pool), "pool_size": args.pool_size, "pool_epochs": args.pool_epochs,
+            "num_freqs": args.num_freqs, "sampling_net": args.sampling_net,
+            "sampling_net_change": [json.loads(p.with_suffix(".json").read_text())
+                                    .get("sampling_net_change") for p in theirs]}
+           if args.method == "ncfm" else {}),
         "command": command,
     }  # fmt: skip
     path = write_results(row, args.results_dir)
     print(
-        f"{args.method} {args.dataset} IPC {args.ipc} ({budget})\n"
+        f"{label} {args.dataset} IPC {args.ipc} ({budget})\n"
         f"  ours   {row['ours_mean']:6.2f} +- {row['ours_std']:.2f} %   "
         f"{row['ours_seconds_per_step']:.3f} s/step\n"
         f"  theirs {row['theirs_mean']:6.2f} +- {row['theirs_std']:.2f} %   "

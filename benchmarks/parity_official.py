@@ -20,6 +20,11 @@ do; where they are not installed, the adapter puts small stand-ins in `sys.modul
 `torchnet.meter.ClassErrorMeter` (top-1 accuracy in percent, the part IDM uses) and an empty
 `kornia` (ZCA whitening only).
 
+NCFM (gszfwsb/NCFM) is a torchrun script over packages: `run_ncfm` runs their
+`condense/condense_script.py` as `__main__` in one process (a gloo process group of one, on the
+CPU), with our pool written as their `premodel<i>_{init,trained}.pth.tar` files and their
+config's keys at the budget's values; what it replaces or wraps is listed in run_ncfm.
+
 Their scripts make `--Iteration + 1` image updates; the adapter passes `steps - 1`, so both
 sides make `steps` updates. With `--eval_mode X` their scripts evaluate only after the last
 iteration (IDM never), with the no-op above. The synthetic set their script saves (`res_*.pt`)
@@ -64,6 +69,12 @@ OFFICIAL = {
                     ("IDM_cifar10.py", "utils.py", "dc_utils.py", "dc_networks.py", "networks.py",
                      "utils_edc.py", "augment_edc.py"),
                     None, data_module="utils", loop_module="dc_utils"),
+    "ncfm": Official("gszfwsb/NCFM", "condense/condense_script.py",
+                     ("condense/condense_script.py", "condenser/Condenser.py",
+                      "condenser/compute_loss.py", "NCFM/NCFM.py", "NCFM/SampleNet.py",
+                      "utils/utils.py", "utils/init_script.py", "utils/diffaug.py",
+                      "data/dataloader.py", "data/dataset_statistics.py", "models/convnet.py"),
+                     None, data_module="utils.utils", loop_module="condenser.Condenser"),
 }  # fmt: skip
 
 # (file, pattern, replacement, why): applied to the scratch copy wherever the pattern occurs.
@@ -107,8 +118,12 @@ def prepare_copy(official: Path, destination: Path) -> list[str]:
     """Copy the checkout's top-level Python files to `destination` and apply COMPAT_EDITS
     there; returns a line for each edit that changed something."""
     destination.mkdir(parents=True, exist_ok=True)
-    for source in official.glob("*.py"):
-        shutil.copy2(source, destination / source.name)
+    for source in official.rglob("*.py"):  # NCFM's code lives in packages (condenser/, NCFM/)
+        relative = source.relative_to(official)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, destination / relative)
     applied = []
     for names, pattern, replacement, why in COMPAT_EDITS:
         for name in names:
@@ -270,6 +285,214 @@ def run_official(args: argparse.Namespace) -> dict:
     }
 
 
+# NCFM: their network's parameter names for ours (ConvNet: features.<d>.0 is block d's conv,
+# features.<d>.1 its norm; theirs keeps convs and norms in layers.conv.<d> and layers.norm.<d>).
+NCFM_KEYS = ((r"^features\.(\d+)\.0\.", r"layers.conv.\1."),
+             (r"^features\.(\d+)\.1\.", r"layers.norm.\1."))  # fmt: skip
+
+
+def their_pool_keys(state: dict) -> dict:
+    """One of our pool's ConvNet state dicts under their ConvNet's parameter names."""
+    renamed = {}
+    for key, value in state.items():
+        for pattern, replacement in NCFM_KEYS:
+            key = re.sub(pattern, replacement, key)
+        renamed[key] = value
+    return renamed
+
+
+def write_their_pool(pool: Path, size: int, folder: Path) -> list[str]:
+    """Our pool's first `size` networks as their files: premodel<i>_init.pth.tar and
+    premodel<i>_trained.pth.tar (state dicts, which their load_state_dict loads strictly)."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index in range(size):
+        record = torch.load(pool / f"network_{index:03d}.pt", map_location="cpu", weights_only=True)
+        for stage, key in (("init", "initial"), ("trained", "trained")):
+            path = folder / f"premodel{index}_{stage}.pth.tar"
+            torch.save(their_pool_keys(record[key]), path)
+            written.append(path.name)
+    return written
+
+
+def ncfm_config(args: argparse.Namespace, data: dict, pretrain_dir: str, save_dir: Path) -> dict:
+    """Their config/ipc10/cifar10.yaml with this budget's values (the condensation keys only;
+    their training and evaluation keys are kept at the released values)."""
+    images = data["train_images"]
+    return {
+        "distibution_train": {"backend": "gloo", "init_method": "env://", "workers": 0},
+        "dataset": {"dataset": args.their_dataset, "nclass": len(data["class_names"]),
+                    "size": int(images.shape[-1]), "data_dir": str(save_dir), "load_memory": True,
+                    "batch_real": args.batch_real, "nch": int(images.shape[1])},
+        "network": {"net_type": "convnet", "norm_type": "instance", "depth": 3,
+                    "width": args.width / 128},  # their width is a multiple of 128 channels
+        "train": {"evaluation_epochs": 2000, "epoch_print_freq": 10, "epoch_eval_interval": 100,
+                  "pertrain_epochs": 60, "batch_size": 128, "lr": 0.01, "adamw_lr": 0.001,
+                  "eval_optimizer": "adamw", "momentum": 0.9, "weight_decay": 5e-4,
+                  "seed": args.seed, "model_num": args.pool_size},
+        "augmentation": {"mixup": "cut", "beta": 1.0, "mix_p": 0.5, "rrc": True, "dsa": True,
+                         "dsa_strategy": "color_crop_cutout_flip_scale_rotate",
+                         "aug_type": args.strategy},
+        # Their effective image rate is lr_img x lr_scale_adam under AdamW: --lr-img is that.
+        "optimization": {"optimizer": "adamw", "lr_scale_adam": 0.1,
+                         "lr_img": args.lr_img / 0.1, "mom_img": 0.5,
+                         "lr_sampling_net": 1e-3},
+        "save_path": {"save_dir": str(save_dir), "pretrain_dir": pretrain_dir},
+        "condense": {"ipc": args.ipc, "num_premodel": args.pool_size, "niter": args.steps,
+                     "iter_calib": 1, "calib_weight": 1, "sampling_net": args.sampling_net,
+                     "num_freqs": args.num_freqs, "dis_metrics": "NCFM", "factor": 2,
+                     "alpha_for_loss": 0.5, "beta_for_loss": 0.5, "decode_type": "single",
+                     "teacher_model_epoch": 20},
+    }  # fmt: skip
+
+
+class MemoryDataset:
+    """A training split as their ClassMemDataLoader reads a torchvision data set: (image,
+    label) items of [0, 1] pixels, `targets` and `nclass`."""
+
+    def __init__(self, images, labels, nclass: int) -> None:
+        self.images, self.targets, self.nclass = images, labels.tolist(), nclass
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.targets[index]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def run_ncfm(args: argparse.Namespace) -> dict:
+    """Run their condense_script.py as __main__ (one process, gloo, CPU) on the saved data with
+    our pool; returns the synthetic set and the timing."""
+    import importlib
+    import random
+    import types
+
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+
+    from dmcondense.hostmem import reuse_freed_memory
+
+    torch.set_num_threads(args.threads)
+    reuse_freed_memory()
+    data = torch.load(args.data, weights_only=False)
+    copy = Path(args.copy).resolve()
+    work = Path(args.out).resolve().parent / "official_ncfm"
+    work.mkdir(parents=True, exist_ok=True)
+    mean = torch.tensor(data["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(data["std"]).view(1, -1, 1, 1)
+    unit = data["train_images"] * std + mean  # their loop learns and reads [0, 1] pixels
+    nclass = len(data["class_names"])
+    # set_Pretrain_Directory makes it ./<pretrain_dir>/<dataset>, relative to the working folder
+    pool_files = write_their_pool(Path(args.pool), args.pool_size, work / "pretrained" /
+                                  args.their_dataset)  # fmt: skip
+    import yaml
+
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump(ncfm_config(args, data, "pretrained", work / "results")))
+
+    stand_ins = []
+    if importlib.util.find_spec("efficientnet_pytorch") is None:  # imported, used for no ConvNet
+        sys.modules["efficientnet_pytorch"] = types.SimpleNamespace(EfficientNet=None)
+        stand_ins.append("efficientnet_pytorch")
+    sys.path.insert(0, str(copy))
+    statistics = importlib.import_module("data.dataset_statistics")
+    init_script = importlib.import_module("utils.init_script")
+    their_utils = importlib.import_module("utils.utils")
+    diffaug_module = importlib.import_module("utils.diffaug")
+    dataloader = importlib.import_module("data.dataloader")
+    condenser_module = importlib.import_module("condenser.Condenser")
+    sample_module = importlib.import_module("NCFM.SampleNet")
+    statistics.MEANS[args.their_dataset] = list(data["mean"])  # our split's statistics
+    statistics.STDS[args.their_dataset] = list(data["std"])
+    device = torch.device("cpu")
+
+    def initialize_distribution_training(backend="gloo", init_method="env://"):
+        dist.init_process_group("gloo", init_method=f"file://{work / 'rendezvous'}", rank=0,
+                                world_size=1)  # fmt: skip
+        return 0, 1, 0, 1, device
+
+    def get_loader(args_):
+        train = MemoryDataset(unit, data["train_labels"], nclass)
+        loader = dataloader.ClassMemDataLoader(train, batch_size=args_.batch_real, device=device)
+        return loader, None
+
+    their_diffaug = diffaug_module.diffaug
+
+    def diffaug(args_, device_=None):
+        return their_diffaug(args_, device=device)
+
+    condenser_class = condenser_module.Condenser
+    their_init, their_condense = condenser_class.__init__, condenser_class.condense
+    timing: dict = {}
+
+    def condenser_init(self, *given, **named):  # their main_worker asks for device="cuda"
+        their_init(self, *given, **{**named, "device": device})
+
+    def condense(self, args_, *rest, **kwargs):
+        timing["initial"] = self.data.detach().clone()
+        bound = inspect.signature(their_condense).bind(self, args_, *rest, **kwargs)
+        sampler = bound.arguments.get("sampling_net")
+        before = None if sampler is None else [p.detach().clone() for p in sampler.parameters()]
+        timing["start"] = time.perf_counter()
+        result = their_condense(self, args_, *rest, **kwargs)
+        timing["end"] = time.perf_counter()
+        timing["final"] = self.data.detach().clone()
+        timing["targets"] = self.targets.detach().clone()
+        if before is not None:  # did the sampling network learn? (max |after - before|)
+            after = list(sampler.parameters())
+            pairs = zip(after, before, strict=True)
+            changes = [float((a.detach() - b).abs().max()) for a, b in pairs]
+            timing["sampling_net_change"] = max(changes)
+        return result
+
+    sample_net_class = sample_module.SampleNet
+    their_sample_init = sample_net_class.__init__
+
+    def sample_net_init(self, feature_dim=2048, t_batchsize=64, t_var=1):
+        # 2048 is ConvNet-128's feature size on 32x32 images: the budget's network gives its own.
+        probe = their_utils.define_model(
+            args.their_dataset, "instance", "convnet", unit.shape[1], 3, args.width / 128,
+            nclass, None, unit.shape[-1])  # fmt: skip
+        with torch.no_grad():
+            dim = probe(unit[:1], return_features=True)[1].shape[1]
+        their_sample_init(self, feature_dim=dim, t_batchsize=t_batchsize, t_var=t_var)
+
+    init_script.initialize_distribution_training = initialize_distribution_training
+    their_utils.get_loader = get_loader
+    diffaug_module.diffaug = diffaug
+    condenser_class.__init__ = condenser_init
+    condenser_class.condense = condense
+    sample_net_class.__init__ = sample_net_init
+
+    random.seed(args.seed)  # their pool pick (random.randint)
+    np.random.seed(args.seed)  # their augmentation draws
+    torch.manual_seed(args.seed)  # their l, frequencies and sampling-network noise
+    argv = [str(copy / OFFICIAL["ncfm"].script), "--config_path", str(config), "--gpu", "0",
+            "--ipc", str(args.ipc), "--init", "mix", "--aug_type", args.strategy]  # fmt: skip
+    sys.argv = argv
+    os.chdir(work)
+    runpy.run_path(argv[0], run_name="__main__")
+    if "final" not in timing:
+        raise RuntimeError(f"{argv[0]} never ran its condensation loop")
+    to_input = lambda pixels: (pixels - mean) / std  # noqa: E731  synthetic.pt: network input
+    seconds = timing["end"] - timing["start"]
+    return {
+        "images": to_input(timing["final"]).float().contiguous(),
+        "labels": timing["targets"].long(),
+        "initial_images": to_input(timing["initial"]).float(),
+        "factor": 2,
+        "loop_seconds": seconds,
+        "seconds_per_step": seconds / args.steps,
+        "argv": argv,
+        "stand_ins": stand_ins,
+        "pool_files": pool_files,
+        "sampling_net_change": timing.get("sampling_net_change"),
+    }
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", choices=sorted(OFFICIAL), required=True)
@@ -288,6 +511,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ce-weight", type=float, default=0.5, help="IDM")
     parser.add_argument("--net-generate-interval", type=int, default=5, help="IDM")
+    parser.add_argument("--pool", help="NCFM: our pool folder (network_<i>.pt)")
+    parser.add_argument("--pool-size", type=int, default=4, help="NCFM: networks of the pool")
+    parser.add_argument("--num-freqs", type=int, default=4096, help="NCFM")
+    parser.add_argument("--sampling-net", action="store_true", help="NCFM: their min-max")
     return parser.parse_args(argv)
 
 
@@ -295,7 +522,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     here = os.getcwd()
     try:
-        result = run_official(args)
+        result = run_ncfm(args) if args.method == "ncfm" else run_official(args)
     finally:
         os.chdir(here)
     import torch
@@ -319,7 +546,8 @@ def main(argv: list[str] | None = None) -> None:
     if result["initial_images"] is not None:  # where their loop started: the initial images
         initial = {**record, "images": result["initial_images"], "step": 0}
         torch.save(initial, out.with_name(f"{out.stem}_init.pt"))
-    timing = {key: result[key] for key in ("loop_seconds", "seconds_per_step", "argv", "stand_ins")}
+    keys = ("loop_seconds", "seconds_per_step", "argv", "stand_ins", "sampling_net_change")
+    timing = {key: result.get(key) for key in keys}
     out.with_suffix(".json").write_text(json.dumps(timing, indent=2) + "\n")
 
 

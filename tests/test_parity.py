@@ -193,7 +193,7 @@ def test_score_init_needs_real_initial_images(tmp_path):
     )
 
 
-@pytest.mark.parametrize("method", ["dc", "dsa", "dm", "idm"])
+@pytest.mark.parametrize("method", ["dc", "dsa", "dm", "idm", "ncfm"])
 def test_our_overrides_compose_for_every_method(method, tmp_path):
     from hydra import compose, initialize_config_dir
 
@@ -208,6 +208,10 @@ def test_our_overrides_compose_for_every_method(method, tmp_path):
     assert cfg.model.width == args.width and cfg.batch_real == args.batch_real
     if method == "dc":  # augment=none: nothing to set
         assert "strategy" not in cfg.augment
+    elif method == "ncfm":  # their aug_type on every data set; the pool of the budget
+        assert cfg.augment.strategy == "color_crop_cutout" and cfg.augment.choice == "idc"
+        assert (cfg.pool.size, cfg.pool.epochs) == (args.pool_size, args.pool_epochs)
+        assert cfg.method.sampling_net is False and cfg.synthetic.factor == 2
     else:
         assert cfg.augment.strategy == "color_crop_cutout_scale_rotate"
 
@@ -230,6 +234,7 @@ def test_gap_arithmetic_and_tolerance():
         ("dsa", "VICO-UoE/DatasetCondensation", "main.py, utils.py, networks.py"),
         ("dm", "VICO-UoE/DatasetCondensation", "main_DM.py, utils.py, networks.py"),
         ("idm", "uitrbn/IDM", "IDM_cifar10.py, utils.py, dc_utils.py, dc_networks.py"),
+        ("ncfm", "gszfwsb/NCFM", "condense/condense_script.py, condenser/Condenser.py"),
     ],
 )
 def test_a_checkout_without_the_files_is_one_line(tmp_path, method, repository, needed):
@@ -242,3 +247,246 @@ def test_a_checkout_without_the_files_is_one_line(tmp_path, method, repository, 
     assert result.returncode == 2
     assert len(lines) == 1, result.stderr
     assert repository in lines[0] and needed in lines[0]
+
+
+# --- NCFM: a stub of gszfwsb/NCFM -----------------------------------------------------------
+# Their layout (packages under the checkout), the functions the adapter replaces or wraps, and a
+# condensation loop that loads a pool network strictly by their parameter names each iteration,
+# keeps the synthetic images at the first real images of each class, and records what it got.
+
+NCFM_STUB = {
+    "condense/condense_script.py": """
+import argparse, json, os, sys
+sys.path.append(os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
+import yaml
+from utils.init_script import init_script
+from utils.utils import get_loader, get_feature_extractor
+from utils.diffaug import diffaug
+from condenser.Condenser import Condenser
+from NCFM.SampleNet import SampleNet
+import torch
+
+parser = argparse.ArgumentParser()
+parser.add_argument('--config_path', type=str, required=True)
+parser.add_argument('--gpu', type=str, required=True)
+parser.add_argument('-i', '--ipc', type=int, required=True)
+parser.add_argument('--init', type=str, default='mix')
+parser.add_argument('-a', '--aug_type', type=str, default='color_crop_cutout')
+args = parser.parse_args()
+with open(args.config_path) as f:
+    for group in yaml.safe_load(f).values():
+        for key, value in group.items():
+            setattr(args, key, value)
+init_script(args)
+loader_real, _ = get_loader(args)
+aug, _ = diffaug(args)
+condenser = Condenser(args, list(range(args.nclass)), args.nch, args.size, args.size, device='cuda')
+condenser.load_condensed_data(loader_real)
+sampling_net = SampleNet(feature_dim=2048) if args.sampling_net else None
+optim_sampling_net = (torch.optim.SGD(sampling_net.parameters(), lr=1e-3)
+                      if sampling_net is not None else None)
+model_init, model_interval, model_final = get_feature_extractor(args)
+condenser.condense(args, None, loader_real, aug, None, model_init, model_interval, model_final,
+                   sampling_net, optim_sampling_net)
+""",
+    "condenser/Condenser.py": """
+import json, os
+import torch
+from utils.ddp import load_state_dict
+
+class Condenser:
+    def __init__(self, args, nclass_list, nchannel, hs, ws, device='cuda'):
+        self.device, self.ipc, self.nclass_list = device, args.ipc, nclass_list
+        self.data = torch.zeros(len(nclass_list) * args.ipc, nchannel, hs, ws, device=device)
+        self.targets = torch.arange(len(nclass_list), device=device).repeat_interleave(args.ipc)
+
+    def load_condensed_data(self, loader, init_type='mix', load_path=None):
+        for c in self.nclass_list:
+            self.data[c * self.ipc:(c + 1) * self.ipc] = loader.class_sample(c, self.ipc)[0]
+
+    def condense(self, args, plotter, loader_real, aug, optim_img, model_init, model_interval,
+                 model_final, sampling_net=None, optim_sampling_net=None):
+        record = {'args': {k: v for k, v in vars(args).items() if k != 'device'},
+                  'device': str(args.device), 'loaded': [], 'real': [],
+                  'sampling_net_dim': None if sampling_net is None else sampling_net.dim}
+        for it in range(args.niter):
+            index = it % args.num_premodel
+            for stage, model in (('init', model_init), ('trained', model_final)):
+                name = f'premodel{index}_{stage}.pth.tar'
+                load_state_dict(os.path.join(args.pretrain_dir, name), model)  # strict
+                record['loaded'].append(name)
+            images, _ = loader_real.class_sample(0)
+            record['real'].append([float(images.min()), float(images.max()), len(images)])
+            aug(images)
+        with open('stub_record.json', 'w') as f:
+            json.dump(record, f)
+""",
+    "condenser/compute_loss.py": "# the stub's loop is in Condenser.condense\n",
+    "NCFM/NCFM.py": "# the stub computes no loss\n",
+    "NCFM/SampleNet.py": """
+import torch
+
+class SampleNet(torch.nn.Module):
+    def __init__(self, feature_dim=64, t_batchsize=64, t_var=1):
+        super(SampleNet, self).__init__()
+        self.dim = feature_dim
+        self.layer = torch.nn.Linear(feature_dim, feature_dim)
+""",
+    "utils/utils.py": """
+import torch
+from models.convnet import ConvNet
+
+def define_model(dataset, norm_type, net_type, nch, depth, width, nclass, logger, size):
+    return ConvNet(nclass, net_width=int(128 * width), channel=nch, im_size=(size, size))
+
+def get_loader(args):
+    raise RuntimeError('the adapter must replace get_loader')
+
+def get_feature_extractor(args):
+    return tuple(define_model(args.dataset, args.norm_type, args.net_type, args.nch, args.depth,
+                              args.width, args.nclass, None, args.size).to(args.device)
+                 for _ in range(3))
+""",
+    "utils/ddp.py": """
+import torch
+
+def load_state_dict(path, model):
+    model.load_state_dict(torch.load(path, map_location='cpu'))
+""",
+    "utils/init_script.py": """
+import os
+
+def initialize_distribution_training(backend='nccl', init_method='env://'):
+    raise RuntimeError('the adapter must replace initialize_distribution_training')
+
+def init_script(args):
+    _, _, _, _, args.device = initialize_distribution_training(args.backend, args.init_method)
+    args.pretrain_dir = f'./{args.pretrain_dir}/{args.dataset}'
+    args.lr_img = args.lr_img * args.lr_scale_adam
+""",
+    "utils/diffaug.py": """
+from data.dataset_statistics import MEANS, STDS
+from data.augment import Normalize
+
+def diffaug(args, device='cuda'):
+    normalize = Normalize(MEANS[args.dataset], STDS[args.dataset], device=device)
+    return normalize, normalize
+""",
+    "data/augment.py": """
+import torch
+
+class Normalize:
+    def __init__(self, mean, std, device='cpu'):
+        self.mean = torch.tensor(mean, device=device).reshape(1, len(mean), 1, 1)
+        self.std = torch.tensor(std, device=device).reshape(1, len(mean), 1, 1)
+
+    def __call__(self, x):
+        return (x - self.mean) / self.std
+""",
+    "data/dataset_statistics.py": "MEANS = {'mnist': [0.1307]}\nSTDS = {'mnist': [0.3081]}\n",
+    "data/dataloader.py": """
+import torch
+
+class ClassMemDataLoader:
+    def __init__(self, dataset, batch_size, drop_last=False, device='cuda'):
+        self.data = torch.stack([d[0].to(device) for d in dataset])
+        self.targets = torch.tensor(dataset.targets, device=device)
+        self.batch_size = batch_size
+
+    def class_sample(self, c, ipc=-1):
+        size = ipc if ipc > 0 else self.batch_size
+        return self.data[self.targets == c][:size], torch.full((size,), c)
+""",
+    "models/convnet.py": """
+import torch
+import torch.nn as nn
+
+class ConvNet(nn.Module):
+    def __init__(self, num_classes, net_width=128, channel=3, im_size=(32, 32)):
+        super().__init__()
+        side = 32 if im_size[0] == 28 else im_size[0]
+        convs, norms = [], []
+        for d in range(3):
+            convs.append(nn.Conv2d(channel if d == 0 else net_width, net_width, 3,
+                                   padding=3 if channel == 1 and d == 0 else 1))
+            norms.append(nn.GroupNorm(net_width, net_width, affine=True))
+            side //= 2
+        self.layers = nn.ModuleDict({'conv': nn.ModuleList(convs), 'norm': nn.ModuleList(norms)})
+        self.classifier = nn.Linear(net_width * side * side, num_classes)
+
+    def forward(self, x, return_features=False):
+        for conv, norm in zip(self.layers['conv'], self.layers['norm']):
+            x = nn.functional.avg_pool2d(torch.relu(norm(conv(x))), 2)
+        out = x.reshape(x.shape[0], -1)
+        return (self.classifier(out), out) if return_features else self.classifier(out)
+""",
+}
+NCFM_STEPS, NCFM_IPC, NCFM_POOL = 3, 2, 2
+
+
+def write_ncfm_stub(folder: Path) -> Path:
+    for name, text in NCFM_STUB.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ncfm_harness(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("parity_ncfm")
+    official = write_ncfm_stub(root / "NCFM")
+    row = load_parity().main([
+        "--method", "ncfm", "--official", str(official), "--dataset", "mnist_sample",
+        "--ipc", str(NCFM_IPC), "--steps", str(NCFM_STEPS), "--batch-real", str(BATCH_REAL),
+        "--width", str(WIDTH), "--eval-models", str(EVAL_MODELS), "--eval-epochs", "1",
+        "--pool-size", str(NCFM_POOL), "--pool-epochs", "1", "--num-freqs", "16",
+        "--sampling-net", "--scratch", str(root / "scratch"),
+        "--data-cache", str(root / "cache"), "--results-dir", str(root / "results"),
+    ])  # fmt: skip
+    record = json.loads((root / "scratch" / "official_ncfm" / "stub_record.json").read_text())
+    return {"root": root, "row": row, "record": record}
+
+
+def test_ncfm_budget_and_pool_reach_their_loop(ncfm_harness):
+    record, row = ncfm_harness["record"], ncfm_harness["row"]
+    args = record["args"]
+    assert record["device"] == "cpu"
+    assert (args["niter"], args["ipc"], args["batch_real"]) == (NCFM_STEPS, NCFM_IPC, BATCH_REAL)
+    assert args["width"] * 128 == WIDTH and args["num_premodel"] == NCFM_POOL
+    assert args["num_freqs"] == 16 and args["sampling_net"] is True
+    assert args["aug_type"] == "color_crop_cutout" and args["factor"] == 2
+    assert args["lr_img"] == pytest.approx(1e-3)  # their lr_img x lr_scale_adam: ours
+    # Our pool's networks, loaded strictly by their parameter names, both weight sets.
+    assert record["loaded"][:4] == [
+        "premodel0_init.pth.tar", "premodel0_trained.pth.tar",
+        "premodel1_init.pth.tar", "premodel1_trained.pth.tar",
+    ]  # fmt: skip
+    # Their sampling network is sized to the budget's features (width x 4 x 4 on MNIST).
+    assert record["sampling_net_dim"] == WIDTH * 16
+    # Real images reach their loop as [0, 1] pixels, a batch of batch_real.
+    low, high, count = record["real"][0]
+    assert 0.0 <= low < high <= 1.0 + 1e-6 and count == BATCH_REAL
+    assert row["method"] == "ncfm-sampling-net" and row["pool_size"] == NCFM_POOL
+
+
+def test_ncfm_their_set_is_scored_as_network_input(ncfm_harness):
+    root, row = ncfm_harness["root"], ncfm_harness["row"]
+    theirs = torch.load(root / "scratch" / "theirs_0.pt", weights_only=False)
+    data = torch.load(root / "scratch" / "real_data.pt", weights_only=False)
+    labels = data["train_labels"]
+    first = torch.cat([data["train_images"][labels == c][:NCFM_IPC] for c in range(10)])
+    assert theirs["factor"] == 2 and theirs["ipc"] == NCFM_IPC
+    torch.testing.assert_close(theirs["images"], first, atol=1e-5, rtol=0)
+    assert len(row["ours_accuracies"]) == len(row["theirs_accuracies"]) == EVAL_MODELS
+    assert row["gap"] == pytest.approx(row["ours_mean"] - row["theirs_mean"])
+
+
+def test_sampling_net_is_ncfm_only(tmp_path):
+    official = write_stub(tmp_path / "official")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--method", "dm", "--official", str(official),
+         "--sampling-net"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --sampling-net is NCFM's: use it with --method ncfm"

@@ -5,7 +5,8 @@
         i, l    = a pool network and l ~ U(0, 1)                   generator(seed, "pool-pick", t)
         psi     <- l * initial_i + (1 - l) * trained_i
         for each class c in turn (the authors' order):
-            omega_c = one DSA draw (color_crop_cutout) shared by real and synthetic
+            omega_c = one draw of color, crop and cutout (IDC's batch mode, their DiffAug),
+                      shared by real and synthetic
             R, S    = normalise(psi(A(real_c, omega_c))), normalise(psi(A(decode(S)_c, omega_c)))
             T       = Gaussian frequencies [num_freqs, D], from generator(seed, "freqs", t) in
                       class order (or the sampling network's output, which ascends the loss)
