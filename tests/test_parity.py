@@ -180,17 +180,23 @@ def test_both_sets_are_scored_and_the_gap_is_their_difference(harness):
     assert len(table) == 3 and f"{row['gap']:+.2f}" in table[2]
 
 
-def test_score_init_needs_real_initial_images(tmp_path):
+@pytest.mark.parametrize(
+    ("method", "flag", "message"),
+    [
+        ("dc", "--score-init",
+         "error: --score-init scores the real images a run starts from: use --init real"),
+        ("dm", "--sampling-net", "error: --sampling-net is NCFM's: use it with --method ncfm"),
+    ],
+    ids=["score-init-needs-real-init", "sampling-net-is-ncfm-only"],
+)  # fmt: skip
+def test_a_flag_the_method_cannot_take_is_one_line(tmp_path, method, flag, message):
     official = write_stub(tmp_path / "official")
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--method", "dc", "--official", str(official),
-         "--score-init"],
+        [sys.executable, str(SCRIPT), "--method", method, "--official", str(official), flag],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "error: --score-init scores the real images a run starts from: use --init real"
-    )
+    assert result.stderr.strip() == message
 
 
 @pytest.mark.parametrize("method", ["dc", "dsa", "dm", "idm", "ncfm"])
@@ -479,14 +485,3 @@ def test_ncfm_their_set_is_scored_as_network_input(ncfm_harness):
     torch.testing.assert_close(theirs["images"], first, atol=1e-5, rtol=0)
     assert len(row["ours_accuracies"]) == len(row["theirs_accuracies"]) == EVAL_MODELS
     assert row["gap"] == pytest.approx(row["ours_mean"] - row["theirs_mean"])
-
-
-def test_sampling_net_is_ncfm_only(tmp_path):
-    official = write_stub(tmp_path / "official")
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--method", "dm", "--official", str(official),
-         "--sampling-net"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.strip() == "error: --sampling-net is NCFM's: use it with --method ncfm"
