@@ -1,7 +1,9 @@
 """DDP on the CPU (gloo, 2 processes) condenses exactly what one process does.
 
 Each rank matches its own slice of classes with the same network, DSA and real draws; the
-loss is scaled by the world size so DDP's gradient average is the single-process sum.
+loss is scaled by the world size so DDP's gradient average is the single-process sum. NCFM,
+which steps the images class by class, makes every class's step on every rank (a zero gradient
+for the other rank's classes) and then gathers each rank's rows.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from helpers.inprocess import tiny, train
 
 from dmcondense.data.sources import load_split
 from dmcondense.io import load_synthetic
+from dmcondense.synthetic import SyntheticImages
 
 STEPS = 3
 TINY = tiny(
@@ -36,16 +39,32 @@ def initial_images(meta: dict) -> torch.Tensor:
     return (train.images[meta["init_indices"]].float() / 255 - mean) / std
 
 
+def starting_set(meta: dict) -> torch.Tensor:
+    """The decoded set the run started from (its real images packed into tiles by factor)."""
+    real = initial_images(meta)
+    if meta["factor"] == 1:
+        return real
+    seam = SyntheticImages(len(meta["class_names"]), meta["ipc"], meta["factor"])
+    return seam.decode(seam.encode(real, meta["config"]["synthetic"]["init_resize"]))
+
+
 # DC: two rounds an iteration, so a step makes two DDP backward passes and trains the network
 # between them on every rank; init=real so that the start is the same set as DM's.
-METHODS = {"dm": [], "dc": ["method=dc", "method.outer_loop=2", "method.inner_loop=2", "init=real"]}
+# NCFM: factor 2, a pool of 2 networks built by the single-process run (POOL: its folder).
+POOL = "{pool}"
+METHODS = {
+    "dm": [],
+    "dc": ["method=dc", "method.outer_loop=2", "method.inner_loop=2", "init=real"],
+    "ncfm": ["method=ncfm", "method.num_freqs=32", "pool.size=2", "pool.epochs=1",
+             f"pool.root={POOL}", "pool.build=auto"],
+}  # fmt: skip
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
 def test_two_process_ddp_matches_one_process(tmp_path: Path, method: str) -> None:
     single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
-    args = [*TINY, *METHODS[method]]
+    args = [*TINY, *(a.replace(POOL, str(tmp_path / "pools")) for a in METHODS[method])]
     single = train(*args, f"hydra.run.dir={single_dir}")  # in this process; DDP in its own
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = run_train(*args, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={ddp_dir}")
@@ -60,7 +79,7 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path, method: str) -> Non
     assert meta_one["step"] == meta_two["step"] == STEPS
     images_one, images_two = one.tensors[0], two.tensors[0]
     # The steps moved the images, so equality below is not two untouched starting sets.
-    start = initial_images(meta_one)
+    start = starting_set(meta_one)
     assert torch.equal(meta_one["init_indices"], meta_two["init_indices"])
     assert (images_one - start).abs().max() > 1e-3
     torch.testing.assert_close(images_two, images_one, atol=1e-5, rtol=0)

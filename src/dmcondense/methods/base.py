@@ -176,7 +176,11 @@ class CondensationMethod(L.LightningModule):
         return loss.detach()
 
     def update_images(
-        self, loss: torch.Tensor, last: bool = True, inputs: Sequence[torch.Tensor] = ()
+        self,
+        loss: torch.Tensor | None,
+        last: bool = True,
+        inputs: Sequence[torch.Tensor] = (),
+        rank_local: bool = False,
     ) -> None:
         """One image update: zero the pixels' gradient, backward of `loss` (also into `inputs`,
         e.g. a part's parameters), an optimiser step, and after the iteration's `last` update the
@@ -187,12 +191,22 @@ class CondensationMethod(L.LightningModule):
         directly, through the precision plugin but uncounted. So one global step is one
         iteration, as max_steps, save_every, the DataModule's resume offset and every generator
         keyed by the step assume.
+
+        `rank_local=True` (a method that updates one class at a time): under DDP the gradient
+        stays on this rank, and `loss=None` is an update for another rank's class, a zero
+        gradient here; `share_class_rows` then hands each rank's classes to every rank.
         """
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
-        # DDP averages gradients over ranks; each rank holds a disjoint slice of classes,
-        # so scaling by the world size turns that average into the full sum over classes.
-        self.manual_backward(loss * self.trainer.world_size, inputs=[self.synthetic, *inputs])
+        if loss is None:
+            self.synthetic.grad = torch.zeros_like(self.synthetic)
+        elif rank_local and self.trainer.world_size > 1:
+            with self.trainer.strategy.block_backward_sync():
+                self.manual_backward(loss, inputs=[self.synthetic, *inputs])
+        else:
+            # DDP averages gradients over ranks; each rank holds a disjoint slice of classes,
+            # so scaling by the world size turns that average into the full sum over classes.
+            self.manual_backward(loss * self.trainer.world_size, inputs=[self.synthetic, *inputs])
         if not last:
             self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
             return
@@ -200,6 +214,23 @@ class CondensationMethod(L.LightningModule):
         if self.pixels == "unit":  # pixels learned in [0, 1] stay there (IDC, M3D, NCFM)
             with torch.no_grad():
                 self.synthetic.clamp_(0.0, 1.0)
+
+    @torch.no_grad()
+    def share_class_rows(self, classes: torch.Tensor) -> None:
+        """After rank-local updates (DDP): every rank takes the pixels of each class, and their
+        optimiser state, from the rank that matched it (this rank's are `classes`). Every update
+        made the same optimiser step on every rank, with a zero gradient for the others' classes,
+        so each rank's own rows are what one process would hold; the sum over ranks of each
+        rank's own rows (zeros elsewhere) puts those rows everywhere."""
+        if self.trainer.world_size == 1:
+            return
+        others = ~torch.isin(self.labels, classes)  # the class of each stored image
+        state = self.optimizers().optimizer.state[self.synthetic]
+        shape = self.synthetic.shape
+        moments = [v for v in state.values() if torch.is_tensor(v) and v.shape == shape]
+        for tensor in [self.synthetic.data, *moments]:
+            tensor[others] = 0
+            tensor.copy_(self.trainer.strategy.reduce(tensor, reduce_op="sum"))
 
     def log_loss(self, loss: torch.Tensor) -> None:
         # Each rank holds its classes' share; the logged figure is the sum over all classes.

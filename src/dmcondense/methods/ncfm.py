@@ -20,6 +20,11 @@ its last step (the authors clamp at the start of each iteration), and only that 
 global step, so one global step is one iteration (checkpoints, resume and max_steps count
 iterations).
 
+Under DDP each rank matches its own classes and makes every other class's image step with a
+zero gradient, so each step is the optimiser step one process makes; after the iteration every
+rank takes each class's rows (pixels and AdamW state) from the rank that matched it, and the
+result equals one process's. The sampling network, which steps after every class, refuses DDP.
+
 The pool and the sampling network are the base's auxiliary parts, placed on the device at fit
 start. The pool networks are data, handed in as (initial, trained) state dicts, never learned or
 saved. The sampling network learns outside the image optimiser; it and its optimiser are saved
@@ -35,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dmcondense.data.datamodule import rank_classes
 from dmcondense.errors import ConfigError
 from dmcondense.methods.base import AuxiliaryPart, CondensationMethod, LearnedNetwork
 from dmcondense.models.init import reset_parameters
@@ -243,7 +249,13 @@ class CharacteristicFunctionMatching(CondensationMethod):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        self.refuse_ddp("it updates the images class by class")
+        own = rank_classes(self.num_classes, self.global_rank, self.trainer.world_size)
+        self.first_own_class = int(own[0]) if len(own) else self.num_classes
+        self.feature_dim = None
+        if self.trainer.world_size > 1:  # the frequencies' width, for other ranks' draws
+            with torch.no_grad():
+                probe = self.class_images(0)[:1]
+                self.feature_dim = self.embed(self.pool_networks(0)[0], probe).shape[-1]
 
     def configure_optimizers(self) -> dict:
         if self.optimizer_name == "adamw":
@@ -299,28 +311,41 @@ class CharacteristicFunctionMatching(CondensationMethod):
     # --- one iteration --------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         step, classes, real = batch["step"], batch["classes"], batch["images"][0]
-        k, n = real.shape[:2]
+        n = real.shape[1]
         optimizer = self.optimizers()
         net, calibrator = self.pool_networks(step)
         calibrating = self.calibration_weight > 0
-        steps_left = k * (2 if calibrating else 1)
+        steps_left = self.num_classes * (2 if calibrating else 1)
+        # Under DDP this rank matches its own (contiguous) classes and makes every other
+        # class's update with a zero gradient, so each update is the same optimiser step as in
+        # one process; share_class_rows then gathers the classes' rows.
+        first = self.first_own_class
 
-        def image_step(loss: Tensor, inputs: list[Tensor]) -> None:
+        def image_step(loss: Tensor | None, inputs: list[Tensor]) -> None:
             nonlocal steps_left
             steps_left -= 1
-            self.update_images(loss, last=steps_left == 0, inputs=inputs)
+            self.update_images(loss, last=steps_left == 0, inputs=inputs, rank_local=True)
+
+        def own(c: int) -> int | None:
+            """Class c's index in this rank's batch, or None when another rank matches it."""
+            return c - first if 0 <= c - first < real.shape[0] else None
 
         omega = self.augment.sample(
             self.num_classes, generator(self.seed, "augment", step, device=self.device)
         )
         draws = generator(self.seed, "freqs", step, device=self.device)
         match_losses = []
-        for i in range(k):
+        for c in range(self.num_classes):  # the authors' order
+            i = own(c)
+            if i is None:
+                self.frequencies(draws, self.feature_dim)  # class c's draw, as one process makes it
+                image_step(None, [])
+                continue
             group = classes[i : i + 1]
             with torch.no_grad():
                 real_x = self.augment.apply(self.normalise(real[i]), omega, group.expand(n))
                 real_features = self.embed(net, real_x)
-            synthetic = self.class_images(i)
+            synthetic = self.class_images(c)
             synthetic_x = self.augment.apply(synthetic, omega, group.expand(synthetic.shape[0]))
             synthetic_features = self.embed(net, synthetic_x)
             freqs = self.frequencies(draws, real_features.shape[-1])
@@ -343,8 +368,12 @@ class CharacteristicFunctionMatching(CondensationMethod):
             cal_omega = self.augment.sample(
                 self.num_classes, generator(self.seed, "calibrate", step, device=self.device)
             )
-            for i in range(k):
-                synthetic = self.class_images(i)
+            for c in range(self.num_classes):
+                i = own(c)
+                if i is None:
+                    image_step(None, [])
+                    continue
+                synthetic = self.class_images(c)
                 m = synthetic.shape[0]
                 x = self.augment.apply(synthetic, cal_omega, classes[i : i + 1].expand(m))
                 if self.channels_last:
@@ -353,13 +382,18 @@ class CharacteristicFunctionMatching(CondensationMethod):
                 loss = self.calibration_weight * F.cross_entropy(logits, classes[i].expand(m))
                 image_step(loss, [])
                 calibration_losses.append(loss.detach())
+        self.share_class_rows(classes)
 
-        match = torch.stack(match_losses).sum()
+        match = torch.stack(match_losses).sum() if match_losses else self.synthetic.new_zeros(())
         calibration = torch.stack(calibration_losses).sum() if calibration_losses else 0.0 * match
-        loss = (match + calibration) / k  # the authors' figure: the mean a class
+        own_share = (match + calibration) / self.num_classes
+        if self.trainer.world_size > 1:  # every rank's scheduler sees the loss of all classes
+            sums = torch.stack([match, calibration])
+            match, calibration = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        loss = (match + calibration) / self.num_classes  # the authors' figure: the mean a class
         self.lr_schedulers().step(loss)  # a host sync: the plateau test needs the number
-        self.log("train/match", match / k)
-        self.log("train/calibration", calibration / k)
+        self.log("train/match", match / self.num_classes)
+        self.log("train/calibration", calibration / self.num_classes)
         self.log("train/lr_img", optimizer.optimizer.param_groups[0]["lr"])
-        self.log_loss(loss)
+        self.log_loss(own_share)  # summed over the ranks: the loss above
         return loss
