@@ -90,7 +90,7 @@ IPC1 = [
     "save_every=40",
     "logger=csv",
     "eval.num_models=2",
-    "eval.epochs=150",
+    "eval.epochs=100",
 ]
 METHODS = {
     "dm": ["synthetic.factor=2"],
