@@ -10,10 +10,12 @@ script through benchmarks/parity_official.py (their code is imported from a patc
 copy of --official, never from this repository). Both synthetic sets are then scored by our
 evaluation library, with one protocol and one seed, so only the condensation differs. The
 harness prints both accuracies with their std, the gap (ours - theirs) and the seconds per
-condensation step of each, and writes benchmarks/results/parity_<method>_<dataset>_ipc<N>.json
-and a row of benchmarks/results/parity.md. `--score-init` also scores the real images each side
-started from (IPC 1 from real images: which images a run starts from can outweigh the method);
-`--runs N` pools N condensations a side (seeds seed..seed+N-1).
+condensation step of each, and writes a row of benchmarks/results/parity.md and a JSON file in
+benchmarks/results named by method, data set, IPC and budget (`results_name`; e.g.
+parity_dm_mnist_sample_ipc10_100st_b64_w64_1r_3x300ep.json, settings changed from their
+defaults such as --seed or --lr-img added before the runs). `--score-init` also scores the
+real images each side started from (IPC 1 from real images: which images a run starts from can
+outweigh the method); `--runs N` pools N condensations a side (seeds seed..seed+N-1).
 
 `--method ncfm` first makes (or reuses) our pretrained pool for the budget (`--pool-size`,
 `--pool-epochs`, `python -m dmcondense.pretrain`); both sides match with it: ours reads it, the
@@ -330,9 +332,56 @@ MARKDOWN_HEADER = (
 )
 
 
-def write_results(row: dict, results_dir: Path) -> Path:
+def changed_settings(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The settings a row was run with that differ from their defaults, as (file-name token,
+    budget text) pairs: together with the budget they tell two rows apart."""
+    defaults = METHOD_DEFAULTS[args.method]
+    strategy = NCFM_STRATEGY if args.method == "ncfm" else STRATEGY[args.dataset]
+    changed = []
+    if args.lr_img != defaults["lr_img"]:
+        changed.append((f"lr{args.lr_img:g}", f"lr_img {args.lr_img:g}"))
+    if args.init != defaults["init"]:
+        changed.append((f"init-{args.init}", f"init {args.init}"))
+    if args.strategy != strategy:
+        changed.append((f"aug-{args.strategy}", f"strategy {args.strategy}"))
+    if args.method == "ncfm" and args.num_freqs != 4096:
+        changed.append((f"nf{args.num_freqs}", f"{args.num_freqs} freqs"))
+    if args.method == "idm":
+        if args.ce_weight != 0.5:
+            changed.append((f"ce{args.ce_weight:g}", f"ce_weight {args.ce_weight:g}"))
+        if args.net_generate_interval != (5 if args.ipc == 1 else 30):
+            interval = args.net_generate_interval
+            changed.append((f"gen{interval}", f"net_generate_interval {interval}"))
+    if args.seed != 0:
+        changed.append((f"seed{args.seed}", f"seed {args.seed}"))
+    return changed
+
+
+def budget_text(args: argparse.Namespace) -> str:
+    """The row's budget as parity.md shows it (and keys its rows by)."""
+    return (
+        f"{args.steps} steps, batch_real {args.batch_real}, width {args.width}, "
+        + (f"pool {args.pool_size} x {args.pool_epochs} ep, " if args.method == "ncfm" else "")
+        + "".join(f"{text}, " for _, text in changed_settings(args))
+        + f"{args.runs} run(s) x {args.eval_models} nets x {args.eval_epochs} ep"
+    )
+
+
+def results_name(label: str, args: argparse.Namespace) -> str:
+    """The row's JSON file: method, data set, IPC and budget, so that rows of one method, data
+    set and IPC at different budgets are kept apart."""
+    tokens = [
+        f"parity_{label}_{args.dataset}_ipc{args.ipc}",
+        f"{args.steps}st", f"b{args.batch_real}", f"w{args.width}",
+        *([f"pool{args.pool_size}x{args.pool_epochs}"] if args.method == "ncfm" else []),
+        *(token for token, _ in changed_settings(args)),
+        f"{args.runs}r", f"{args.eval_models}x{args.eval_epochs}ep",
+    ]  # fmt: skip
+    return "_".join(tokens) + ".json"
+
+
+def write_results(row: dict, name: str, results_dir: Path) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
-    name = f"parity_{row['method']}_{row['dataset']}_ipc{row['ipc']}.json"
     (results_dir / name).write_text(json.dumps(row, indent=2) + "\n")
     table = results_dir / "parity.md"
     rows = table.read_text().splitlines()[2:] if table.is_file() else []
@@ -434,11 +483,7 @@ def main(argv: list[str] | None = None) -> dict:
                               for p in ours]  # fmt: skip
         sides["theirs_init"] = [p.with_name(f"{p.stem}_init.pt") for p in theirs]
     accuracies = score_sets(args, overrides, sides)
-    budget = (
-        f"{args.steps} steps, batch_real {args.batch_real}, width {args.width}, "
-        + (f"pool {args.pool_size} x {args.pool_epochs} ep, " if args.method == "ncfm" else "")
-        + f"{args.runs} run(s) x {args.eval_models} nets x {args.eval_epochs} ep"
-    )
+    budget = budget_text(args)
     label = args.method + ("-sampling-net" if args.sampling_net else "")
     command = "python benchmarks/parity.py " + " ".join(reproducible_arguments(argv, args))
     row = {
@@ -458,7 +503,7 @@ def main(argv: list[str] | None = None) -> dict:
            if args.method == "ncfm" else {}),
         "command": command,
     }  # fmt: skip
-    path = write_results(row, args.results_dir)
+    path = write_results(row, results_name(label, args), args.results_dir)
     print(
         f"{label} {args.dataset} IPC {args.ipc} ({budget})\n"
         f"  ours   {row['ours_mean']:6.2f} +- {row['ours_std']:.2f} %   "

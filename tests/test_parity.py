@@ -172,9 +172,8 @@ def test_both_sets_are_scored_and_the_gap_is_their_difference(harness):
     assert len(row["ours_init_accuracies"]) == len(row["theirs_init_accuracies"]) == EVAL_MODELS
     assert row["ours_gain"] == pytest.approx(row["ours_mean"] - row["ours_init_mean"])
     assert row["theirs_gain"] == pytest.approx(row["theirs_mean"] - row["theirs_init_mean"])
-    written = json.loads(
-        (harness["root"] / "results" / "parity_dsa_mnist_sample_ipc1.json").read_text()
-    )
+    name = f"parity_dsa_mnist_sample_ipc{IPC}_{STEPS}st_b{BATCH_REAL}_w{WIDTH}_1r_{EVAL_MODELS}x1ep"
+    written = json.loads((harness["root"] / "results" / f"{name}.json").read_text())
     assert written["gap"] == pytest.approx(row["gap"])
     table = (harness["root"] / "results" / "parity.md").read_text().splitlines()
     assert len(table) == 3 and f"{row['gap']:+.2f}" in table[2]
@@ -232,6 +231,31 @@ def test_gap_arithmetic_and_tolerance():
     assert not parity.within_tolerance(-1.6, 0.1, 0.2)
     assert parity.within_tolerance(2.2, 1.1, 0.5)  # 2 x the larger std
     assert not parity.within_tolerance(2.3, 1.1, 0.5)
+
+
+def test_rows_at_other_budgets_or_settings_get_their_own_file_and_table_row():
+    parity = load_parity()
+    base = ["--method", "dm", "--official", "x", "--ipc", "10", "--steps", "100",
+            "--batch-real", "64", "--width", "32"]  # fmt: skip
+    args = parity.parse_args(base)
+    assert parity.results_name("dm", args) == (
+        "parity_dm_mnist_sample_ipc10_100st_b64_w32_1r_3x300ep.json"
+    )
+    assert parity.budget_text(args) == (
+        "100 steps, batch_real 64, width 32, 1 run(s) x 3 nets x 300 ep"
+    )
+    variants = [["--steps", "40"], ["--batch-real", "256"], ["--width", "64"], ["--runs", "3"],
+                ["--eval-models", "5"], ["--eval-epochs", "50"], ["--seed", "1"],
+                ["--lr-img", "0.5"], ["--init", "noise"], ["--strategy", "color"]]  # fmt: skip
+    names = {parity.results_name("dm", parity.parse_args(base + v)) for v in variants}
+    budgets = {parity.budget_text(parity.parse_args(base + v)) for v in variants}
+    assert len(names) == len(budgets) == len(variants)
+    assert parity.results_name("dm", args) not in names
+    ncfm = parity.parse_args(["--method", "ncfm", "--official", "x", "--pool-size", "4",
+                              "--pool-epochs", "3", "--num-freqs", "1024"])  # fmt: skip
+    assert parity.results_name("ncfm", ncfm) == (
+        "parity_ncfm_mnist_sample_ipc1_100st_b256_w128_pool4x3_nf1024_1r_3x300ep.json"
+    )
 
 
 @pytest.mark.parametrize(
