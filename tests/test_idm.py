@@ -186,3 +186,51 @@ def test_the_step_batches_option_keeps_the_second_class_balanced_round() -> None
     assert module.real_batches_per_step == 2 and module.whole_set_batches == ()
     with pytest.raises(ConfigError, match="unknown method.queue_data 'mixed'"):
         idm(queue_data="mixed")
+
+
+def fitted_idm(image_step: str, steps: int, counting: list | None = None):
+    """IDM on the MNIST sample (3 steps' worth of real batches, factor 1, init from noise),
+    fitted `steps` iterations; `counting` collects one entry per image-optimiser step."""
+    torch.manual_seed(0)
+    net = build_model("convnet", 1, 10, 28, width=4, depth=2)
+    init = torch.randn(20, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    module = ImprovedDistributionMatching(
+        net, NoAugment(), init, 10, Normaliser([0.1307], [0.3081]), seed=7,
+        model_train_steps=1, batch_train=16, lr_img=0.5, momentum=0.5, image_step=image_step,
+    )  # fmt: skip
+    dm = ClassBatchDataModule("mnist_sample", "", 10, 5, 2, seed=7)
+    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)  # fmt: skip
+    losses = []
+    real_log = module.log_loss
+    module.log_loss = lambda loss: (losses.append(float(loss)), real_log(loss))[1]
+    if counting is None:
+        trainer.fit(module, datamodule=dm)
+    else:
+        real_step = torch.optim.SGD.step
+
+        def counting_step(optimizer, *args, **kwargs):
+            if optimizer is module.optimizers().optimizer:
+                counting.append(1)
+            return real_step(optimizer, *args, **kwargs)
+
+        torch.optim.SGD.step = counting_step
+        try:
+            trainer.fit(module, datamodule=dm)
+        finally:
+            torch.optim.SGD.step = real_step
+    return module, trainer, losses
+
+
+def test_the_images_step_after_each_class_as_in_the_authors_loop() -> None:
+    steps = []
+    by_class, trainer, class_losses = fitted_idm("class", 2, steps)
+    assert len(steps) == 2 * 10 and trainer.global_step == 2  # a step a class, one an iteration
+    by_iteration, _, iteration_losses = fitted_idm("iteration", 2)
+    # Before the first class's step nothing has moved, and a class's step leaves the other
+    # classes' rows still (no momentum yet): the first iteration's summed loss is the same.
+    assert class_losses[0] == pytest.approx(iteration_losses[0], rel=1e-5)
+    assert not torch.allclose(by_class.synthetic, by_iteration.synthetic)
+    with pytest.raises(ConfigError, match="unknown method.image_step 'batch'"):
+        idm(image_step="batch")

@@ -340,6 +340,16 @@ class CondensationMethod(L.LightningModule):
         """The decoded training images, class-major, differentiable w.r.t. the stored pixels."""
         return self.synthetic_images.decode(self.stored_normalised())
 
+    def class_images(self, c: int) -> torch.Tensor:
+        """Class `c`'s decoded training images, differentiable w.r.t. the stored pixels: only
+        its rows are normalised and decoded (a method that steps class by class would otherwise
+        decode the whole set once a class)."""
+        stored = self.synthetic[c * self.ipc : (c + 1) * self.ipc]
+        if self.pixels == "unit":
+            constants = self.normaliser.constants(stored.device)
+            stored = (stored - constants["mean"]) / constants["std"]
+        return self.synthetic_images.decode(stored)
+
     def decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(training images, labels), detached: what evaluation trains on."""
         images = self.synthetic_images.decode(self.stored_normalised().detach())

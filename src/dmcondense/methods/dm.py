@@ -48,6 +48,21 @@ class DistributionMatching(CondensationMethod):
         """Embeddings of the Siamese-augmented real images [k, n, D] (no grad) and of the
         decoded synthetic images of the same `classes` [k, m, D], for uint8 real [k, n, C, H, W].
         """
+        omega, real_features = self.real_features(net, step, classes, real)
+        k = real.shape[0]
+        synthetic = self.synthetic_images.per_class(self.training_images())[classes]
+        m = synthetic.shape[1]
+        synthetic_x = self.augment.apply(
+            synthetic.flatten(0, 1), omega, classes.repeat_interleave(m)
+        )
+        synthetic_features = self.embed(net, synthetic_x)
+        return real_features, synthetic_features.view(k, m, -1)
+
+    def real_features(
+        self, net: nn.Module, step: int, classes: torch.Tensor, real: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's DSA draw (one a class, shared with the synthetic images) and the
+        embeddings of the augmented uint8 real images [k, n, C, H, W]: [k, n, D], no grad."""
         omega = self.augment.sample(
             self.num_classes, generator(self.seed, "augment", step, device=self.device)
         )
@@ -56,14 +71,7 @@ class DistributionMatching(CondensationMethod):
             real_x = self.augment.apply(
                 self.normalise(real.flatten(0, 1)), omega, classes.repeat_interleave(n)
             )
-            real_features = self.embed(net, real_x)
-        synthetic = self.synthetic_images.per_class(self.training_images())[classes]
-        m = synthetic.shape[1]
-        synthetic_x = self.augment.apply(
-            synthetic.flatten(0, 1), omega, classes.repeat_interleave(m)
-        )
-        synthetic_features = self.embed(net, synthetic_x)
-        return real_features.view(k, n, -1), synthetic_features.view(k, m, -1)
+            return omega, self.embed(net, real_x).view(k, n, -1)
 
     def match(self, real_features: torch.Tensor, synthetic_features: torch.Tensor) -> torch.Tensor:
         """DM: squared distance of the class means, summed over classes."""

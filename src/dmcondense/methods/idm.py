@@ -4,13 +4,14 @@
     for each step t:
         if t % net_generate_interval == 0: push a fresh network (pop the oldest when full)
         psi    = one network drawn from the queue                    generator(seed, "queue", t)
-        for each class c (all classes batched):
+        for each class c in turn (the real images of all classes embedded in one batch):
             omega_c = one DSA draw shared by real and synthetic
             R, S    = psi(A(real_c, omega_c)), psi(A(decode(S)_c, omega_c))     (factor 2)
-            loss   += ||mean R - mean S||^2
+            loss_c  = ||mean R - mean S||^2
                       + ce_weight * acc(psi) * CE(classifier(S), c)   (acc: psi's running
                                                                        accuracy on real data)
-        S <- S - lr_img * grad_S loss       (SGD with momentum)
+            S <- S - lr_img * grad_S loss_c     (SGD with momentum, one buffer for all classes)
+        (image_step=iteration: one step on the sum over classes instead, all classes batched)
         two networks drawn from the queue each take `model_train_steps` SGD steps, each on
         `batch_train` real images drawn from the whole training set (classes mixed, as the
         authors draw them), and count their accuracy on them
@@ -31,7 +32,7 @@ from torch import nn
 
 from dmcondense.errors import ConfigError
 from dmcondense.methods.base import AuxiliaryPart
-from dmcondense.methods.dm import DistributionMatching
+from dmcondense.methods.dm import DistributionMatching, matching_loss
 from dmcondense.models.init import reset_parameters
 from dmcondense.models.registry import uses_batchnorm
 from dmcondense.rng import generator
@@ -40,6 +41,9 @@ from dmcondense.rng import generator
 # from the whole training set for every SGD step (the authors'); step_batches: from a second
 # class-balanced real batch of the step (batch_real a class), as an earlier version did.
 QUEUE_DATA = ("whole_set", "step_batches")
+# How often the images step: class: after each class's loss, in class order (the authors' loop);
+# iteration: once, on the loss summed over the classes.
+IMAGE_STEPS = ("class", "iteration")
 
 
 class QueuedNetwork:
@@ -142,6 +146,7 @@ class ImprovedDistributionMatching(DistributionMatching):
         ce_weight: float = 0.5,
         accuracy_window: int = 100,
         queue_data: str = "whole_set",
+        image_step: str = "class",
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -159,7 +164,11 @@ class ImprovedDistributionMatching(DistributionMatching):
             raise ConfigError(
                 f"unknown method.queue_data '{queue_data}'; choose one of {', '.join(QUEUE_DATA)}"
             )
-        self.queue_data = queue_data
+        if image_step not in IMAGE_STEPS:
+            raise ConfigError(
+                f"unknown method.image_step '{image_step}'; choose one of {', '.join(IMAGE_STEPS)}"
+            )
+        self.queue_data, self.image_step = queue_data, image_step
         # What the DataModule serves each step: the class batches of the matching, plus for the
         # queue either whole-set batches [trained networks, SGD steps, batch] or a second round.
         if queue_data == "whole_set":
@@ -204,14 +213,17 @@ class ImprovedDistributionMatching(DistributionMatching):
         picks = generator(self.seed, "queue", step)  # host draws: no device sync
         matching = self.queue.networks[int(torch.randint(len(self.queue), (), generator=picks))]
 
-        real_features, synthetic_features = self.class_features(
-            matching.net, step, classes, real[0]
-        )
-        loss = self.match(real_features, synthetic_features) + self.ce_weight * (
-            matching.accuracy_percent()
-            * self.class_cross_entropy(matching.net, synthetic_features, classes)
-        )
-        self.update_images(loss)
+        if self.image_step == "class":
+            loss = self.step_class_by_class(matching, step, classes, real[0])
+        else:
+            real_features, synthetic_features = self.class_features(
+                matching.net, step, classes, real[0]
+            )
+            loss = self.match(real_features, synthetic_features) + self.ce_weight * (
+                matching.accuracy_percent()
+                * self.class_cross_entropy(matching.net, synthetic_features, classes)
+            )
+            self.update_images(loss)
 
         trained = torch.randperm(len(self.queue), generator=picks)[: self.trained_per_step]
         for i, slot in enumerate(trained.tolist()):
@@ -223,6 +235,29 @@ class ImprovedDistributionMatching(DistributionMatching):
             self.train_queued(queued, images, labels)
         self.log_loss(loss.detach())
         return loss.detach()
+
+    def step_class_by_class(
+        self, matching: QueuedNetwork, step: int, classes: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        """The authors' image update: an SGD step after each class's loss, in class order, so a
+        class is matched after the earlier classes' steps have moved it by momentum. The real
+        images' features do not depend on the images, so they are embedded in one batch first.
+        Returns the sum of the class losses (detached)."""
+        net = matching.net
+        omega, real_features = self.real_features(net, step, classes, real)
+        real_means = real_features.mean(dim=1)
+        k = real.shape[0]
+        weight = self.ce_weight * matching.accuracy_percent()
+        losses = []
+        for i in range(k):  # IDM refuses DDP: the batch holds every class, in order
+            synthetic = self.class_images(i)
+            label = classes[i : i + 1].expand(synthetic.shape[0])
+            features = self.embed(net, self.augment.apply(synthetic, omega, label))
+            loss = matching_loss(real_means[i : i + 1], features.mean(dim=0, keepdim=True))
+            loss = loss + weight * F.cross_entropy(net.classifier(features), label)
+            self.update_images(loss, last=i == k - 1)
+            losses.append(loss.detach())
+        return torch.stack(losses).sum()
 
     def class_cross_entropy(
         self, net: nn.Module, synthetic_features: torch.Tensor, classes: torch.Tensor

@@ -289,16 +289,6 @@ class CharacteristicFunctionMatching(CondensationMethod):
                 target.copy_(value)
         return self.embed_net, self.calibrator
 
-    def class_images(self, c: int) -> Tensor:
-        """Class `c`'s decoded training images, differentiable w.r.t. the stored pixels: only
-        its rows are normalised (the base's stored_normalised, one class at a time, as a step
-        a class would otherwise normalise the whole set k times)."""
-        stored = self.synthetic[c * self.ipc : (c + 1) * self.ipc]
-        if self.pixels == "unit":
-            constants = self.normaliser.constants(stored.device)
-            stored = (stored - constants["mean"]) / constants["std"]
-        return self.synthetic_images.decode(stored)
-
     def frequencies(self, draws: torch.Generator, dim: int) -> Tensor:
         """One class's frequencies: Gaussian [num_freqs, D], or the sampling network's output
         for Gaussian noise [sampling_noise, D] (the authors repeat those rows 16 times, which
