@@ -332,24 +332,33 @@ MARKDOWN_HEADER = (
 )
 
 
+def default_strategy(method: str, dataset: str) -> str:
+    """The augmentation strategy the authors' code uses for the method on the data set."""
+    return NCFM_STRATEGY if method == "ncfm" else STRATEGY[dataset]
+
+
+def idm_generate_interval(ipc: int) -> int:
+    """IDM's steps between fresh queue networks in the authors' commands: 5 at IPC 1, else 30."""
+    return 5 if ipc == 1 else 30
+
+
 def changed_settings(args: argparse.Namespace) -> list[tuple[str, str]]:
     """The settings a row was run with that differ from their defaults, as (file-name token,
     budget text) pairs: together with the budget they tell two rows apart."""
     defaults = METHOD_DEFAULTS[args.method]
-    strategy = NCFM_STRATEGY if args.method == "ncfm" else STRATEGY[args.dataset]
     changed = []
     if args.lr_img != defaults["lr_img"]:
         changed.append((f"lr{args.lr_img:g}", f"lr_img {args.lr_img:g}"))
     if args.init != defaults["init"]:
         changed.append((f"init-{args.init}", f"init {args.init}"))
-    if args.strategy != strategy:
+    if args.strategy != default_strategy(args.method, args.dataset):
         changed.append((f"aug-{args.strategy}", f"strategy {args.strategy}"))
     if args.method == "ncfm" and args.num_freqs != 4096:
         changed.append((f"nf{args.num_freqs}", f"{args.num_freqs} freqs"))
     if args.method == "idm":
         if args.ce_weight != 0.5:
             changed.append((f"ce{args.ce_weight:g}", f"ce_weight {args.ce_weight:g}"))
-        if args.net_generate_interval != (5 if args.ipc == 1 else 30):
+        if args.net_generate_interval != idm_generate_interval(args.ipc):
             interval = args.net_generate_interval
             changed.append((f"gen{interval}", f"net_generate_interval {interval}"))
     if args.seed != 0:
@@ -433,9 +442,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.lr_img = defaults["lr_img"] if args.lr_img is None else args.lr_img
     args.init = args.init or defaults["init"]
     if not args.strategy:
-        args.strategy = NCFM_STRATEGY if args.method == "ncfm" else STRATEGY[args.dataset]
+        args.strategy = default_strategy(args.method, args.dataset)
     if args.net_generate_interval is None:
-        args.net_generate_interval = 5 if args.ipc == 1 else 30
+        args.net_generate_interval = idm_generate_interval(args.ipc)
     return args
 
 

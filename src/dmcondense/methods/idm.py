@@ -32,7 +32,7 @@ from torch import nn
 
 from dmcondense.errors import ConfigError
 from dmcondense.methods.base import AuxiliaryPart
-from dmcondense.methods.dm import DistributionMatching, matching_loss
+from dmcondense.methods.dm import DistributionMatching
 from dmcondense.models.init import reset_parameters
 from dmcondense.models.registry import uses_batchnorm
 from dmcondense.rng import generator
@@ -245,16 +245,18 @@ class ImprovedDistributionMatching(DistributionMatching):
         Returns the sum of the class losses (detached)."""
         net = matching.net
         omega, real_features = self.real_features(net, step, classes, real)
-        real_means = real_features.mean(dim=1)
         k = real.shape[0]
         weight = self.ce_weight * matching.accuracy_percent()
         losses = []
         for i in range(k):  # IDM refuses DDP: the batch holds every class, in order
             synthetic = self.class_images(i)
-            label = classes[i : i + 1].expand(synthetic.shape[0])
-            features = self.embed(net, self.augment.apply(synthetic, omega, label))
-            loss = matching_loss(real_means[i : i + 1], features.mean(dim=0, keepdim=True))
-            loss = loss + weight * F.cross_entropy(net.classifier(features), label)
+            group = classes[i : i + 1]
+            features = self.embed(
+                net, self.augment.apply(synthetic, omega, group.expand(synthetic.shape[0]))
+            )[None]
+            loss = self.match(real_features[i : i + 1], features) + weight * (
+                self.class_cross_entropy(net, features, group)
+            )
             self.update_images(loss, last=i == k - 1)
             losses.append(loss.detach())
         return torch.stack(losses).sum()
