@@ -267,7 +267,8 @@ def save_initial_record(synthetic: Path, data: Path, out: Path) -> Path:
     tensors = torch.load(data, weights_only=False)
     images = tensors["train_images"][record["init_indices"]]
     encoder = SyntheticImages(len(record["class_names"]), record["ipc"], record.get("factor", 1))
-    torch.save({**record, "images": encoder.encode(images), "step": 0}, out)
+    resize = record["config"]["synthetic"]["init_resize"]  # NCFM and M3D pack nearest
+    torch.save({**record, "images": encoder.encode(images, resize), "step": 0}, out)
     return out
 
 

@@ -509,3 +509,25 @@ def test_ncfm_their_set_is_scored_as_network_input(ncfm_harness):
     torch.testing.assert_close(theirs["images"], first, atol=1e-5, rtol=0)
     assert len(row["ours_accuracies"]) == len(row["theirs_accuracies"]) == EVAL_MODELS
     assert row["gap"] == pytest.approx(row["ours_mean"] - row["theirs_mean"])
+
+
+@pytest.mark.parametrize("resize", ["nearest", "bilinear"])
+def test_our_initial_set_is_packed_as_the_run_packed_it(tmp_path, resize) -> None:
+    """--score-init scores our real start: a factor-2 run's tiles shrunk as its config says
+    (NCFM and M3D nearest, IDM bilinear), not always bilinear."""
+    from dmcondense.io import FORMAT
+    from dmcondense.synthetic import SyntheticImages
+
+    images = torch.arange(8 * 16.0).view(8, 1, 4, 4)  # 2 classes x 1 image x 4 tiles
+    record = {"format": FORMAT, "class_names": ["0", "1"], "ipc": 1, "factor": 2,
+              "init_indices": torch.tensor([5, 1, 2, 7, 0, 3, 6, 4]),
+              "images": torch.zeros(2, 1, 4, 4),
+              "config": {"synthetic": {"init_resize": resize}}}  # fmt: skip
+    torch.save(record, tmp_path / "synthetic.pt")
+    torch.save({"train_images": images}, tmp_path / "data.pt")
+    out = load_parity().save_initial_record(tmp_path, tmp_path / "data.pt", tmp_path / "init.pt")
+    packer, start = SyntheticImages(2, 1, 2), images[record["init_indices"]]
+    expected = packer.encode(start, resize)
+    assert torch.equal(torch.load(out, weights_only=False)["images"], expected)
+    other = "bilinear" if resize == "nearest" else "nearest"
+    assert not torch.equal(expected, packer.encode(start, other))  # the two packings differ
