@@ -15,7 +15,9 @@ taken from `--condensed METHOD=PATH`, then scored by `python -m dmcondense.evalu
             is trained once per data set, model and protocol and cached under <out>/whole
 Soft labels come from network 0 of the data set's pretrained pool (<out>/pools, built when
 missing). CIFAR-10 is the shared JPEG copy (../shared/datasets); without it its rows are
-skipped with the reason. Writes <out>/board.md, board.csv and board.png.
+skipped with the reason. Writes <out>/board.md, board.csv and board.png. A rerun with the
+same --out reads back every job that finished with the same overrides (its board_job.json)
+and runs only the rest.
 """
 
 from __future__ import annotations
@@ -64,6 +66,25 @@ def budget_overrides(args: argparse.Namespace) -> tuple[list[str], list[str], li
     evaluate = [f"eval.epochs={args.epochs}", f"eval.ncfm_epochs={args.epochs}",
                 f"eval.dc_epochs={args.epochs}", f"whole_epochs={args.whole_epochs}"]  # fmt: skip
     return shared, condense, evaluate
+
+
+def reusing_finished(run: Runner) -> Runner:
+    """`run`, but a job whose folder already holds its results.json from the same module and
+    overrides is read back instead of run again: a stopped board resumes where it stopped."""
+
+    def run_or_reuse(module: str, overrides: list[str]) -> dict:
+        folder = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))
+        run_dir = Path(folder)
+        record, results = run_dir / "board_job.json", run_dir / "results.json"
+        job = {"module": module, "overrides": overrides}
+        if record.is_file() and results.is_file() and json.loads(record.read_text()) == job:
+            print(f"reusing the finished job in {run_dir}", flush=True)
+            return json.loads(results.read_text())
+        found = run(module, overrides)
+        record.write_text(json.dumps(job) + "\n")
+        return found
+
+    return run_or_reuse
 
 
 def score_set(
@@ -206,6 +227,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None, run: Runner = run_in_child) -> list[dict]:
     args = parse(argv)
     started = time.time()
+    run = reusing_finished(run)
     shared, condense, evaluate = budget_overrides(args)
     stores = [f"pool.root={args.out / 'pools'}", "pool.build=auto",
               f"eval.whole_root={args.out / 'whole'}"]  # fmt: skip

@@ -53,3 +53,25 @@ def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_
     assert (out / "board.png").stat().st_size > 10_000
     # the whole-data accuracy is trained once per protocol and reused by every later set
     assert sorted(p.name.split("-")[0] for p in (out / "whole").iterdir()) == ["mnist_sample"] * 4
+
+    # A rerun into the same folder reads every finished job back and runs none.
+    def must_not_run(module: str, overrides: list[str]) -> dict:
+        raise AssertionError(f"ran {module} again")
+
+    again = leaderboard.main(["--tiny", "--ipcs", "1", "--out", str(out), "--archive",
+                              str(missing)], run=must_not_run)  # fmt: skip
+    assert again == rows
+    # A job recorded with other overrides is run again: the first one the board asks for.
+    record = out / "mnist_sample_ipc1_dm" / "condense" / "board_job.json"
+    job = json.loads(record.read_text())
+    record.write_text(json.dumps({**job, "overrides": [*job["overrides"], "seed=1"]}))
+    asked = []
+
+    def record_and_stop(module: str, overrides: list[str]) -> dict:
+        asked.append((module, overrides))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        leaderboard.main(["--tiny", "--ipcs", "1", "--out", str(out), "--archive", str(missing)],
+                         run=record_and_stop)  # fmt: skip
+    assert asked == [(job["module"], job["overrides"])]
