@@ -379,10 +379,10 @@ def test_streaming_and_in_memory_data_keep_the_same_classes(tmp_path: Path) -> N
 def test_dm_memory_beats_random_memory_at_the_last_step_on_the_mnist_sample(
     tmp_path: Path,
 ) -> None:
-    # Half the sample's CPU budget (100 DM iterations a step, batch_real 64, width 32); 2
-    # networks x 50 epochs per memory and step (the same networks for both memories). The
+    # A quarter of the sample's CPU budget (50 DM iterations a step, batch_real 64, width 32);
+    # 2 networks x 50 epochs per memory and step (the same networks for both memories). The
     # margins at each budget are in the README's Tests section.
-    results = run(tmp_path, "memory=[dm,random]", "steps=5", "ipc=10", "iterations=100",
+    results = run(tmp_path, "memory=[dm,random]", "steps=5", "ipc=10", "iterations=50",
                   "eval.num_models=2", "eval.epochs=50")  # fmt: skip
     last = results["per_step"][-1]
     assert last["classes_seen"] == 10
