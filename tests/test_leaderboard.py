@@ -1,6 +1,7 @@
 """benchmarks/leaderboard.py --tiny: every method condensed, scored under the common and its own
-protocol, hard and soft labels, with LRS and ARS, and the table, CSV and figure written. The
-jobs run in this process (helpers.inprocess)."""
+protocol, hard and soft labels, with LRS and ARS, and the table, CSV and figure written; then
+rerun into the same folder, where it reads every finished job back. The jobs run in this
+process (helpers.inprocess)."""
 
 from __future__ import annotations
 
