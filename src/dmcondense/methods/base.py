@@ -327,14 +327,15 @@ class CondensationMethod(L.LightningModule):
         c = self.normaliser.constants(images.device)
         return images * c["std"] + c["mean"]
 
-    def stored_normalised(self) -> torch.Tensor:
-        """The stored images as network input (normalised), differentiable: what synthetic.pt
-        keeps. Decoding commutes with the per-channel normalisation (bilinear weights sum to 1),
-        so decoding these equals normalising the decoded [0, 1] pixels."""
+    def stored_normalised(self, rows: slice = slice(None)) -> torch.Tensor:
+        """The stored images (those of `rows`) as network input (normalised), differentiable:
+        what synthetic.pt keeps. Decoding commutes with the per-channel normalisation (bilinear
+        weights sum to 1), so decoding these equals normalising the decoded [0, 1] pixels."""
+        stored = self.synthetic[rows]
         if self.pixels == "unit":
-            c = self.normaliser.constants(self.synthetic.device)
-            return (self.synthetic - c["mean"]) / c["std"]
-        return self.synthetic
+            c = self.normaliser.constants(stored.device)
+            return (stored - c["mean"]) / c["std"]
+        return stored
 
     def training_images(self) -> torch.Tensor:
         """The decoded training images, class-major, differentiable w.r.t. the stored pixels."""
@@ -344,11 +345,9 @@ class CondensationMethod(L.LightningModule):
         """Class `c`'s decoded training images, differentiable w.r.t. the stored pixels: only
         its rows are normalised and decoded (a method that steps class by class would otherwise
         decode the whole set once a class)."""
-        stored = self.synthetic[c * self.ipc : (c + 1) * self.ipc]
-        if self.pixels == "unit":
-            constants = self.normaliser.constants(stored.device)
-            stored = (stored - constants["mean"]) / constants["std"]
-        return self.synthetic_images.decode(stored)
+        return self.synthetic_images.decode(
+            self.stored_normalised(slice(c * self.ipc, (c + 1) * self.ipc))
+        )
 
     def decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(training images, labels), detached: what evaluation trains on."""
