@@ -32,6 +32,11 @@ def unpack(archive: Path, into: Path) -> Path:
     return into
 
 
+def run_folder(overrides: list[str]) -> Path:
+    """The run folder a job's overrides give it (hydra.run.dir=...)."""
+    return Path(next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")))
+
+
 def run(module: str, overrides: list[str]) -> dict:
     env = {
         **os.environ,
@@ -42,8 +47,7 @@ def run(module: str, overrides: list[str]) -> dict:
     command = [sys.executable, "-m", module, *overrides]
     print("$", " ".join(command), flush=True)
     subprocess.run(command, cwd=REPO, env=env, check=True, stderr=subprocess.DEVNULL)
-    run_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))
-    return json.loads((Path(run_dir) / "results.json").read_text())
+    return json.loads((run_folder(overrides) / "results.json").read_text())
 
 
 def main() -> None:

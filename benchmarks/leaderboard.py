@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cifar10 import ARCHIVE, REPO, unpack
+from cifar10 import ARCHIVE, REPO, run_folder, unpack
 from cifar10 import run as run_in_child
 
 METHODS = ("dm", "dc", "dsa", "m3d", "idm", "ncfm")
@@ -73,8 +73,7 @@ def reusing_finished(run: Runner) -> Runner:
     overrides is read back instead of run again: a stopped board resumes where it stopped."""
 
     def run_or_reuse(module: str, overrides: list[str]) -> dict:
-        folder = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))
-        run_dir = Path(folder)
+        run_dir = run_folder(overrides)
         record, results = run_dir / "board_job.json", run_dir / "results.json"
         job = {"module": module, "overrides": overrides}
         if record.is_file() and results.is_file() and json.loads(record.read_text()) == job:

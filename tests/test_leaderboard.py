@@ -24,8 +24,7 @@ ENTRIES = {"dmcondense.train": train, "dmcondense.evaluate": evaluate}
 def in_process(module: str, overrides: list[str]) -> dict:
     result = ENTRIES[module](*overrides)
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))
-    return json.loads((Path(run_dir) / "results.json").read_text())
+    return json.loads((leaderboard.run_folder(overrides) / "results.json").read_text())
 
 
 def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_path) -> None:
