@@ -4,6 +4,7 @@ instead of a stack trace."""
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import sys
 import warnings
@@ -132,11 +133,8 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
             chosen = _values(o)
             if chosen:
                 first_choice.append(f"{key}={chosen[0]}")
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=first_choice, return_hydra_config=True)
-    composed = OmegaConf.to_container(cfg, resolve=False)
-    _check_output_folder(argv, overrides, composed.pop("hydra"))
-    known = _all_keys(composed)
+    folders, known = _keys_and_folders(config_name, tuple(first_choice))
+    _check_output_folder(argv, overrides, folders)
     for o in overrides:
         key = o.key_or_group
         if key.startswith("hydra") or key in options or o.is_add() or o.is_force_add():
@@ -167,7 +165,22 @@ def unwritable_folder(path: str | Path) -> str | None:
 INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve"}
 
 
-def _check_output_folder(argv: list[str], overrides, hydra_cfg: dict) -> None:
+@functools.cache
+def _keys_and_folders(config_name: str, choices: tuple[str, ...]) -> tuple[dict, frozenset[str]]:
+    """For the config composed with these group choices: Hydra's run and sweep folder settings,
+    and every key path outside `hydra`.
+
+    Kept per process: jobs run in process (the tests, the board) would otherwise compose the
+    same tree again for every run, on top of the two composes Hydra itself makes."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(choices), return_hydra_config=True)
+    composed = OmegaConf.to_container(cfg, resolve=False)
+    hydra_cfg = composed.pop("hydra")
+    folders = {"run": dict(hydra_cfg["run"]), "sweep": dict(hydra_cfg["sweep"])}
+    return folders, frozenset(_all_keys(composed))
+
+
+def _check_output_folder(argv: list[str], overrides, folders: dict) -> None:
     """Fail before Hydra creates the run folder (a traceback otherwise) when it cannot be made."""
     if INFO_FLAGS.intersection(argv):
         return
@@ -175,7 +188,7 @@ def _check_output_folder(argv: list[str], overrides, hydra_cfg: dict) -> None:
     given = [
         str(o.value()) for o in overrides if o.key_or_group == key and not o.is_sweep_override()
     ]
-    template = given[-1] if given else hydra_cfg[key.split(".")[1]]["dir"]
+    template = given[-1] if given else folders[key.split(".")[1]]["dir"]
     fixed = template.split("${")[0]  # the part before the first interpolation is known now
     folder = fixed if fixed == template or fixed.endswith(("/", "\\")) else str(Path(fixed).parent)
     problem = unwritable_folder(folder or ".")
