@@ -207,6 +207,32 @@ def test_results_files_hold_every_step_of_every_memory(uninterrupted) -> None:
     )
 
 
+def test_score_steps_last_scores_the_last_step_alone_and_keeps_every_memory(
+    uninterrupted, tmp_path: Path
+) -> None:
+    whole_dir, whole, _ = uninterrupted
+    results = run(tmp_path, *TINY, "memory=[dm,random]", "score_steps=last")
+    assert results["score_steps"] == "last"
+    assert [sorted(e["results"]) for e in results["per_step"]] == [["dm", "random"]] * STEPS
+    scored = [any(e["results"][m] for m in ("dm", "random")) for e in results["per_step"]]
+    assert scored == [False] * (STEPS - 1) + [True]
+    for method in ("dm", "random"):
+        # The last step's figures are those of a run that scored every step.
+        last, whole_last = results["per_step"][-1], whole["per_step"][-1]
+        assert last["results"][method] == whole_last["results"][method]
+        for step in range(1, STEPS + 1):
+            unit = Path("memory") / method / f"step_{step:02d}"
+            a = torch.load(whole_dir / unit / "synthetic.pt", weights_only=False)
+            b = torch.load(tmp_path / unit / "synthetic.pt", weights_only=False)
+            assert torch.equal(a["images"], b["images"]), unit
+    rows = (tmp_path / "results.csv").read_text().splitlines()[1:]
+    assert sorted(row.split(",")[:3] for row in rows) == [["5", "10", "dm"], ["5", "10", "random"]]
+    averages = results["average_over_steps"]
+    assert averages["dm"]["convnet"] == results["per_step"][-1]["results"]["dm"]["convnet"]["mean"]
+    with pytest.raises(ConfigError, match=r"^score_steps must be one of all, last, not 'first'$"):
+        check_continual_config(composed("score_steps=first"))
+
+
 # --- resume ----------------------------------------------------------------------------------
 
 
@@ -380,10 +406,11 @@ def test_dm_memory_beats_random_memory_at_the_last_step_on_the_mnist_sample(
     tmp_path: Path,
 ) -> None:
     # A quarter of the sample's CPU budget (50 DM iterations a step, batch_real 64, width 32);
-    # 2 networks x 50 epochs per memory and step (the same networks for both memories). The
-    # margins at each budget are in the README's Tests section.
+    # 2 networks x 50 epochs per memory, at the last step only (the same networks for both
+    # memories; what is checked is scored as in a run that scores every step: the test above).
+    # The margins at each budget are in the README's Tests section.
     results = run(tmp_path, "memory=[dm,random]", "steps=5", "ipc=10", "iterations=50",
-                  "eval.num_models=2", "eval.epochs=50")  # fmt: skip
+                  "eval.num_models=2", "eval.epochs=50", "score_steps=last")  # fmt: skip
     last = results["per_step"][-1]
     assert last["classes_seen"] == 10
     dm, random = (last["results"][m]["convnet"]["accuracies"] for m in ("dm", "random"))

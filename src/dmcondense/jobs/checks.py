@@ -192,6 +192,9 @@ def check_steps(steps: int, num_classes: int, dataset_name: str) -> None:
         )
 
 
+SCORE_STEPS = ("all", "last")  # continual: after which steps the memories are scored
+
+
 def check_continual_config(cfg: DictConfig) -> None:
     """The continual keys; `steps` against dataset.num_classes when the config states it (an
     image folder's count is checked once the folder is read)."""
@@ -204,6 +207,10 @@ def check_continual_config(cfg: DictConfig) -> None:
             f"continual runs resume a run folder's finished steps: resume=last (or auto, which "
             f"starts afresh when there are none), not '{cfg.resume}'; pass the folder as "
             f"hydra.run.dir=<folder>"
+        )
+    if cfg.score_steps not in SCORE_STEPS:
+        raise ConfigError(
+            f"score_steps must be one of {', '.join(SCORE_STEPS)}, not '{cfg.score_steps}'"
         )
     if cfg.coreset_train_epochs is None or int(cfg.coreset_train_epochs) < 0:
         raise ConfigError(f"coreset_train_epochs must be 0 or more, got {cfg.coreset_train_epochs}")

@@ -164,14 +164,17 @@ def resolved_config(cfg: DictConfig, spec: DatasetSpec) -> dict:
     return resolved
 
 
-def write_results(run_dir: Path, summary: dict, rows: list[dict]) -> None:
-    """results.json (the summary) and results.csv (the rows, one a line), each atomically."""
+def write_results(
+    run_dir: Path, summary: dict, rows: list[dict], columns: list[str] | None = None
+) -> None:
+    """results.json (the summary) and results.csv (the rows, one a line, under `columns`, or
+    the first row's keys), each atomically."""
     atomic_write(
         run_dir / "results.json",
         lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"),
     )
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(buffer, fieldnames=columns or list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(run_dir / "results.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue()))

@@ -192,11 +192,13 @@ def run_continual(cfg: DictConfig, method_configs: Mapping[str, DictConfig], run
         new, seen = schedule.new_classes(step), schedule.seen(step)
         results: dict[str, dict] = {}
         test = None
+        scored = cfg.score_steps == "all" or step == schedule.steps
         for method in methods:
             unit = unit_dir(run_dir, method, step)
             finished = read_finished(unit)
             if finished is None:
-                test = test if test is not None else seen_test_split(cfg, seen)
+                if scored and test is None:
+                    test = seen_test_split(cfg, seen)
                 method_cfg = method_configs.get(method, cfg)
                 finished = run_unit(
                     cfg,
@@ -229,10 +231,11 @@ def run_unit(
     schedule: Schedule,
     step: int,
     memory: Memory,
-    test: ImageSet,
+    test: ImageSet | None,
     unit: Path,
 ) -> tuple[Memory, dict]:
-    """One memory method at one step: add the step's classes to `memory`, score it, write it."""
+    """One memory method at one step: add the step's classes to `memory`, score it on `test`
+    (not at all when None: score_steps=last before the last step), write it."""
     new = schedule.new_classes(step)
     began = time.time()
     if method in SELECTIONS:
@@ -242,7 +245,8 @@ def run_unit(
     offset = (step - 1) * schedule.per_step  # step labels 0.. -> positions in the class order
     memory = memory.add(added.images, added.labels + offset, added.source_indices)
     made = time.time()
-    results = score_memory(plan, spec, method, memory, test, build.eval_device(cfg))
+    device = build.eval_device(cfg)
+    results = {} if test is None else score_memory(plan, spec, method, memory, test, device)
     result = {
         "memory": method,
         "step": step,
@@ -275,9 +279,10 @@ def run(cfg: DictConfig, method_configs: Mapping[str, DictConfig]) -> Path:
     if cfg.get("reuse_host_memory", True):
         reuse_freed_memory()
     results = run_continual(cfg, method_configs, run_dir)
+    when = "and step" if cfg.score_steps == "all" else "at the last step"
     print(
         f"accuracy on the test images of the classes seen ({cfg.eval.num_models} networks x "
-        f"{cfg.eval.epochs} epochs per memory and step):"
+        f"{cfg.eval.epochs} epochs per memory {when}):"
     )
     print_table(results)
     print(f"wall time {results['seconds']:.0f} s; memory per step: {run_dir / 'memory'}")

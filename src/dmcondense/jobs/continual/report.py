@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 def average_over_steps(per_step: list[dict], methods: list[str]) -> dict:
-    """Each method's mean accuracy over the steps done (the average incremental accuracy)."""
+    """Each method's mean accuracy over the steps done and scored (the average incremental
+    accuracy when every step is scored)."""
     averages: dict[str, dict] = {}
     for method in methods:
         by_arch: dict[str, list[float]] = {}
@@ -50,11 +51,15 @@ def summary(
         "eval_epochs": cfg.eval.epochs,
         "eval_num_models": cfg.eval.num_models,
         "eval_models": list(cfg.eval.models),
+        "score_steps": cfg.score_steps,
         "finished_steps": len(per_step),
         "seconds": round(time.time() - started, 1),
         "per_step": per_step,
         "average_over_steps": average_over_steps(per_step, methods),
     }
+
+
+COLUMNS = ["step", "classes_seen", "memory", "architecture", "mean", "std", "networks"]
 
 
 def table_rows(results: dict) -> list[dict]:
@@ -77,7 +82,7 @@ def table_rows(results: dict) -> list[dict]:
 
 def write_results(run_dir: Path, results: dict) -> None:
     """results.json, results.csv and continual.png, each written atomically."""
-    write_table(run_dir, results, table_rows(results))
+    write_table(run_dir, results, table_rows(results), COLUMNS)  # no rows before a scored step
     atomic_write(run_dir / "continual.png", lambda tmp: plot_accuracy(results, Path(tmp)))
 
 
@@ -112,7 +117,8 @@ def plot_accuracy(results: dict, path: Path) -> None:
         fontsize="medium",
     )
     axes.grid(alpha=0.3)
-    axes.legend(title="memory")
+    if lines:  # none before the first scored step (score_steps=last)
+        axes.legend(title="memory")
     figure.tight_layout()
     figure.savefig(path, format="png")
     plt.close(figure)
@@ -122,6 +128,7 @@ def print_unit(schedule: Schedule, step: int, method: str, result: dict) -> None
     figures = ", ".join(
         f"{arch} {r['mean']:.2f} +- {r['std']:.2f} %" for arch, r in result["results"].items()
     )
+    figures = figures or "not scored (score_steps=last)"
     print(
         f"continual step {step}/{schedule.steps} ({result['classes_seen']} classes seen), "
         f"memory {method} ({result['memory_images']} images): {figures}",
