@@ -86,11 +86,11 @@ def test_records_without_a_factor_decode_as_stored() -> None:
 # --- a run with factor 2, and each method on it beating random real images ---------------------
 IPC1 = [
     "ipc=1",
-    "iterations=20",
-    "save_every=20",
+    "iterations=10",
+    "save_every=10",
     "logger=csv",
     "eval.num_models=2",
-    "eval.epochs=50",
+    "eval.epochs=30",
 ]
 METHODS = {
     "dm": ["synthetic.factor=2"],

@@ -280,7 +280,7 @@ def test_a_run_without_a_pool_gives_the_pretrain_command(tmp_path: Path) -> None
 def test_ncfm_beats_random_real_images_on_the_mnist_sample_at_ipc_1(tmp_path: Path) -> None:
     """The pool (2 networks x 1 epoch) is built first by pool.build=auto."""
     result = train(
-        "method=ncfm", "ipc=1", "iterations=10", "method.num_freqs=256", "pool.size=2",
+        "method=ncfm", "ipc=1", "iterations=5", "method.num_freqs=256", "pool.size=2",
         "pool.epochs=1", "pool.build=auto", f"pool.root={tmp_path / 'pools'}", "eval.epochs=50",
         "logger=csv", f"hydra.run.dir={tmp_path / 'run'}",
     )  # fmt: skip
