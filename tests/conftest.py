@@ -7,13 +7,18 @@ the tests that only read their outputs (helpers/shared_runs.py says what each ho
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
-from helpers.inprocess import train
-from helpers.shared_runs import TINY_CSV_RUN, TINY_RUN, SharedRun
 
+if TYPE_CHECKING:
+    from helpers.shared_runs import SharedRun
+
+# torch, Lightning and the jobs are imported where tests run, not here: under pytest -n the
+# controlling process, which runs no test, would import them before it starts the workers.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    import torch
+
     # pytest -n N: the cores are shared out between the workers, and between the processes the
     # tests start (inherited through OMP_NUM_THREADS), instead of each claiming all of them.
     _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
@@ -22,6 +27,9 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
 
 
 def _shared_run(tmp_path_factory, name: str, overrides: list[str]) -> SharedRun:
+    from helpers.inprocess import train
+    from helpers.shared_runs import SharedRun
+
     run_dir = tmp_path_factory.mktemp(name) / "run"
     result = train(*overrides, f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -30,11 +38,15 @@ def _shared_run(tmp_path_factory, name: str, overrides: list[str]) -> SharedRun:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> SharedRun:
+    from helpers.shared_runs import TINY_RUN
+
     return _shared_run(tmp_path_factory, "tiny_run", TINY_RUN)
 
 
 @pytest.fixture(scope="session")
 def tiny_csv_run(tmp_path_factory) -> SharedRun:
+    from helpers.shared_runs import TINY_CSV_RUN
+
     return _shared_run(tmp_path_factory, "tiny_csv_run", TINY_CSV_RUN)
 
 
