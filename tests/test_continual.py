@@ -226,7 +226,8 @@ def test_score_steps_last_scores_the_last_step_alone_and_keeps_every_memory(
             b = torch.load(tmp_path / unit / "synthetic.pt", weights_only=False)
             assert torch.equal(a["images"], b["images"]), unit
     rows = (tmp_path / "results.csv").read_text().splitlines()[1:]
-    assert sorted(row.split(",")[:3] for row in rows) == [["5", "10", "dm"], ["5", "10", "random"]]
+    final = [str(STEPS), str(STEPS * PER_STEP)]
+    assert sorted(row.split(",")[:3] for row in rows) == [[*final, "dm"], [*final, "random"]]
     averages = results["average_over_steps"]
     assert averages["dm"]["convnet"] == results["per_step"][-1]["results"]["dm"]["convnet"]["mean"]
     with pytest.raises(ConfigError, match=r"^score_steps must be one of all, last, not 'first'$"):
