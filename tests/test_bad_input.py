@@ -122,6 +122,16 @@ def test_bad_input_gets_one_error_line_and_writes_nothing(
     check_refused(result, overrides, must_mention, paths, run_dir)
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_where_no_folder_can_be_made_gets_one_line_even_for_root() -> None:
+    # /proc passes os.access for root, yet no folder can be made in it.
+    result = train(*tiny("hydra.run.dir=/proc/dmcondense-test/run"))
+    line = one_error_line(result)
+    assert "cannot create the output folder /proc/dmcondense-test/run" in line, line
+    assert "no folder can be made in /proc" in line and "hydra.run.dir=" in line, line
+    assert not Path("/proc/dmcondense-test").exists()
+
+
 # `python -m dmcondense.train`, telling at exit (on stdout) whether torch was imported.
 ENTRY_REPORTING_TORCH = """
 import atexit, runpy, sys

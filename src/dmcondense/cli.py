@@ -7,6 +7,7 @@ import difflib
 import functools
 import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -149,8 +150,9 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
 def unwritable_folder(path: str | Path) -> str | None:
     """Why the folder `path` cannot be created and written, or None when it can.
 
-    Looks at the nearest part of `path` that exists: a file there, or a folder without write
-    permission. (Root passes any permission check, so only the file case is certain for it.)
+    Looks at the nearest part of `path` that exists: a file there, a folder without write
+    permission, or one where no folder can be made (root passes any permission check, so an
+    empty folder is made there and removed again: read-only and special file systems fail it).
     """
     existing = Path(path).expanduser().absolute()
     while not existing.exists() and existing != existing.parent:
@@ -159,6 +161,10 @@ def unwritable_folder(path: str | Path) -> str | None:
         return f"{existing} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".dmcondense-probe-", dir=existing))
+    except OSError as error:
+        return f"no folder can be made in {existing} ({error.strerror})"
     return None
 
 
