@@ -245,8 +245,9 @@ def run_unit(
     offset = (step - 1) * schedule.per_step  # step labels 0.. -> positions in the class order
     memory = memory.add(added.images, added.labels + offset, added.source_indices)
     made = time.time()
-    device = build.eval_device(cfg)
-    results = {} if test is None else score_memory(plan, spec, method, memory, test, device)
+    results = {}
+    if test is not None:
+        results = score_memory(plan, spec, method, memory, test, build.eval_device(cfg))
     result = {
         "memory": method,
         "step": step,
