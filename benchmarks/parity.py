@@ -20,7 +20,10 @@ outweigh the method); `--runs N` pools N condensations a side (seeds seed..seed+
 `--method ncfm` first makes (or reuses) our pretrained pool for the budget (`--pool-size`,
 `--pool-epochs`, `python -m dmcondense.pretrain`); both sides match with it: ours reads it, the
 adapter hands it to their loop in their file format. `--sampling-net` switches the sampling
-network on, both sides.
+network on, both sides. Their loader matches the first batch_real images of each class every
+iteration (their AsyncLoader asks for a size, which means "the first images");
+`--their-real-batches random` gives their loop a fresh random batch of the class each time, as
+their paper and ours have it, to measure what that difference costs.
 
 Seconds per step: theirs is their loop's wall time (their "training begins" to the end) over
 the steps; ours is Lightning's fit time over the steps, which also holds the fit's start-up, so
@@ -251,6 +254,7 @@ def condense_theirs(
         command += ["--pool", str(pool), "--pool-size", str(args.pool_size),
                     "--num-freqs", str(args.num_freqs)]  # fmt: skip
         command += ["--sampling-net"] if args.sampling_net else []
+        command += ["--real-batches", args.their_real_batches]
     run(command, env, out.with_suffix(".log"))
     return json.loads(out.with_suffix(".json").read_text())["seconds_per_step"]
 
@@ -356,6 +360,8 @@ def changed_settings(args: argparse.Namespace) -> list[tuple[str, str]]:
         changed.append((f"aug-{args.strategy}", f"strategy {args.strategy}"))
     if args.method == "ncfm" and args.num_freqs != 4096:
         changed.append((f"nf{args.num_freqs}", f"{args.num_freqs} freqs"))
+    if args.their_real_batches != "first":
+        changed.append(("their-real-random", "their real batches random"))
     if args.method == "idm":
         if args.ce_weight != 0.5:
             changed.append((f"ce{args.ce_weight:g}", f"ce_weight {args.ce_weight:g}"))
@@ -426,6 +432,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sampling-net", action="store_true", help="NCFM: the sampling network, both sides"
     )
+    parser.add_argument(
+        "--their-real-batches",
+        choices=("first", "random"),
+        default="first",
+        help="NCFM: their loader matches the first batch_real images of a class every "
+        "iteration (first, their code) or a fresh random batch (random, their paper and ours)",
+    )
     parser.add_argument("--eval-models", type=int, default=3, help="networks per condensed set")
     parser.add_argument("--eval-epochs", type=int, default=300)
     parser.add_argument("--runs", type=int, default=1, help="condensations a side (seed + r)")
@@ -460,6 +473,8 @@ def main(argv: list[str] | None = None) -> dict:
              "pool_size", "pool_epochs", "num_freqs")  # fmt: skip
     if args.sampling_net and args.method != "ncfm":
         raise UsageError("--sampling-net is NCFM's: use it with --method ncfm")
+    if args.their_real_batches != "first" and args.method != "ncfm":
+        raise UsageError("--their-real-batches is NCFM's: use it with --method ncfm")
     for name in names:
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
@@ -508,6 +523,7 @@ def main(argv: list[str] | None = None) -> dict:
         "official": str(args.official), "seconds": round(time.time() - started, 1),
         **({"pool": str(pool), "pool_size": args.pool_size, "pool_epochs": args.pool_epochs,
             "num_freqs": args.num_freqs, "sampling_net": args.sampling_net,
+            "their_real_batches": args.their_real_batches,
             "sampling_net_change": [json.loads(p.with_suffix(".json").read_text())
                                     .get("sampling_net_change") for p in theirs]}
            if args.method == "ncfm" else {}),

@@ -461,6 +461,8 @@ def run_ncfm(args: argparse.Namespace) -> dict:
         their_sample_init(self, feature_dim=dim, t_batchsize=t_batchsize, t_var=t_var)
 
     init_script.initialize_distribution_training = initialize_distribution_training
+    if args.real_batches == "random":
+        draw_random_real(dataloader.AsyncLoader, dataloader.ClassMemDataLoader)
     their_utils.get_loader = get_loader
     diffaug_module.diffaug = diffaug
     condenser_class.__init__ = condenser_init
@@ -493,6 +495,29 @@ def run_ncfm(args: argparse.Namespace) -> dict:
     }
 
 
+def draw_random_real(async_loader: type, memory_loader: type) -> None:
+    """Their AsyncLoader asks the real loader for `class_sample(c, batch_real)`, and a size asks
+    for the first images of the class: every iteration matches the same batch_real images.
+    Their paper, and ours, match a fresh random batch: with this, the real loader's size is
+    dropped, so its own per-class random sampler draws each batch. The synthetic loader and
+    the initial images (`class_sample(c, ipc)` on the loader itself) are left as they are."""
+    their_init = async_loader.__init__
+
+    class RandomClassBatches:
+        def __init__(self, loader):
+            self.loader = loader
+
+        def class_sample(self, c, ipc=-1):
+            return self.loader.class_sample(c)
+
+    def init(self, loader_real, *given, **named):
+        if isinstance(loader_real, memory_loader):
+            loader_real = RandomClassBatches(loader_real)
+        their_init(self, loader_real, *given, **named)
+
+    async_loader.__init__ = init
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", choices=sorted(OFFICIAL), required=True)
@@ -515,6 +540,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pool-size", type=int, default=4, help="NCFM: networks of the pool")
     parser.add_argument("--num-freqs", type=int, default=4096, help="NCFM")
     parser.add_argument("--sampling-net", action="store_true", help="NCFM: their min-max")
+    parser.add_argument(
+        "--real-batches",
+        choices=("first", "random"),
+        default="first",
+        help="NCFM: their loader's real batch of a class (see draw_random_real)",
+    )
     return parser.parse_args(argv)
 
 

@@ -185,8 +185,10 @@ def test_both_sets_are_scored_and_the_gap_is_their_difference(harness):
         ("dc", "--score-init",
          "error: --score-init scores the real images a run starts from: use --init real"),
         ("dm", "--sampling-net", "error: --sampling-net is NCFM's: use it with --method ncfm"),
+        ("dsa", "--their-real-batches=random",
+         "error: --their-real-batches is NCFM's: use it with --method ncfm"),
     ],
-    ids=["score-init-needs-real-init", "sampling-net-is-ncfm-only"],
+    ids=["score-init-needs-real-init", "sampling-net-is-ncfm-only", "real-batches-is-ncfm-only"],
 )  # fmt: skip
 def test_a_flag_the_method_cannot_take_is_one_line(tmp_path, method, flag, message):
     official = write_stub(tmp_path / "official")
@@ -256,6 +258,12 @@ def test_rows_at_other_budgets_or_settings_get_their_own_file_and_table_row():
     assert parity.results_name("ncfm", ncfm) == (
         "parity_ncfm_mnist_sample_ipc1_100st_b256_w128_pool4x3_nf1024_1r_3x300ep.json"
     )
+    random_real = parity.parse_args(["--method", "ncfm", "--official", "x",
+                                     "--their-real-batches", "random"])  # fmt: skip
+    assert parity.results_name("ncfm", random_real) == (
+        "parity_ncfm_mnist_sample_ipc1_100st_b256_w128_pool4x2_their-real-random_1r_3x300ep.json"
+    )
+    assert "their real batches random" in parity.budget_text(random_real)
 
 
 @pytest.mark.parametrize(
@@ -509,6 +517,36 @@ def test_ncfm_their_set_is_scored_as_network_input(ncfm_harness):
     torch.testing.assert_close(theirs["images"], first, atol=1e-5, rtol=0)
     assert len(row["ours_accuracies"]) == len(row["theirs_accuracies"]) == EVAL_MODELS
     assert row["gap"] == pytest.approx(row["ours_mean"] - row["theirs_mean"])
+
+
+def test_their_real_batches_random_drops_the_size_of_the_real_loader_only():
+    """Their AsyncLoader asks `class_sample(c, batch_real)`, the first images of the class;
+    `--their-real-batches random` makes the real loader's calls draw its random batch, and
+    leaves the synthetic loader (not a ClassMemDataLoader) and direct calls as they were."""
+    load_parity()  # puts benchmarks/ on the path
+    from parity_official import draw_random_real
+
+    class ClassMemDataLoader:  # theirs: a size asks for the first images, none a random batch
+        def class_sample(self, c, ipc=-1):
+            return ("first", c, ipc) if ipc > 0 else ("random", c)
+
+    class Condenser:  # their synthetic loader also answers class_sample(c, size)
+        def class_sample(self, c, max_size=10000):
+            return ("synthetic", c, max_size)
+
+    class AsyncLoader:  # theirs, without the thread: it asks for a batch of its batch_size
+        def __init__(self, loader_real, class_list, batch_size, device):
+            self.loader_real, self.batch_size = loader_real, batch_size
+
+        def class_sample(self, c):
+            return self.loader_real.class_sample(c, self.batch_size)
+
+    real, synthetic = ClassMemDataLoader(), Condenser()
+    assert AsyncLoader(real, [0, 1], 256, "cpu").class_sample(1) == ("first", 1, 256)
+    draw_random_real(AsyncLoader, ClassMemDataLoader)
+    assert AsyncLoader(real, [0, 1], 256, "cpu").class_sample(1) == ("random", 1)
+    assert AsyncLoader(synthetic, [0, 1], 100000, "cpu").class_sample(1) == ("synthetic", 1, 100000)
+    assert real.class_sample(1, 10) == ("first", 1, 10)  # their initial images: unchanged
 
 
 @pytest.mark.parametrize("resize", ["nearest", "bilinear"])
