@@ -109,6 +109,8 @@ def check_refused(result, overrides, must_mention, paths: dict[str, Path], run_d
     for text in must_mention:
         assert text.format(**paths) in line, line
     assert not any((run_dir / name).exists() for name in OUTPUTS), sorted(run_dir.iterdir())
+    # nor the run folder Hydra made for it (its .hydra/ and the job's log)
+    assert not run_dir.exists(), sorted(run_dir.iterdir())
     assert paths["file"].read_text() == "a file, not a folder\n"
 
 
@@ -120,6 +122,18 @@ def test_bad_input_gets_one_error_line_and_writes_nothing(
     run_dir = tmp_path / "run"
     result = train(*case_args(overrides, paths, run_dir))
     check_refused(result, overrides, must_mention, paths, run_dir)
+
+
+def test_a_refused_run_keeps_a_run_folder_that_holds_more_than_hydras_records(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"an earlier run's checkpoint")
+    result = train(*tiny("eval.protocol=dsb", "resume=last", f"hydra.run.dir={run_dir}"))
+    assert "unknown eval.protocol 'dsb'" in one_error_line(result)
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == b"an earlier run's checkpoint"
+    assert (run_dir / ".hydra").is_dir()  # Hydra's records of the refused command, beside it
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")

@@ -320,12 +320,13 @@ def test_steps_that_do_not_divide_the_classes_get_one_line_naming_the_divisors(
     assert str(error.value) == (
         "steps=3 does not divide the 10 classes of mnist_sample; choose steps from: 1, 2, 5, 10"
     )
-    result = continual_entry("steps=4", f"hydra.run.dir={tmp_path}")
+    result = continual_entry("steps=4", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         "error: steps=4 does not divide the 10 classes of mnist_sample; "
         "choose steps from: 1, 2, 5, 10"
     ]
+    assert not (tmp_path / "run").exists()  # nor the run folder Hydra made for the job
 
 
 def test_an_unknown_memory_method_gets_one_line_listing_the_methods(tmp_path: Path) -> None:
@@ -337,8 +338,8 @@ def test_an_unknown_memory_method_gets_one_line_listing_the_methods(tmp_path: Pa
         f"unknown memory method 'herdin' (did you mean 'herding'?); choose from: {known}"
     )
     # The comma form of the command line reaches the config as a list.
-    result = continual_entry("memory=dm,nope", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 2
+    result = continual_entry("memory=dm,nope", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and not (tmp_path / "run").exists()
     assert result.stderr.strip().splitlines() == [
         f"error: unknown memory method 'nope'; choose from: {known}"
     ]

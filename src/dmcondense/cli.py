@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -88,6 +89,22 @@ def fail(error: BaseException | str) -> NoReturn:
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def refuse_run(error: BaseException | str) -> NoReturn:
+    """`fail` from inside a Hydra job. The run folder Hydra made for the job goes first when it
+    holds nothing but Hydra's own records (`.hydra/` and the job's log), so a refused command
+    leaves no empty run folder behind; a folder with anything else in it (a run to resume, a
+    set kept after a diverging loss) stays as it is."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        folder = Path(hydra_cfg.runtime.output_dir)
+        own = {name for name in (hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log") if name}
+        if folder.is_dir() and {path.name for path in folder.iterdir()} <= own:
+            shutil.rmtree(folder, ignore_errors=True)
+    fail(error)
 
 
 def groups() -> dict[str, list[str]]:

@@ -18,7 +18,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from dmcondense.cli import CONF_DIR, USER_ERRORS, fail, run_entry_point
+from dmcondense.cli import CONF_DIR, USER_ERRORS, refuse_run, run_entry_point
 
 CONFIG_NAME = "continual"
 
@@ -69,7 +69,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
         run(cfg, configs)
     except USER_ERRORS as error:
-        fail(error)
+        refuse_run(error)
 
 
 def main() -> None:

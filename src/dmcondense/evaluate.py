@@ -12,7 +12,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from dmcondense.cli import CONF_DIR, USER_ERRORS, fail, run_entry_point
+from dmcondense.cli import CONF_DIR, USER_ERRORS, refuse_run, run_entry_point
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
@@ -25,7 +25,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
         run(cfg)
     except USER_ERRORS as error:
-        fail(error)
+        refuse_run(error)
 
 
 def main() -> None:
