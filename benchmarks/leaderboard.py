@@ -68,22 +68,31 @@ def budget_overrides(args: argparse.Namespace) -> tuple[list[str], list[str], li
     return shared, condense, evaluate
 
 
-def reusing_finished(run: Runner) -> Runner:
+class ReusingFinished:
     """`run`, but a job whose folder already holds its results.json from the same module and
-    overrides is read back instead of run again: a stopped board resumes where it stopped."""
+    overrides is read back instead of run again: a stopped board resumes where it stopped.
+    `seconds` adds up the wall time of every job of the board, run now or in an earlier
+    invocation (as its board_job.json recorded it)."""
 
-    def run_or_reuse(module: str, overrides: list[str]) -> dict:
+    def __init__(self, run: Runner) -> None:
+        self.run, self.seconds = run, 0.0
+
+    def __call__(self, module: str, overrides: list[str]) -> dict:
         run_dir = run_folder(overrides)
         record, results = run_dir / "board_job.json", run_dir / "results.json"
         job = {"module": module, "overrides": overrides}
-        if record.is_file() and results.is_file() and json.loads(record.read_text()) == job:
-            print(f"reusing the finished job in {run_dir}", flush=True)
-            return json.loads(results.read_text())
-        found = run(module, overrides)
+        if record.is_file() and results.is_file():
+            done = json.loads(record.read_text())
+            if {key: done.get(key) for key in job} == job:
+                print(f"reusing the finished job in {run_dir}", flush=True)
+                self.seconds += done.get("seconds", 0.0)
+                return json.loads(results.read_text())
+        started = time.time()
+        found = self.run(module, overrides)
+        job["seconds"] = round(time.time() - started, 1)
+        self.seconds += job["seconds"]
         record.write_text(json.dumps(job) + "\n")
         return found
-
-    return run_or_reuse
 
 
 def score_set(
@@ -177,18 +186,18 @@ def write_board(
     args: argparse.Namespace,
     rows: list[dict],
     skipped: list[str],
-    started: float,
+    job_seconds: float,
     final: bool = False,
 ) -> None:
     """board.md, board.csv, board.png and board.json under --out, with the rows so far."""
-    minutes = (time.time() - started) / 60
+    minutes = job_seconds / 60
     budget = "tiny smoke budget" if args.tiny else (
         f"{args.budget} s of condensation a set, ConvNet width {args.width}, batch_real "
         f"{args.batch_real}; {args.num_models} networks x {args.epochs} evaluation epochs, "
         f"whole data {args.whole_epochs} epochs")  # fmt: skip
     note = (f"Accuracies in percent (last epoch, mean over networks); LRS and ARS as fractions "
             f"(DD-Ranking's formulas on fractional accuracies); {budget}; {minutes:.0f} min "
-            f"in all.")  # fmt: skip
+            f"of jobs in all, earlier invocations' included.")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "board.md").write_text(markdown(rows, skipped, note))
     if rows:
@@ -225,8 +234,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None, run: Runner = run_in_child) -> list[dict]:
     args = parse(argv)
-    started = time.time()
-    run = reusing_finished(run)
+    run = ReusingFinished(run)
     shared, condense, evaluate = budget_overrides(args)
     stores = [f"pool.root={args.out / 'pools'}", "pool.build=auto",
               f"eval.whole_root={args.out / 'whole'}"]  # fmt: skip
@@ -249,8 +257,8 @@ def main(argv: list[str] | None = None, run: Runner = run_in_child) -> list[dict
                 found = score_set(run, condensed, method, [*data, *shared, *stores, *evaluate],
                                   cell)  # fmt: skip
                 rows.append(board_row(dataset, ipc, method, found))
-                write_board(args, rows, skipped, started)  # a stopped board keeps its rows
-    write_board(args, rows, skipped, started, final=True)
+                write_board(args, rows, skipped, run.seconds)  # a stopped board keeps its rows
+    write_board(args, rows, skipped, run.seconds, final=True)
     return rows
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +26,10 @@ def in_process(module: str, overrides: list[str]) -> dict:
     result = ENTRIES[module](*overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((leaderboard.run_folder(overrides) / "results.json").read_text())
+
+
+def minutes_of_jobs(out: Path) -> str:
+    return re.search(r"; (\d+) min of jobs in all", (out / "board.md").read_text()).group(1)
 
 
 def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_path) -> None:
@@ -53,6 +58,9 @@ def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_
     assert (out / "board.png").stat().st_size > 10_000
     # the whole-data accuracy is trained once per protocol and reused by every later set
     assert sorted(p.name.split("-")[0] for p in (out / "whole").iterdir()) == ["mnist_sample"] * 4
+    # the note's time is the jobs' wall time, as each job's record keeps it
+    recorded = sum(json.loads(p.read_text())["seconds"] for p in out.rglob("board_job.json"))
+    assert recorded > 0 and minutes_of_jobs(out) == f"{recorded / 60:.0f}"
 
     # A rerun into the same folder reads every finished job back and runs none.
     def must_not_run(module: str, overrides: list[str]) -> dict:
@@ -61,6 +69,7 @@ def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_
     again = leaderboard.main(["--tiny", "--ipcs", "1", "--out", str(out), "--archive",
                               str(missing)], run=must_not_run)  # fmt: skip
     assert again == rows
+    assert minutes_of_jobs(out) == f"{recorded / 60:.0f}"  # the reused jobs' time still counts
     # A job recorded with other overrides is run again: the first one the board asks for.
     record = out / "mnist_sample_ipc1_dm" / "condense" / "board_job.json"
     job = json.loads(record.read_text())
