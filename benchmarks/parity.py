@@ -55,6 +55,8 @@ CIFAR10_STD = [0.2023, 0.1994, 0.2010]
 # Their --dataset name: decides nothing in their loop beyond what the flags set; kept truthful.
 THEIR_DATASET = {"mnist_sample": "MNIST", "cifar10": "CIFAR10"}
 NCFM_DATASET = {"mnist_sample": "mnist", "cifar10": "cifar10"}  # NCFM's names are lower case
+# Their NCFM loader as published: the first real images of a class, the synthetic read ahead.
+NCFM_LOADER_DEFAULTS = {"their_real_batches": "first", "their_synthetic_batches": "prefetched"}
 # The authors' defaults by method (their README commands): lr_img and init.
 METHOD_DEFAULTS = {
     "dc": {"lr_img": 0.1, "init": "noise"},
@@ -255,6 +257,7 @@ def condense_theirs(
                     "--num-freqs", str(args.num_freqs)]  # fmt: skip
         command += ["--sampling-net"] if args.sampling_net else []
         command += ["--real-batches", args.their_real_batches]
+        command += ["--synthetic-batches", args.their_synthetic_batches]
     run(command, env, out.with_suffix(".log"))
     return json.loads(out.with_suffix(".json").read_text())["seconds_per_step"]
 
@@ -362,6 +365,8 @@ def changed_settings(args: argparse.Namespace) -> list[tuple[str, str]]:
         changed.append((f"nf{args.num_freqs}", f"{args.num_freqs} freqs"))
     if args.their_real_batches != "first":
         changed.append(("their-real-random", "their real batches random"))
+    if args.their_synthetic_batches != "prefetched":
+        changed.append(("their-syn-when-used", "their synthetic read when used"))
     if args.method == "idm":
         if args.ce_weight != 0.5:
             changed.append((f"ce{args.ce_weight:g}", f"ce_weight {args.ce_weight:g}"))
@@ -435,9 +440,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--their-real-batches",
         choices=("first", "random"),
-        default="first",
+        default=NCFM_LOADER_DEFAULTS["their_real_batches"],
         help="NCFM: their loader matches the first batch_real images of a class every "
         "iteration (first, their code) or a fresh random batch (random, their paper and ours)",
+    )
+    parser.add_argument(
+        "--their-synthetic-batches",
+        choices=("prefetched", "when-used"),
+        default=NCFM_LOADER_DEFAULTS["their_synthetic_batches"],
+        help="NCFM: their loader reads a class's synthetic images ahead of use, before that "
+        "class's previous step (prefetched, their code), or when they are matched (when-used)",
     )
     parser.add_argument("--eval-models", type=int, default=3, help="networks per condensed set")
     parser.add_argument("--eval-epochs", type=int, default=300)
@@ -473,8 +485,9 @@ def main(argv: list[str] | None = None) -> dict:
              "pool_size", "pool_epochs", "num_freqs")  # fmt: skip
     if args.sampling_net and args.method != "ncfm":
         raise UsageError("--sampling-net is NCFM's: use it with --method ncfm")
-    if args.their_real_batches != "first" and args.method != "ncfm":
-        raise UsageError("--their-real-batches is NCFM's: use it with --method ncfm")
+    for flag in ("their_real_batches", "their_synthetic_batches"):
+        if getattr(args, flag) != NCFM_LOADER_DEFAULTS[flag] and args.method != "ncfm":
+            raise UsageError(f"--{flag.replace('_', '-')} is NCFM's: use it with --method ncfm")
     for name in names:
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
@@ -524,6 +537,7 @@ def main(argv: list[str] | None = None) -> dict:
         **({"pool": str(pool), "pool_size": args.pool_size, "pool_epochs": args.pool_epochs,
             "num_freqs": args.num_freqs, "sampling_net": args.sampling_net,
             "their_real_batches": args.their_real_batches,
+            "their_synthetic_batches": args.their_synthetic_batches,
             "sampling_net_change": [json.loads(p.with_suffix(".json").read_text())
                                     .get("sampling_net_change") for p in theirs]}
            if args.method == "ncfm" else {}),

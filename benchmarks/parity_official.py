@@ -463,6 +463,8 @@ def run_ncfm(args: argparse.Namespace) -> dict:
     init_script.initialize_distribution_training = initialize_distribution_training
     if args.real_batches == "random":
         draw_random_real(dataloader.AsyncLoader, dataloader.ClassMemDataLoader)
+    if args.synthetic_batches == "when-used":
+        read_synthetic_when_used(dataloader.AsyncLoader, condenser_class)
     their_utils.get_loader = get_loader
     diffaug_module.diffaug = diffaug
     condenser_class.__init__ = condenser_init
@@ -518,6 +520,30 @@ def draw_random_real(async_loader: type, memory_loader: type) -> None:
     async_loader.__init__ = init
 
 
+def read_synthetic_when_used(async_loader: type, condenser: type) -> None:
+    """Their AsyncLoader also serves the synthetic images: its thread decodes each class's
+    images ahead of use into a queue of 10, one class after another, so the images a step
+    matches were read before that class's previous step updated them (the gradient is taken at
+    the images of one step earlier). With this, the synthetic loader's thread is stopped and
+    each call decodes the class's images as they are when asked. The real loader is left as it
+    is."""
+    their_init, their_sample = async_loader.__init__, async_loader.class_sample
+
+    def init(self, loader, *given, **named):
+        their_init(self, loader, *given, **named)
+        self.read_when_used = isinstance(loader, condenser)
+        if self.read_when_used:
+            self.stop()
+
+    def class_sample(self, c):
+        if getattr(self, "read_when_used", False):
+            return self.loader_real.class_sample(c, self.batch_size)
+        return their_sample(self, c)
+
+    async_loader.__init__ = init
+    async_loader.class_sample = class_sample
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", choices=sorted(OFFICIAL), required=True)
@@ -545,6 +571,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("first", "random"),
         default="first",
         help="NCFM: their loader's real batch of a class (see draw_random_real)",
+    )
+    parser.add_argument(
+        "--synthetic-batches",
+        choices=("prefetched", "when-used"),
+        default="prefetched",
+        help="NCFM: when their loader reads the synthetic images (see read_synthetic_when_used)",
     )
     return parser.parse_args(argv)
 

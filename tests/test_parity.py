@@ -187,8 +187,11 @@ def test_both_sets_are_scored_and_the_gap_is_their_difference(harness):
         ("dm", "--sampling-net", "error: --sampling-net is NCFM's: use it with --method ncfm"),
         ("dsa", "--their-real-batches=random",
          "error: --their-real-batches is NCFM's: use it with --method ncfm"),
+        ("dm", "--their-synthetic-batches=when-used",
+         "error: --their-synthetic-batches is NCFM's: use it with --method ncfm"),
     ],
-    ids=["score-init-needs-real-init", "sampling-net-is-ncfm-only", "real-batches-is-ncfm-only"],
+    ids=["score-init-needs-real-init", "sampling-net-is-ncfm-only", "real-batches-is-ncfm-only",
+         "synthetic-batches-is-ncfm-only"],
 )  # fmt: skip
 def test_a_flag_the_method_cannot_take_is_one_line(tmp_path, method, flag, message):
     official = write_stub(tmp_path / "official")
@@ -264,6 +267,10 @@ def test_rows_at_other_budgets_or_settings_get_their_own_file_and_table_row():
         "parity_ncfm_mnist_sample_ipc1_100st_b256_w128_pool4x2_their-real-random_1r_3x300ep.json"
     )
     assert "their real batches random" in parity.budget_text(random_real)
+    when_used = parity.parse_args(["--method", "ncfm", "--official", "x",
+                                   "--their-synthetic-batches", "when-used"])  # fmt: skip
+    assert "_their-syn-when-used_" in parity.results_name("ncfm", when_used)
+    assert "their synthetic read when used" in parity.budget_text(when_used)
 
 
 @pytest.mark.parametrize(
@@ -547,6 +554,46 @@ def test_their_real_batches_random_drops_the_size_of_the_real_loader_only():
     assert AsyncLoader(real, [0, 1], 256, "cpu").class_sample(1) == ("random", 1)
     assert AsyncLoader(synthetic, [0, 1], 100000, "cpu").class_sample(1) == ("synthetic", 1, 100000)
     assert real.class_sample(1, 10) == ("first", 1, 10)  # their initial images: unchanged
+
+
+def test_their_synthetic_batches_when_used_reads_the_images_as_they_are_when_asked():
+    """Their AsyncLoader's thread reads a class's synthetic images ahead of use;
+    `--their-synthetic-batches when-used` stops that thread for the synthetic loader (their
+    Condenser) and reads the images at each call, and leaves the real loader as it was."""
+    load_parity()  # puts benchmarks/ on the path
+    from parity_official import read_synthetic_when_used
+
+    class Condenser:  # theirs: the stored images, changed by every image step
+        version = 0
+
+        def class_sample(self, c, max_size=10000):
+            return ("synthetic", c, self.version)
+
+    class ClassMemDataLoader:
+        def class_sample(self, c, ipc=-1):
+            return ("real", c, ipc)
+
+    class AsyncLoader:  # theirs, in miniature: reads every class once, ahead of use
+        def __init__(self, loader_real, class_list, batch_size, device):
+            self.loader_real, self.batch_size, self.stopped = loader_real, batch_size, False
+            self.queue = {c: loader_real.class_sample(c, batch_size) for c in class_list}
+
+        def stop(self):
+            self.stopped = True
+
+        def class_sample(self, c):
+            return self.queue[c]
+
+    images = Condenser()
+    ahead = AsyncLoader(images, [0, 1], 100000, "cpu")
+    images.version = 1  # an image step after the loader read ahead
+    assert ahead.class_sample(1) == ("synthetic", 1, 0)  # theirs: the images before the step
+    read_synthetic_when_used(AsyncLoader, Condenser)
+    when_used = AsyncLoader(images, [0, 1], 100000, "cpu")
+    images.version = 2
+    assert when_used.class_sample(1) == ("synthetic", 1, 2) and when_used.stopped
+    real = AsyncLoader(ClassMemDataLoader(), [0, 1], 256, "cpu")
+    assert real.class_sample(1) == ("real", 1, 256) and not real.stopped
 
 
 @pytest.mark.parametrize("resize", ["nearest", "bilinear"])
