@@ -23,7 +23,9 @@ adapter hands it to their loop in their file format. `--sampling-net` switches t
 network on, both sides. Their loader matches the first batch_real images of each class every
 iteration (their AsyncLoader asks for a size, which means "the first images");
 `--their-real-batches random` gives their loop a fresh random batch of the class each time, as
-their paper and ours have it, to measure what that difference costs.
+their paper and ours have it, to measure what that difference costs. Their loader also reads
+each class's synthetic images ahead of use, on a thread; `--their-synthetic-batches when-used`
+reads them when they are matched, as ours does.
 
 Seconds per step: theirs is their loop's wall time (their "training begins" to the end) over
 the steps; ours is Lightning's fit time over the steps, which also holds the fit's start-up, so
