@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -134,11 +135,13 @@ def run_cell(
     settings: dict,
     deadline: float | None,
     probe: dict | None,
+    start: Callable[[list[str], Path], Job] = Job,
 ) -> dict:
     """Run one cell's job (`overrides`) in `run_dir`, or adopt its finished run folder, or resume
     its checkpoint; its record. `options`: the device options and overrides after --, as
     recorded; `settings`: precision, channels_last and compile, to look up the probe's steps/s;
-    `deadline`: time.monotonic() at which the time budget ends."""
+    `deadline`: time.monotonic() at which the time budget ends; `start`: starts the job (a
+    child process; the tests start some in their own process)."""
     record = {
         "cell": cell.name,
         "ipc": cell.ipc,
@@ -180,7 +183,7 @@ def run_cell(
     run_dir.mkdir(parents=True, exist_ok=True)
     write_marker(run_dir, comparable(overrides), command, resume)
     started = time.monotonic()
-    job = Job(command, run_dir / "job.log")
+    job = start(command, run_dir / "job.log")
     try:
         code = job.wait(left)
     finally:

@@ -40,6 +40,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cifar10 import ARCHIVE as SHARED_ARCHIVE  # beside this script
@@ -54,7 +55,7 @@ from paper_report import (
     read_json,
     write_report,
 )
-from paper_runner import recorded_done, run_cell
+from paper_runner import Job, recorded_done, run_cell
 
 # Where benchmarks/device/prepare.sh copies the shared archive so that it travels to a GPU machine.
 CARRIED_ARCHIVE = REPO / "data" / "cifar10-jpeg.tar.gz"
@@ -202,9 +203,9 @@ def resolve_data(args: argparse.Namespace) -> tuple[Path, dict]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the cells named on the command line (`argv`, default sys.argv[1:]); the exit code is
-    0 when every one of them is done."""
+def main(argv: list[str] | None = None, start: Callable[[list[str], Path], Job] = Job) -> int:
+    """Run the cells named on the command line (`argv`, default sys.argv[1:]), each job started
+    by `start` (a child process); the exit code is 0 when every one of them is done."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the running job on the way out
     started = time.monotonic()
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: done earlier with the same overrides; skipped", flush=True)
             continue
         run_dir = args.runs / cell.slug
-        record = run_cell(cell, overrides, args.options, run_dir, settings, deadline, probe)
+        record = run_cell(cell, overrides, args.options, run_dir, settings, deadline, probe, start)
         record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         record["device"] = report["device"]
         report["cells"][name] = record

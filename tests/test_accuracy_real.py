@@ -15,13 +15,13 @@ import pytest
 from helpers.inprocess import train
 
 # (method, ipc, margin, budget): 30 to 70 iterations, a seventh to a third of the mnist_sample
-# preset's 200; 3 networks x 50 or 100 epochs a set (the margins at each budget are in the
-# README's Tests section).
+# preset's 200, DC and DSA with half its real batch; 3 networks x 50 or 100 epochs a set (the
+# margins at each budget are in the README's Tests section).
 CASES = [
     ("dm", 1, 10.0, ["iterations=30", "eval.epochs=50"]),
     ("dm", 10, 1.0, ["iterations=30", "eval.epochs=50"]),
-    ("dc", 1, 10.0, ["iterations=35", "eval.epochs=100"]),
-    ("dsa", 1, 10.0, ["iterations=70", "eval.epochs=100"]),
+    ("dc", 1, 10.0, ["iterations=35", "batch_real=32", "eval.epochs=100"]),
+    ("dsa", 1, 10.0, ["iterations=70", "batch_real=32", "eval.epochs=100"]),
 ]
 
 

@@ -3,24 +3,31 @@
 The data: a generated CIFAR-shaped JPEG archive, given with --data. One out folder: first
 `--only ipc=10`, then every cell (ipc=10 is skipped as done). The tests check what ran, and
 that the table and paper_table.json carry the figures of each job's results.json, the published
-figures and the gaps between them.
+figures and the gaps between them. The first invocation is a real process that starts its job
+as one; the later ones run the driver and its jobs in this process (helpers.inprocess).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from helpers.fixtures import write_cifar10_jpeg_archive
-
-pytestmark = pytest.mark.slow  # the driver starts every job as a process
+from helpers.inprocess import evaluate, train
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "paper_table.py"
+sys.path.insert(0, str(SCRIPT.parent))
+import paper_table as driver  # noqa: E402
+
+pytestmark = pytest.mark.slow  # five jobs, one of them in its own process
 # ../shared/REFERENCE.md: DM on CIFAR-10 at IPC 1 / 10 / 50, and the whole training set
 PAPER = {"ipc=1": 26.0, "ipc=10": 48.9, "ipc=50": 63.0, "whole": 84.8}
 SLUG = {"ipc=1": "ipc1", "ipc=10": "ipc10", "ipc=50": "ipc50", "whole": "whole"}
@@ -35,6 +42,41 @@ def paper_table(out: Path, archive: Path, *args: str) -> subprocess.CompletedPro
         text=True,
         timeout=600,
     )
+
+
+ENTRIES = {"dmcondense.train": train, "dmcondense.evaluate": evaluate}
+
+
+class InProcessJob:
+    """The driver's Job, with the job's entry point called in this process."""
+
+    def __init__(self, command: list[str], log_path: Path) -> None:
+        _python, _dash_m, module, *overrides = command
+        print("$", " ".join(command), flush=True)  # as Job does: commands() reads it
+        run = ENTRIES[module](*overrides)
+        with open(log_path, "a") as log:
+            log.write(run.stdout + run.stderr)
+        print(run.stdout, end="", flush=True)
+        self.code = run.returncode
+
+    def stop(self) -> None:
+        pass
+
+    def wait(self, timeout: float | None) -> int:
+        return self.code
+
+
+def paper_table_in_process(out: Path, archive: Path, *args: str) -> subprocess.CompletedProcess:
+    """paper_table(...), the driver and its jobs in this process."""
+    argv = ["--tiny", "--data", str(archive), "--out", str(out), *args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    on_sigterm = signal.getsignal(signal.SIGTERM)  # the driver sets its own
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = driver.main(argv, start=InProcessJob)
+    finally:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
 
 
 def succeeded(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -73,7 +115,7 @@ def tiny(tmp_path_factory, archive) -> dict:
         "markdown": (out / "paper_table.md").read_text(),
         "runs": sorted(path.name for path in (out / "runs").iterdir()),
     }
-    second = succeeded(paper_table(out, archive))
+    second = succeeded(paper_table_in_process(out, archive))
     return {
         "archive": archive,
         "out": out,
@@ -156,7 +198,7 @@ def test_a_finished_job_missing_from_the_report_is_adopted(tiny, tmp_path):
     report = json.loads((out / "paper_table.json").read_text())
     kept = report["cells"].pop("ipc=50")
     (out / "paper_table.json").write_text(json.dumps(report))
-    result = succeeded(paper_table(out, tiny["archive"], "--only", "ipc=50"))
+    result = succeeded(paper_table_in_process(out, tiny["archive"], "--only", "ipc=50"))
     assert commands(result) == []
     assert "ipc=50: adopting the finished job" in result.stdout
     adopted = json.loads((out / "paper_table.json").read_text())["cells"]["ipc=50"]

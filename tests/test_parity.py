@@ -14,10 +14,12 @@ import importlib.util
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.inprocess import pretrain, train
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "parity.py"
@@ -476,11 +478,30 @@ def write_ncfm_stub(folder: Path) -> Path:
     return folder
 
 
+OUR_ENTRIES = {"dmcondense.train": train, "dmcondense.pretrain": pretrain}
+
+
+def ours_in_process(run: Callable[[list[str], dict, Path], None]) -> Callable:
+    """The harness's `run`, with our jobs (`python -m dmcondense.*`) called in this process;
+    their script still runs as a process (the DSA harness above runs ours as one too)."""
+
+    def run_here(command: list[str], env: dict, log: Path) -> None:
+        if command[1] != "-m":
+            return run(command, env, log)
+        result = OUR_ENTRIES[command[2]](*command[3:])
+        log.write_text(result.stdout + result.stderr)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    return run_here
+
+
 @pytest.fixture(scope="module")
 def ncfm_harness(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("parity_ncfm")
     official = write_ncfm_stub(root / "NCFM")
-    row = load_parity().main([
+    parity = load_parity()
+    parity.run = ours_in_process(parity.run)
+    row = parity.main([
         "--method", "ncfm", "--official", str(official), "--dataset", "mnist_sample",
         "--ipc", str(NCFM_IPC), "--steps", str(NCFM_STEPS), "--batch-real", str(BATCH_REAL),
         "--width", str(WIDTH), "--eval-models", str(EVAL_MODELS), "--eval-epochs", "1",
