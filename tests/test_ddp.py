@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_train
-from helpers.inprocess import tiny, train
+from helpers.inprocess import other_ranks_as_processes, tiny, train
 
 from dmcondense.data.sources import load_split
 from dmcondense.io import load_synthetic
@@ -62,17 +61,21 @@ METHODS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
-def test_two_process_ddp_matches_one_process(tmp_path: Path, method: str) -> None:
+def test_two_process_ddp_matches_one_process(tmp_path: Path, method: str, capfd) -> None:
     single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
     args = [*TINY, *(a.replace(POOL, str(tmp_path / "pools")) for a in METHODS[method])]
-    single = train(*args, f"hydra.run.dir={single_dir}")  # in this process; DDP in its own
+    single = train(*args, f"hydra.run.dir={single_dir}")
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = run_train(*args, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={ddp_dir}")
+    with other_ranks_as_processes() as ranks:  # rank 0 in this process, rank 1 its own
+        ddp = train(*args, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={ddp_dir}")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
     # Two ranks really ran, and only rank 0 evaluated and reported.
-    assert "MEMBER: 2/2" in ddp.stdout + ddp.stderr
-    assert ddp.stdout.count(f"{method} convnet") == 1, ddp.stdout[-3000:]
+    assert [rank.returncode for rank in ranks] == [0]
+    rank_1 = capfd.readouterr()  # it writes to this process's file descriptors
+    output = ddp.stdout + ddp.stderr + rank_1.out + rank_1.err
+    assert "MEMBER: 2/2" in output, output[-3000:]
+    assert output.count(f"{method} convnet") == 1, output[-3000:]
     assert (ddp_dir / "results.json").is_file()
 
     (one, meta_one), (two, meta_two) = load_synthetic(single_dir), load_synthetic(ddp_dir)

@@ -99,6 +99,46 @@ def nas(*overrides: str) -> Run:
     return _call(nas_entry.main, "dmcondense.nas", list(overrides))
 
 
+@contextlib.contextmanager
+def other_ranks_as_processes(module: str = "dmcondense.train") -> Iterator[list]:
+    """Inside, a DDP run in this process is rank 0, and Lightning starts the other ranks as
+    `python -m <module> <the same overrides>` processes, as it does for a user's run; yields
+    those processes, waited for on the way out.
+
+    Lightning names the module from __main__, which in a test worker is no module, so it is
+    named here. The environment variables and the process group that the launch leaves in this
+    process are undone on the way out, so later runs in this worker are single-process again.
+    """
+    import importlib.util
+    import os
+    import subprocess
+
+    import torch.distributed as dist
+
+    main, environ, popen = sys.modules["__main__"], dict(os.environ), subprocess.Popen
+    spec = getattr(main, "__spec__", None)
+    started: list[subprocess.Popen] = []
+
+    def recorded_popen(*args, **kwargs) -> subprocess.Popen:
+        process = popen(*args, **kwargs)
+        started.append(process)
+        return process
+
+    main.__spec__ = importlib.util.find_spec(module)
+    subprocess.Popen = recorded_popen
+    try:
+        yield started
+    finally:
+        subprocess.Popen = popen
+        main.__spec__ = spec
+        for process in started:
+            process.wait(timeout=120)
+        os.environ.clear()
+        os.environ.update(environ)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 class Killed(BaseException):
     """Stands for SIGKILL: raised right after a checkpoint is written. A BaseException, so no
     `except Exception` on the way (Hydra's, the job's) turns it into an error exit."""
