@@ -12,18 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.inprocess import evaluate, train
+from helpers.inprocess import ENTRY_POINTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import leaderboard  # noqa: E402
 
 pytestmark = pytest.mark.slow  # six methods condensed, 18 evaluate jobs
 
-ENTRIES = {"dmcondense.train": train, "dmcondense.evaluate": evaluate}
-
 
 def in_process(module: str, overrides: list[str]) -> dict:
-    result = ENTRIES[module](*overrides)
+    result = ENTRY_POINTS[module](*overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((leaderboard.run_folder(overrides) / "results.json").read_text())
 

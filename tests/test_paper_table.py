@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from helpers.fixtures import write_cifar10_jpeg_archive
-from helpers.inprocess import evaluate, train
+from helpers.inprocess import ENTRY_POINTS
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "paper_table.py"
@@ -44,16 +44,13 @@ def paper_table(out: Path, archive: Path, *args: str) -> subprocess.CompletedPro
     )
 
 
-ENTRIES = {"dmcondense.train": train, "dmcondense.evaluate": evaluate}
-
-
 class InProcessJob:
     """The driver's Job, with the job's entry point called in this process."""
 
     def __init__(self, command: list[str], log_path: Path) -> None:
         _python, _dash_m, module, *overrides = command
         print("$", " ".join(command), flush=True)  # as Job does: commands() reads it
-        run = ENTRIES[module](*overrides)
+        run = ENTRY_POINTS[module](*overrides)
         with open(log_path, "a") as log:
             log.write(run.stdout + run.stderr)
         print(run.stdout, end="", flush=True)

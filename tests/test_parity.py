@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.inprocess import pretrain, train
+from helpers.inprocess import ENTRY_POINTS
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "parity.py"
@@ -478,9 +478,6 @@ def write_ncfm_stub(folder: Path) -> Path:
     return folder
 
 
-OUR_ENTRIES = {"dmcondense.train": train, "dmcondense.pretrain": pretrain}
-
-
 def ours_in_process(run: Callable[[list[str], dict, Path], None]) -> Callable:
     """The harness's `run`, with our jobs (`python -m dmcondense.*`) called in this process;
     their script still runs as a process (the DSA harness above runs ours as one too)."""
@@ -488,7 +485,7 @@ def ours_in_process(run: Callable[[list[str], dict, Path], None]) -> Callable:
     def run_here(command: list[str], env: dict, log: Path) -> None:
         if command[1] != "-m":
             return run(command, env, log)
-        result = OUR_ENTRIES[command[2]](*command[3:])
+        result = ENTRY_POINTS[command[2]](*command[3:])
         log.write_text(result.stdout + result.stderr)
         assert result.returncode == 0, result.stderr[-3000:]
 

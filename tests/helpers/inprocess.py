@@ -99,6 +99,13 @@ def nas(*overrides: str) -> Run:
     return _call(nas_entry.main, "dmcondense.nas", list(overrides))
 
 
+# `python -m <module>` -> the same run in this process (for drivers that start jobs by module).
+ENTRY_POINTS = {
+    "dmcondense.train": train, "dmcondense.evaluate": evaluate, "dmcondense.continual": continual,
+    "dmcondense.pretrain": pretrain, "dmcondense.nas": nas,
+}  # fmt: skip
+
+
 @contextlib.contextmanager
 def other_ranks_as_processes(module: str = "dmcondense.train") -> Iterator[list]:
     """Inside, a DDP run in this process is rank 0, and Lightning starts the other ranks as
