@@ -23,6 +23,7 @@ from helpers.inprocess import ENTRY_POINTS
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "parity.py"
+RESCORE = REPO / "benchmarks" / "parity_rescore.py"
 
 STUB_UTILS = """
 import json, os
@@ -97,12 +98,17 @@ with open(os.path.join(args.save_path, "stub_record.json"), "w") as f:
 STEPS, IPC, WIDTH, BATCH_REAL, EVAL_MODELS = 3, 1, 8, 8, 2
 
 
-def load_parity():
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("parity", SCRIPT)
+def load_script(path: Path = SCRIPT):
+    """A benchmarks/ script as a module (it imports its neighbours, hence the path)."""
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_parity():
+    return load_script(SCRIPT)
 
 
 def write_stub(folder: Path) -> Path:
@@ -226,6 +232,29 @@ def test_our_overrides_compose_for_every_method(method, tmp_path):
         assert cfg.method.sampling_net is False and cfg.synthetic.factor == 2
     else:
         assert cfg.augment.strategy == "color_crop_cutout_scale_rotate"
+
+
+def test_a_clamped_copy_holds_the_pixels_in_0_1(tmp_path):
+    images = torch.tensor([-3.0, -2.0, 0.0, 1.5, 2.0, 3.0]).view(1, 1, 2, 3)
+    torch.save({"images": images, "mean": [0.5], "std": [0.25], "ipc": 1}, tmp_path / "set.pt")
+    out = load_script(RESCORE).clamped_copy(tmp_path / "set.pt", tmp_path / "clamped.pt")
+    clamped = torch.load(out, weights_only=False)
+    # normalised -2 and 2 are pixels 0 and 1 under mean 0.5, std 0.25
+    assert clamped["images"].flatten().tolist() == [-2.0, -2.0, 0.0, 1.5, 2.0, 2.0]
+    assert (clamped["mean"], clamped["std"], clamped["ipc"]) == ([0.5], [0.25], 1)
+
+
+def test_rescoring_a_finished_run_repeats_its_row(harness):
+    (row,) = (harness["root"] / "results").glob("parity_dsa_*.json")
+    scratch = harness["root"] / "scratch"
+    found = load_script(RESCORE).main(["--row", str(row), "--scratch", str(scratch), "--init"])
+    assert found["repeats_row"] is True
+    # the initial images rebuilt from the run's folder score as the run's --score-init did
+    assert found["accuracies"]["ours_init"] == harness["row"]["ours_init_accuracies"]
+    assert found["accuracies"]["theirs_init"] == harness["row"]["theirs_init_accuracies"]
+    assert found["as_saved"]["ours_mean"] == pytest.approx(harness["row"]["ours_mean"])
+    assert len(found["accuracies"]["theirs_clamped"]) == EVAL_MODELS
+    assert row.with_name(row.stem + "_rescored.json").is_file()
 
 
 def test_gap_arithmetic_and_tolerance():
