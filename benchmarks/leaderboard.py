@@ -14,7 +14,8 @@ taken from `--condensed METHOD=PATH`, then scored by `python -m dmcondense.evalu
   scores    scores=[lrs,ars] under both protocols with hard labels; their whole-data accuracy
             is trained once per data set, model and protocol and cached under <out>/whole
 Soft labels come from network 0 of the data set's pretrained pool (<out>/pools, built when
-missing). CIFAR-10 is the shared JPEG copy (../shared/datasets); without it its rows are
+missing; --pool-size and --pool-epochs set its budget, which on CIFAR-10 is 20 networks x 60
+epochs by default). CIFAR-10 is the shared JPEG copy (../shared/datasets); without it its rows are
 skipped with the reason. Writes <out>/board.md, board.csv and board.png. A rerun with the
 same --out reads back every job that finished with the same overrides (its board_job.json)
 and runs only the rest.
@@ -60,6 +61,8 @@ def budget_overrides(args: argparse.Namespace) -> tuple[list[str], list[str], li
         return shared, condense, evaluate
     seconds = args.budget
     shared = [f"model.width={args.width}", f"eval.num_models={args.num_models}"]
+    shared += [f"pool.{knob}={value}" for knob, value in
+               (("size", args.pool_size), ("epochs", args.pool_epochs)) if value]  # fmt: skip
     condense = [f"batch_real={args.batch_real}", "iterations=1000000", "save_every=1000000",
                 f"+trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}",
                 "eval.epochs=1", "eval.num_models=1"]  # fmt: skip
@@ -194,7 +197,9 @@ def write_board(
     budget = "tiny smoke budget" if args.tiny else (
         f"{args.budget} s of condensation a set, ConvNet width {args.width}, batch_real "
         f"{args.batch_real}; {args.num_models} networks x {args.epochs} evaluation epochs, "
-        f"whole data {args.whole_epochs} epochs")  # fmt: skip
+        f"whole data {args.whole_epochs} epochs"
+        + (f"; pool {args.pool_size or 'default'} networks x {args.pool_epochs or 'default'} "
+           "epochs" if args.pool_size or args.pool_epochs else ""))  # fmt: skip
     note = (f"Accuracies in percent (last epoch, mean over networks); LRS and ARS as fractions "
             f"(DD-Ranking's formulas on fractional accuracies); {budget}; {minutes:.0f} min "
             f"of jobs in all, earlier invocations' included.")  # fmt: skip
@@ -225,6 +230,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=300, help="evaluation epochs")
     parser.add_argument("--num-models", type=int, default=3)
     parser.add_argument("--whole-epochs", type=int, default=5)
+    parser.add_argument("--pool-size", type=int, help="NCFM's pool and the teacher's; default: "
+                        "the data set's (mnist_sample 4, else the authors' 20)")  # fmt: skip
+    parser.add_argument("--pool-epochs", type=int, help="epochs of each pool network; default: "
+                        "the data set's (mnist_sample 2, else the authors' 60)")  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="the suite's smoke run")
     parser.add_argument("--archive", type=Path, default=ARCHIVE)
     parser.add_argument("--data", type=Path, default=Path("/tmp/dmcondense-cifar10"))

@@ -82,3 +82,11 @@ def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_
         leaderboard.main(["--tiny", "--ipcs", "1", "--out", str(out), "--archive", str(missing)],
                          run=record_and_stop)  # fmt: skip
     assert asked == [(job["module"], job["overrides"])]
+
+
+def test_the_pool_budget_reaches_every_job_only_when_given() -> None:
+    given = leaderboard.parse(["--pool-size", "4", "--pool-epochs", "3"])
+    shared, _, _ = leaderboard.budget_overrides(given)
+    assert [o for o in shared if o.startswith("pool.")] == ["pool.size=4", "pool.epochs=3"]
+    shared, _, _ = leaderboard.budget_overrides(leaderboard.parse([]))
+    assert not [o for o in shared if o.startswith("pool.")]  # the data set's own pool
