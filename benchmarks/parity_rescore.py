@@ -44,9 +44,8 @@ def clamped_copy(path: Path, out: Path) -> Path:
     record = torch.load(path, weights_only=False)
     mean = torch.tensor(record["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(record["std"]).view(1, -1, 1, 1)
-    images = record["images"]
     low, high = (0 - mean) / std, (1 - mean) / std
-    torch.save({**record, "images": torch.maximum(torch.minimum(images, high), low)}, out)
+    torch.save({**record, "images": record["images"].clamp(low, high)}, out)
     return out
 
 

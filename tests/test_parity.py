@@ -98,7 +98,7 @@ with open(os.path.join(args.save_path, "stub_record.json"), "w") as f:
 STEPS, IPC, WIDTH, BATCH_REAL, EVAL_MODELS = 3, 1, 8, 8, 2
 
 
-def load_script(path: Path = SCRIPT):
+def load_script(path: Path):
     """A benchmarks/ script as a module (it imports its neighbours, hence the path)."""
     sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(path.stem, path)
