@@ -34,9 +34,11 @@ from pathlib import Path
 from cifar10 import ARCHIVE, REPO, run_folder, unpack
 from cifar10 import run as run_in_child
 
-METHODS = ("dm", "dc", "dsa", "m3d", "idm", "ncfm")
-# The protocol each method's paper scored with (METHODS.md): IDM's code scores with DM's.
-OWN_PROTOCOL = {"dm": "dsa", "dc": "dc", "dsa": "dsa", "m3d": "idc", "idm": "dsa", "ncfm": "ncfm"}
+METHODS = ("dm", "dc", "dsa", "m3d", "idm", "ncfm", "dance")
+# The protocol each method's paper scored with (METHODS.md): IDM's code scores with DM's,
+# DANCE's with IDC's.
+OWN_PROTOCOL = {"dm": "dsa", "dc": "dc", "dsa": "dsa", "m3d": "idc", "idm": "dsa", "ncfm": "ncfm",
+                "dance": "idc"}  # fmt: skip
 COLUMNS = ("common hard", "common soft", "own hard", "own soft")
 Runner = Callable[[str, list[str]], dict]
 

@@ -66,13 +66,15 @@ METHOD_DEFAULTS = {
     "dm": {"lr_img": 1.0, "init": "real"},
     "idm": {"lr_img": 0.2, "init": "real"},
     "ncfm": {"lr_img": 1e-3, "init": "real"},  # AdamW: their lr_img 0.01 x lr_scale_adam 0.1
+    "dance": {"lr_img": None, "init": "real"},  # None: their reproduce preset's 0.01 x IPC
 }
+POOL_METHODS = ("ncfm", "dance")  # both sides match with our pretrained pool
 # Their README: no flip on digits.
 STRATEGY = {
     "mnist_sample": "color_crop_cutout_scale_rotate",
     "cifar10": "color_crop_cutout_flip_scale_rotate",
 }
-NCFM_STRATEGY = "color_crop_cutout"  # their aug_type, every data set
+NCFM_STRATEGY = "color_crop_cutout"  # their aug_type, every data set (NCFM and DANCE)
 
 
 class UsageError(Exception):
@@ -149,12 +151,16 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
     if args.method != "dc":  # DC runs with augment=none, which has no strategy
         overrides.append(f"augment.strategy={args.strategy}")
-    if args.method == "ncfm":
+    if args.method in POOL_METHODS:
         overrides += [
             f"pool.size={args.pool_size}", f"pool.epochs={args.pool_epochs}",
-            f"pool.root={args.data_cache / 'pools'}", f"method.num_freqs={args.num_freqs}",
-            f"method.sampling_net={str(args.sampling_net).lower()}",
+            f"pool.root={args.data_cache / 'pools'}",
         ]  # fmt: skip
+    if args.method == "ncfm":
+        overrides += [
+            f"method.num_freqs={args.num_freqs}",
+            f"method.sampling_net={str(args.sampling_net).lower()}",
+        ]
     if args.method == "idm":
         # Their accuracy meters restart only at their evaluations, which the adapter skips:
         # ours counts over the whole run as well.
@@ -245,7 +251,8 @@ def condense_theirs(
     command = [
         sys.executable, str(HERE / "parity_official.py"), "--method", args.method,
         "--copy", str(copy), "--data", str(data), "--out", str(out),
-        "--their-dataset", (NCFM_DATASET if args.method == "ncfm" else THEIR_DATASET)[args.dataset],
+        "--their-dataset",
+        (NCFM_DATASET if args.method in POOL_METHODS else THEIR_DATASET)[args.dataset],
         "--ipc", str(args.ipc),
         "--steps", str(args.steps), "--batch-real", str(args.batch_real),
         "--width", str(args.width), "--lr-img", str(args.lr_img), "--init", args.init,
@@ -260,6 +267,8 @@ def condense_theirs(
         command += ["--sampling-net"] if args.sampling_net else []
         command += ["--real-batches", args.their_real_batches]
         command += ["--synthetic-batches", args.their_synthetic_batches]
+    if args.method == "dance":
+        command += ["--pool", str(pool), "--pool-size", str(args.pool_size)]
     run(command, env, out.with_suffix(".log"))
     return json.loads(out.with_suffix(".json").read_text())["seconds_per_step"]
 
@@ -344,7 +353,13 @@ MARKDOWN_HEADER = (
 
 def default_strategy(method: str, dataset: str) -> str:
     """The augmentation strategy the authors' code uses for the method on the data set."""
-    return NCFM_STRATEGY if method == "ncfm" else STRATEGY[dataset]
+    return NCFM_STRATEGY if method in POOL_METHODS else STRATEGY[dataset]
+
+
+def default_lr_img(method: str, ipc: int) -> float:
+    """The authors' image learning rate for the method (DANCE's grows with the IPC)."""
+    lr = METHOD_DEFAULTS[method]["lr_img"]
+    return 0.01 * ipc if lr is None else lr
 
 
 def idm_generate_interval(ipc: int) -> int:
@@ -357,7 +372,7 @@ def changed_settings(args: argparse.Namespace) -> list[tuple[str, str]]:
     budget text) pairs: together with the budget they tell two rows apart."""
     defaults = METHOD_DEFAULTS[args.method]
     changed = []
-    if args.lr_img != defaults["lr_img"]:
+    if args.lr_img != default_lr_img(args.method, args.ipc):
         changed.append((f"lr{args.lr_img:g}", f"lr_img {args.lr_img:g}"))
     if args.init != defaults["init"]:
         changed.append((f"init-{args.init}", f"init {args.init}"))
@@ -384,7 +399,11 @@ def budget_text(args: argparse.Namespace) -> str:
     """The row's budget as parity.md shows it (and keys its rows by)."""
     return (
         f"{args.steps} steps, batch_real {args.batch_real}, width {args.width}, "
-        + (f"pool {args.pool_size} x {args.pool_epochs} ep, " if args.method == "ncfm" else "")
+        + (
+            f"pool {args.pool_size} x {args.pool_epochs} ep, "
+            if args.method in POOL_METHODS
+            else ""
+        )
         + "".join(f"{text}, " for _, text in changed_settings(args))
         + f"{args.runs} run(s) x {args.eval_models} nets x {args.eval_epochs} ep"
     )
@@ -396,7 +415,7 @@ def results_name(label: str, args: argparse.Namespace) -> str:
     tokens = [
         f"parity_{label}_{args.dataset}_ipc{args.ipc}",
         f"{args.steps}st", f"b{args.batch_real}", f"w{args.width}",
-        *([f"pool{args.pool_size}x{args.pool_epochs}"] if args.method == "ncfm" else []),
+        *([f"pool{args.pool_size}x{args.pool_epochs}"] if args.method in POOL_METHODS else []),
         *(token for token, _ in changed_settings(args)),
         f"{args.runs}r", f"{args.eval_models}x{args.eval_epochs}ep",
     ]  # fmt: skip
@@ -433,8 +452,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--net-generate-interval", type=int, help="IDM; default 5 at IPC 1, else 30"
     )
-    parser.add_argument("--pool-size", type=int, default=4, help="NCFM: pretrained networks")
-    parser.add_argument("--pool-epochs", type=int, default=2, help="NCFM: epochs of each")
+    parser.add_argument("--pool-size", type=int, default=4, help="NCFM, DANCE: pool networks")
+    parser.add_argument("--pool-epochs", type=int, default=2, help="NCFM, DANCE: epochs of each")
     parser.add_argument("--num-freqs", type=int, default=4096, help="NCFM: frequencies")
     parser.add_argument(
         "--sampling-net", action="store_true", help="NCFM: the sampling network, both sides"
@@ -467,7 +486,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     defaults = METHOD_DEFAULTS[args.method]
-    args.lr_img = defaults["lr_img"] if args.lr_img is None else args.lr_img
+    args.lr_img = default_lr_img(args.method, args.ipc) if args.lr_img is None else args.lr_img
     args.init = args.init or defaults["init"]
     if not args.strategy:
         args.strategy = default_strategy(args.method, args.dataset)
@@ -497,13 +516,15 @@ def main(argv: list[str] | None = None) -> dict:
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="dmcondense-parity-"))
     scratch.mkdir(parents=True, exist_ok=True)
     copy = scratch / "official"
-    edits = prepare_copy(args.official, copy)
+    edits = prepare_copy(args.official, copy, args.method)
     overrides = dataset_overrides(args.dataset, args.data_cache) + budget_overrides(args)
     env = subprocess_env(args.threads)
 
     ours, theirs, ours_seconds, theirs_seconds = [], [], [], []
     data = scratch / "real_data.pt"
-    pool = pretrain_pool(overrides, scratch / "pretrain", env) if args.method == "ncfm" else None
+    pool = None
+    if args.method in POOL_METHODS:
+        pool = pretrain_pool(overrides, scratch / "pretrain", env)
     for r in range(args.runs):
         seed = args.seed + r
         synthetic, seconds = condense_ours(args, overrides, scratch / f"ours_{r}", seed, env)
@@ -543,6 +564,8 @@ def main(argv: list[str] | None = None) -> dict:
             "sampling_net_change": [json.loads(p.with_suffix(".json").read_text())
                                     .get("sampling_net_change") for p in theirs]}
            if args.method == "ncfm" else {}),
+        **({"pool": str(pool), "pool_size": args.pool_size, "pool_epochs": args.pool_epochs}
+           if args.method == "dance" else {}),
         "command": command,
     }  # fmt: skip
     path = write_results(row, results_name(label, args), args.results_dir)

@@ -75,6 +75,11 @@ OFFICIAL = {
                       "utils/utils.py", "utils/init_script.py", "utils/diffaug.py",
                       "data/dataloader.py", "data/dataset_statistics.py", "models/convnet.py"),
                      None, data_module="utils.utils", loop_module="condenser.Condenser"),
+    "dance": Official("Hansong-Zhang/DANCE", "DANCE.py",
+                      ("DANCE.py", "common.py", "data.py", "test.py", "train.py",
+                       "misc/utils.py", "misc/augment.py", "models/convnet.py",
+                       "arguments/arg_condense.py", "arguments/reproduce_condense.py"),
+                      None, data_module="common", loop_module="DANCE"),
 }  # fmt: skip
 
 # (file, pattern, replacement, why): applied to the scratch copy wherever the pattern occurs.
@@ -102,6 +107,26 @@ COMPAT_EDITS: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
 )
 
 
+# DANCE (IDC's code): their CUDA device, edited to the CPU in the scratch copy, by method.
+METHOD_EDITS: dict[str, tuple[tuple[tuple[str, ...], str, str, str], ...]] = {
+    "dance": (
+        (
+            ("DANCE.py", "common.py", "data.py", "train.py"),
+            r"device='cuda'",
+            "device='cpu'",
+            "their default device is CUDA (Synthesizer, condense, diffaug, ClassMemDataLoader; "
+            "train.py's normalisation constants, made when test.py imports it)",
+        ),
+        (
+            ("DANCE.py",),
+            r"torch\.rand\(1\)\.cuda\(\)",
+            "torch.rand(1)",
+            "the interpolation weight l is moved to CUDA",
+        ),
+    ),
+}
+
+
 def missing_files(official: Path, method: str) -> str | None:
     """One line naming the repository and the files a checkout lacks; None if it has them."""
     spec = OFFICIAL[method]
@@ -114,9 +139,9 @@ def missing_files(official: Path, method: str) -> str | None:
     return None
 
 
-def prepare_copy(official: Path, destination: Path) -> list[str]:
-    """Copy the checkout's top-level Python files to `destination` and apply COMPAT_EDITS
-    there; returns a line for each edit that changed something."""
+def prepare_copy(official: Path, destination: Path, method: str | None = None) -> list[str]:
+    """Copy the checkout's Python files to `destination` and apply COMPAT_EDITS (and the
+    method's METHOD_EDITS) there; returns a line for each edit that changed something."""
     destination.mkdir(parents=True, exist_ok=True)
     for source in official.rglob("*.py"):  # NCFM's code lives in packages (condenser/, NCFM/)
         relative = source.relative_to(official)
@@ -125,7 +150,7 @@ def prepare_copy(official: Path, destination: Path) -> list[str]:
         (destination / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination / relative)
     applied = []
-    for names, pattern, replacement, why in COMPAT_EDITS:
+    for names, pattern, replacement, why in COMPAT_EDITS + METHOD_EDITS.get(method or "", ()):
         for name in names:
             path = destination / name
             if not path.is_file():
@@ -362,6 +387,25 @@ class MemoryDataset:
         return len(self.targets)
 
 
+def pool_loop_setup(args: argparse.Namespace, folder: str) -> tuple:
+    """NCFM's and DANCE's common start: threads and allocator as our jobs run, the saved data,
+    the scratch copy, their work folder, our split's mean and std [1, C, 1, 1], and the
+    training images as the [0, 1] pixels their loops learn and read."""
+    import torch
+
+    from dmcondense.hostmem import reuse_freed_memory
+
+    torch.set_num_threads(args.threads)
+    reuse_freed_memory()
+    data = torch.load(args.data, weights_only=False)
+    work = Path(args.out).resolve().parent / folder
+    work.mkdir(parents=True, exist_ok=True)
+    mean = torch.tensor(data["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(data["std"]).view(1, -1, 1, 1)
+    unit = data["train_images"] * std + mean
+    return data, Path(args.copy).resolve(), work, mean, std, unit
+
+
 def run_ncfm(args: argparse.Namespace) -> dict:
     """Run their condense_script.py as __main__ (one process, gloo, CPU) on the saved data with
     our pool; returns the synthetic set and the timing."""
@@ -373,17 +417,7 @@ def run_ncfm(args: argparse.Namespace) -> dict:
     import torch
     import torch.distributed as dist
 
-    from dmcondense.hostmem import reuse_freed_memory
-
-    torch.set_num_threads(args.threads)
-    reuse_freed_memory()
-    data = torch.load(args.data, weights_only=False)
-    copy = Path(args.copy).resolve()
-    work = Path(args.out).resolve().parent / "official_ncfm"
-    work.mkdir(parents=True, exist_ok=True)
-    mean = torch.tensor(data["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(data["std"]).view(1, -1, 1, 1)
-    unit = data["train_images"] * std + mean  # their loop learns and reads [0, 1] pixels
+    data, copy, work, mean, std, unit = pool_loop_setup(args, "official_ncfm")
     nclass = len(data["class_names"])
     # set_Pretrain_Directory makes it ./<pretrain_dir>/<dataset>, relative to the working folder
     pool_files = write_their_pool(Path(args.pool), args.pool_size, work / "pretrained" /
@@ -497,6 +531,108 @@ def run_ncfm(args: argparse.Namespace) -> dict:
     }
 
 
+def dance_argv(args: argparse.Namespace) -> list[str]:
+    """Their DANCE.py command line for this budget: their README's `-d <data> --ipc N --factor
+    2` with the budget's values in place of their reproduce preset; --test keeps their loop from
+    saving pictures and scoring its initial set (it changes nothing in the loop). Their pool
+    folder is no flag (their reproduce preset sets it): run_dance sets it on their parsed args."""
+    return [
+        OFFICIAL["dance"].script, "-d", args.their_dataset, "--ipc", str(args.ipc),
+        "--factor", "2", "--niter", str(args.steps), "--lr_img", str(args.lr_img),
+        "--batch_real", str(args.batch_real), "--num_premodel", str(args.pool_size),
+        "--iter_calib", "1", "--net_type", "convnet",
+        "--depth", "3", "--width", str(args.width / 128), "--norm_type", "instance",
+        "--aug_type", args.strategy, "--seed", str(args.seed), "--workers", "0", "--test",
+    ]  # fmt: skip
+
+
+def run_dance(args: argparse.Namespace) -> dict:
+    """Run their DANCE.py as __main__ on the saved data with our pool (their premodel files);
+    returns the synthetic set and the timing.
+
+    Replaced or wrapped, in their modules (the scratch copy's METHOD_EDITS move their CUDA
+    device to the CPU):
+        common.load_resized_data  our training split ([0, 1] pixels, in memory); no test loader
+        test.test_data            does nothing: both sets are scored later by our evaluation
+        misc.utils.TimeStamp      their own, wrapped: made just before their loop, it starts the
+                                  clock and keeps their Synthesizer (its data at that moment are
+                                  the initial images)
+        data.MEANS / data.STDS    our split's statistics under their data set's name
+    and `efficientnet_pytorch`, imported for no ConvNet, is a stand-in where absent."""
+    import importlib
+    import random
+    import types
+
+    import numpy as np
+    import torch
+
+    data, copy, work, mean, std, unit = pool_loop_setup(args, "official_dance")
+    nclass = len(data["class_names"])
+    pool_files = write_their_pool(Path(args.pool), args.pool_size, work / "pretrained")
+
+    stand_ins = []
+    if importlib.util.find_spec("efficientnet_pytorch") is None:
+        sys.modules["efficientnet_pytorch"] = types.SimpleNamespace(EfficientNet=None)
+        stand_ins.append("efficientnet_pytorch")
+    sys.path.insert(0, str(copy))
+    their_data = importlib.import_module("data")
+    common = importlib.import_module("common")
+    their_test = importlib.import_module("test")
+    misc_utils = importlib.import_module("misc.utils")
+    their_data.MEANS[args.their_dataset] = list(data["mean"])
+    their_data.STDS[args.their_dataset] = list(data["std"])
+
+    def load_resized_data(args_):
+        return MemoryDataset(unit, data["train_labels"], nclass), None
+
+    def test_data(*_, **__):
+        return 0.0
+
+    timing: dict = {}
+    their_stamp = misc_utils.TimeStamp
+
+    class TimeStamp(their_stamp):
+        def __init__(self, *given, **named):
+            synset = inspect.currentframe().f_back.f_locals.get("synset")
+            if synset is not None and "synset" not in timing:
+                timing["synset"] = synset
+                timing["initial"] = synset.data.detach().clone()
+                timing["start"] = time.perf_counter()
+            super().__init__(*given, **named)
+
+    common.load_resized_data = load_resized_data
+    their_test.test_data = test_data
+    misc_utils.TimeStamp = TimeStamp
+
+    random.seed(args.seed)  # their pool pick (random.randint)
+    np.random.seed(args.seed)  # their augmentation draws
+    torch.manual_seed(args.seed)  # their l and the noise their Synthesizer starts from
+    argv = dance_argv(args)
+    sys.argv = [str(copy / argv[0]), *argv[1:]]
+    # Their arguments are parsed when DANCE.py imports arguments.arg_condense: parse them here
+    # (the same module object) and add the pool folder, which only their --reproduce sets.
+    importlib.import_module("arguments.arg_condense").args.pretrain_dir = str(work / "pretrained")
+    os.chdir(work)
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    finished = time.perf_counter()
+    if "synset" not in timing:
+        raise RuntimeError(f"{argv[0]} never reached its condensation loop")
+    synset = timing["synset"]
+    to_input = lambda pixels: (pixels - mean) / std  # noqa: E731  synthetic.pt: network input
+    seconds = finished - timing["start"]
+    return {
+        "images": to_input(synset.data.detach()).float().contiguous(),
+        "labels": synset.targets.detach().long(),
+        "initial_images": to_input(timing["initial"]).float(),
+        "factor": 2,
+        "loop_seconds": seconds,
+        "seconds_per_step": seconds / args.steps,
+        "argv": argv,
+        "stand_ins": stand_ins,
+        "pool_files": pool_files,
+    }
+
+
 def draw_random_real(async_loader: type, memory_loader: type) -> None:
     """Their AsyncLoader asks the real loader for `class_sample(c, batch_real)`, and a size asks
     for the first images of the class: every iteration matches the same batch_real images.
@@ -562,8 +698,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ce-weight", type=float, default=0.5, help="IDM")
     parser.add_argument("--net-generate-interval", type=int, default=5, help="IDM")
-    parser.add_argument("--pool", help="NCFM: our pool folder (network_<i>.pt)")
-    parser.add_argument("--pool-size", type=int, default=4, help="NCFM: networks of the pool")
+    parser.add_argument("--pool", help="NCFM, DANCE: our pool folder (network_<i>.pt)")
+    parser.add_argument("--pool-size", type=int, default=4, help="NCFM, DANCE: pool networks")
     parser.add_argument("--num-freqs", type=int, default=4096, help="NCFM")
     parser.add_argument("--sampling-net", action="store_true", help="NCFM: their min-max")
     parser.add_argument(
@@ -585,7 +721,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     here = os.getcwd()
     try:
-        result = run_ncfm(args) if args.method == "ncfm" else run_official(args)
+        runner = {"ncfm": run_ncfm, "dance": run_dance}.get(args.method, run_official)
+        result = runner(args)
     finally:
         os.chdir(here)
     import torch

@@ -211,7 +211,7 @@ def test_a_flag_the_method_cannot_take_is_one_line(tmp_path, method, flag, messa
     assert result.stderr.strip() == message
 
 
-@pytest.mark.parametrize("method", ["dc", "dsa", "dm", "idm", "ncfm"])
+@pytest.mark.parametrize("method", ["dc", "dsa", "dm", "idm", "ncfm", "dance"])
 def test_our_overrides_compose_for_every_method(method, tmp_path):
     from hydra import compose, initialize_config_dir
 
@@ -222,7 +222,7 @@ def test_our_overrides_compose_for_every_method(method, tmp_path):
     overrides = parity.dataset_overrides("mnist_sample", tmp_path) + parity.budget_overrides(args)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides)
-    assert cfg.lr_img == parity.METHOD_DEFAULTS[method]["lr_img"]
+    assert cfg.lr_img == parity.default_lr_img(method, args.ipc)
     assert cfg.model.width == args.width and cfg.batch_real == args.batch_real
     if method == "dc":  # augment=none: nothing to set
         assert "strategy" not in cfg.augment
@@ -230,6 +230,11 @@ def test_our_overrides_compose_for_every_method(method, tmp_path):
         assert cfg.augment.strategy == "color_crop_cutout" and cfg.augment.choice == "idc"
         assert (cfg.pool.size, cfg.pool.epochs) == (args.pool_size, args.pool_epochs)
         assert cfg.method.sampling_net is False and cfg.synthetic.factor == 2
+    elif method == "dance":  # their aug_type; the pool of the budget, under their recipe
+        assert cfg.augment.strategy == "color_crop_cutout" and cfg.augment.choice == "idc"
+        assert (cfg.pool.size, cfg.pool.epochs) == (args.pool_size, args.pool_epochs)
+        assert cfg.pool.batch_size == 64 and cfg.synthetic.factor == 2
+        assert cfg.lr_img == pytest.approx(0.01 * args.ipc)
     else:
         assert cfg.augment.strategy == "color_crop_cutout_scale_rotate"
 
@@ -663,3 +668,188 @@ def test_our_initial_set_is_packed_as_the_run_packed_it(tmp_path, resize) -> Non
     assert torch.equal(torch.load(out, weights_only=False)["images"], expected)
     other = "bilinear" if resize == "nearest" else "nearest"
     assert not torch.equal(expected, packer.encode(start, other))  # the two packings differ
+
+
+# --- DANCE: a stub of Hansong-Zhang/DANCE -------------------------------------------------------
+# Their layout (IDC's: DANCE.py beside common.py, data.py, test.py, train.py, misc/, models/ and
+# arguments/), their CUDA defaults (which the scratch copy must move to the CPU), their
+# argument module parsed at import, and a loop that loads a pool network strictly by their
+# parameter names each iteration and keeps the images at the first real images of each class.
+DANCE_STUB = {
+    "DANCE.py": """
+import json, os, random
+import torch
+from data import ClassMemDataLoader
+from common import define_model, load_resized_data, diffaug
+from test import test_data
+from misc import utils
+
+class Synthesizer():
+    def __init__(self, args, nclass, nchannel, hs, ws, device='cuda'):
+        self.data = torch.zeros(nclass * args.ipc, nchannel, hs, ws, device=device)
+        self.targets = torch.arange(nclass, device=device).repeat_interleave(args.ipc)
+
+def condense(args, logger, device='cuda'):
+    trainset, val_loader = load_resized_data(args)
+    loader_real = ClassMemDataLoader(trainset, batch_size=args.batch_real)
+    synset = Synthesizer(args, trainset.nclass, *trainset[0][0].shape)
+    for c in range(trainset.nclass):  # their 'mix' init reads the first images of a class
+        synset.data[args.ipc * c:args.ipc * (c + 1)] = loader_real.class_sample(c, args.ipc)[0]
+    aug, _ = diffaug(args)
+    record = {"args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str))},
+              "device": str(synset.data.device), "loaded": [], "real": [],
+              "test": test_data(args, None, val_loader)}
+    ts = utils.TimeStamp(args.time)
+    model = define_model(args, trainset.nclass)
+    for it in range(args.niter):
+        i = random.randint(0, args.num_premodel - 1)
+        for stage in ("init", "trained"):
+            name = f"premodel{i}_{stage}.pth.tar"
+            model.load_state_dict(torch.load(os.path.join(args.pretrain_dir, name)))
+            record["loaded"].append(name)
+        l = torch.rand(1).cuda()
+        img, _ = loader_real.class_sample(it % trainset.nclass)
+        record["real"].append([float(img.min()), float(img.max()), int(img.shape[0])])
+    json.dump(record, open("stub_record.json", "w"))
+
+if __name__ == '__main__':
+    from arguments.arg_condense import args
+    condense(args, print)
+""",
+    "common.py": """
+import torch
+from data import MEANS, STDS
+from models.convnet import ConvNet
+
+def define_model(args, nclass):
+    return ConvNet(nclass, int(128 * args.width), args.depth, args.nch, args.size)
+
+def load_resized_data(args):
+    raise RuntimeError("the adapter must replace load_resized_data")
+
+def diffaug(args, device='cuda'):
+    mean = torch.tensor(MEANS[args.dataset], device=device)
+    return (lambda x: x - mean.view(1, -1, 1, 1)), None
+""",
+    "data.py": """
+import torch
+MEANS = {'cifar10': [0.5, 0.5, 0.5]}
+STDS = {'cifar10': [0.25, 0.25, 0.25]}
+
+class ClassMemDataLoader():
+    def __init__(self, dataset, batch_size, drop_last=False, device='cuda'):
+        self.data = torch.stack([d[0] for d in dataset]).to(device)
+        self.targets = torch.tensor(dataset.targets, device=device)
+        self.batch_size = batch_size
+
+    def class_sample(self, c, ipc=-1):
+        index = (self.targets == c).nonzero().flatten()
+        return self.data[index[:ipc if ipc > 0 else self.batch_size]], c
+""",
+    "test.py": """
+from train import train
+def test_data(*args, **kwargs):
+    raise RuntimeError("the adapter must replace test_data")
+""",
+    "train.py": """
+import torch
+mean_torch = torch.tensor([0.5], device='cuda')
+def train():
+    pass
+""",
+    "misc/utils.py": """
+import time
+class TimeStamp():
+    def __init__(self, print_log=True):
+        self.prev = time.time()
+""",
+    "misc/augment.py": "",
+    "models/convnet.py": """
+import torch
+from torch import nn
+
+class ConvNet(nn.Module):
+    def __init__(self, num_classes, net_width, net_depth, channel, size):
+        super().__init__()
+        convs, norms, side = [], [], 32 if size == 28 else size  # digits padded to 32
+        for d in range(net_depth):
+            pad = 3 if d == 0 and size == 28 else 1
+            convs.append(nn.Conv2d(channel if d == 0 else net_width, net_width, 3, padding=pad))
+            norms.append(nn.GroupNorm(net_width, net_width, affine=True))
+            side //= 2
+        self.layers = nn.ModuleDict({'conv': nn.ModuleList(convs), 'norm': nn.ModuleList(norms)})
+        self.classifier = nn.Linear(net_width * side * side, num_classes)
+""",
+    "arguments/arg_condense.py": """
+import argparse
+parser = argparse.ArgumentParser()
+for flag, kind, default in (("-d", str, "cifar10"), ("--ipc", int, -1), ("--factor", int, 1),
+        ("--niter", int, 500), ("--lr_img", float, 5e-3), ("--batch_real", int, 128),
+        ("--num_premodel", int, 5), ("--iter_calib", int, 1), ("--net_type", str, "convnet"),
+        ("--depth", int, 10), ("--width", float, 1.0), ("--norm_type", str, "instance"),
+        ("--aug_type", str, "color_crop_cutout"), ("--seed", int, 0), ("--workers", int, 8)):
+    parser.add_argument(flag, type=kind, default=default)
+parser.add_argument("--test", action="store_true")
+parser.add_argument("--time", action="store_true")
+args = parser.parse_args()
+args.dataset = args.d
+args.nclass, args.nch, args.size = 10, (1 if args.dataset == 'mnist' else 3), 28
+""",
+    "arguments/reproduce_condense.py": "",
+}
+DANCE_STEPS, DANCE_IPC, DANCE_POOL = 3, 2, 2
+
+
+@pytest.fixture(scope="module")
+def dance_harness(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("parity_dance")
+    official = root / "DANCE"
+    for name, text in DANCE_STUB.items():
+        (official / name).parent.mkdir(parents=True, exist_ok=True)
+        (official / name).write_text(text)
+    parity = load_parity()
+    parity.run = ours_in_process(parity.run)
+    row = parity.main([
+        "--method", "dance", "--official", str(official), "--dataset", "mnist_sample",
+        "--ipc", str(DANCE_IPC), "--steps", str(DANCE_STEPS), "--batch-real", str(BATCH_REAL),
+        "--width", str(WIDTH), "--eval-models", str(EVAL_MODELS), "--eval-epochs", "1",
+        "--pool-size", str(DANCE_POOL), "--pool-epochs", "1", "--score-init",
+        "--scratch", str(root / "scratch"), "--data-cache", str(root / "cache"),
+        "--results-dir", str(root / "results"),
+    ])  # fmt: skip
+    record = json.loads((root / "scratch" / "official_dance" / "stub_record.json").read_text())
+    return {"root": root, "row": row, "record": record}
+
+
+def test_dance_budget_and_pool_reach_their_loop(dance_harness):
+    record, row = dance_harness["record"], dance_harness["row"]
+    args = record["args"]
+    assert record["device"] == "cpu" and record["test"] == 0.0  # their evaluation: a no-op
+    assert (args["niter"], args["ipc"], args["batch_real"]) == (DANCE_STEPS, DANCE_IPC, BATCH_REAL)
+    assert args["width"] * 128 == WIDTH and args["num_premodel"] == DANCE_POOL
+    assert (args["depth"], args["factor"], args["iter_calib"]) == (3, 2, 1)
+    assert args["aug_type"] == "color_crop_cutout" and args["dataset"] == "mnist"
+    assert args["lr_img"] == pytest.approx(0.01 * DANCE_IPC)  # their reproduce preset's
+    assert len(record["loaded"]) == 2 * DANCE_STEPS and all(
+        name.startswith(("premodel0_", "premodel1_")) for name in record["loaded"]
+    )
+    low, high, count = record["real"][0]  # [0, 1] pixels, a batch of batch_real
+    assert 0.0 <= low < high <= 1.0 + 1e-6 and count == BATCH_REAL
+    assert row["method"] == "dance" and row["pool_size"] == DANCE_POOL
+    edits = " ".join(row["compat_edits"])
+    assert "DANCE.py: 2 x their default device is CUDA" in edits
+    assert "DANCE.py: 1 x the interpolation weight l is moved to CUDA" in edits
+    assert f"pool {DANCE_POOL} x 1 ep" in row["budget"]
+
+
+def test_dance_their_sets_are_scored_as_network_input(dance_harness):
+    root, row = dance_harness["root"], dance_harness["row"]
+    data = torch.load(root / "scratch" / "real_data.pt", weights_only=False)
+    labels = data["train_labels"]
+    first = torch.cat([data["train_images"][labels == c][:DANCE_IPC] for c in range(10)])
+    for name in ("theirs_0.pt", "theirs_0_init.pt"):  # the stub's loop leaves its start alone
+        theirs = torch.load(root / "scratch" / name, weights_only=False)
+        assert theirs["factor"] == 2 and theirs["ipc"] == DANCE_IPC
+        torch.testing.assert_close(theirs["images"], first, atol=1e-5, rtol=0)
+    assert len(row["theirs_init_accuracies"]) == EVAL_MODELS
+    assert row["gap"] == pytest.approx(row["ours_mean"] - row["theirs_mean"])

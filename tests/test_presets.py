@@ -92,3 +92,51 @@ def test_dsa_presets_draw_as_the_reference_trains_networks() -> None:
     # main.py scores with args.dsa_strategy, the condensation's: no flip for digits (readme.md).
     assert make_augmenter(protocol).families == ("color", "crop", "cutout", "scale", "rotate")
     assert build.augmenter(cfg).families == ("color", "crop", "cutout", "scale", "rotate")
+
+
+# DANCE: Hansong-Zhang/DANCE, arguments/reproduce_condense.py over arg_condense.py (niter 10,000,
+# lr_img 0.01 x ipc, batch_real 128, mom_img 0.5, num_premodel 5, iter_calib 1, aug_type
+# color_crop_cutout, depth 3 on every data set but ImageNet); factor 2 from their README's
+# command; the pool from reproduce_pretrain.py over arg_pretrain.py (60 epochs, batch_real 64,
+# SGD lr 0.01, momentum 0.9, weight decay 5e-4, CutMix p 0.5, color_crop a training image).
+DANCE = {
+    "iterations": 10000,
+    "batch_real": 128,
+    "momentum": 0.5,
+    "synthetic.factor": 2,
+    "synthetic.init_resize": "nearest",  # their init 'mix': F.interpolate's default mode
+    "augment.strategy": "color_crop_cutout",
+    "augment.choice": "idc",
+    "method.calibration_weight": 1.0,
+    "method.pixels": "unit",
+    "pool.size": 5,
+    "pool.epochs": 60,
+    "pool.batch_size": 64,
+    "pool.lr": 0.01,
+    "pool.momentum": 0.9,
+    "pool.weight_decay": 5e-4,
+    "pool.cutmix": 0.5,
+    "pool.augment": "color_crop",
+}
+DANCE_RUNS = {
+    f"dance_{d}_ipc{ipc}": (d, ipc)
+    for d in ("cifar10", "cifar100", "tinyimagenet")
+    for ipc in (1, 10, 50)
+}
+
+
+@pytest.mark.parametrize("name", sorted(DANCE_RUNS))
+def test_dance_presets_hold_the_authors_values(name: str) -> None:
+    dataset, ipc = DANCE_RUNS[name]
+    cfg = composed(f"experiment={name}")
+    assert cfg.lr_img == pytest.approx(0.01 * ipc)
+    assert cfg.method._target_ == "dmcondense.methods.dance.DualViewAlignment"
+    for key, expected in DANCE.items():
+        assert value(cfg, key) == expected, key
+    depth = 3 if dataset == "tinyimagenet" else None  # None: 3 at 32x32
+    assert cfg.model.depth == depth
+    augment = build.augmenter(cfg)
+    assert augment.always == ("color", "cutout") and augment.drawn == ("crop",)
+    # Their pool is not NCFM's: batches of 64, so another recipe and another folder.
+    ncfm = composed(f"experiment=ncfm_{dataset}_ipc{ipc}")
+    assert build.pool_recipe(cfg) != build.pool_recipe(ncfm)

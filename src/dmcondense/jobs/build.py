@@ -224,6 +224,8 @@ def pretrain_command(cfg: DictConfig, size: int | None = None) -> str:
         words = [f"dataset={choices.get('dataset')}", f"model={choices.get('model')}"]
         if choices.get("trainer") not in (None, "cpu"):  # pretrain on the run's device
             words.append(f"trainer={choices.get('trainer')}")
+        if choices.get("pool") not in (None, "default"):  # another recipe: another pool
+            words.append(f"pool={choices.get('pool')}")
         for override in HydraConfig.get().overrides.task:
             key = override.split("=", 1)[0].lstrip("+~")
             if key.startswith(("dataset.", "model.", "pool.", "path", "data_dir")) and (

@@ -191,7 +191,7 @@ class CharacteristicFunctionMatching(CondensationMethod):
             )
         if not pool:
             raise ConfigError(
-                "method=ncfm needs a pool of pretrained networks; make one with "
+                f"method={self.name} needs a pool of pretrained networks; make one with "
                 "python -m dmcondense.pretrain (or set pool.build=auto)"
             )
         self.num_freqs, self.alpha, self.beta = num_freqs, alpha, beta
@@ -298,6 +298,21 @@ class CharacteristicFunctionMatching(CondensationMethod):
         noise = torch.randn(self.sampling_noise, dim, generator=draws, device=self.device)
         return self.sampler(noise)
 
+    # --- the matching loss of one class ----------------------------------------------------------
+    def match_draws(self, step: int) -> torch.Generator | None:
+        """The generator of `step`'s per-class draws of the matching loss (the frequencies)."""
+        return generator(self.seed, "freqs", step, device=self.device)
+
+    def skip_class_draws(self, draws: torch.Generator | None) -> None:
+        """Another rank's class: make its draws all the same, so every rank's stream agrees."""
+        self.frequencies(draws, self.feature_dim)
+
+    def class_match(self, real: Tensor, synthetic: Tensor, draws: torch.Generator | None) -> Tensor:
+        """One class's matching loss: real [n, D] (no grad) and synthetic [m, D] features."""
+        freqs = self.frequencies(draws, real.shape[-1])
+        losses = cf_loss(real[None], synthetic[None], freqs, self.alpha, self.beta, self.loss_scale)
+        return losses[0]
+
     # --- one iteration --------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         step, classes, real = batch["step"], batch["classes"], batch["images"][0]
@@ -323,12 +338,12 @@ class CharacteristicFunctionMatching(CondensationMethod):
         omega = self.augment.sample(
             self.num_classes, generator(self.seed, "augment", step, device=self.device)
         )
-        draws = generator(self.seed, "freqs", step, device=self.device)
+        draws = self.match_draws(step)
         match_losses = []
         for c in range(self.num_classes):  # the authors' order
             i = own(c)
             if i is None:
-                self.frequencies(draws, self.feature_dim)  # class c's draw, as one process makes it
+                self.skip_class_draws(draws)  # class c's draws, as one process makes them
                 image_step(None, [])
                 continue
             group = classes[i : i + 1]
@@ -338,11 +353,7 @@ class CharacteristicFunctionMatching(CondensationMethod):
             synthetic = self.class_images(c)
             synthetic_x = self.augment.apply(synthetic, omega, group.expand(synthetic.shape[0]))
             synthetic_features = self.embed(net, synthetic_x)
-            freqs = self.frequencies(draws, real_features.shape[-1])
-            loss = cf_loss(
-                real_features[None], synthetic_features[None], freqs,
-                self.alpha, self.beta, self.loss_scale,
-            )[0]  # fmt: skip
+            loss = self.class_match(real_features, synthetic_features, draws)
             if self._sampler is None:
                 image_step(loss, [])
             else:
@@ -381,7 +392,9 @@ class CharacteristicFunctionMatching(CondensationMethod):
             sums = torch.stack([match, calibration])
             match, calibration = self.trainer.strategy.reduce(sums, reduce_op="sum")
         loss = (match + calibration) / self.num_classes  # the authors' figure: the mean a class
-        self.lr_schedulers().step(loss)  # a host sync: the plateau test needs the number
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step(loss)  # a host sync: the plateau test needs the number
         self.log("train/match", match / self.num_classes)
         self.log("train/calibration", calibration / self.num_classes)
         self.log("train/lr_img", optimizer.optimizer.param_groups[0]["lr"])
