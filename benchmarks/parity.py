@@ -27,6 +27,10 @@ their paper and ours have it, to measure what that difference costs. Their loade
 each class's synthetic images ahead of use, on a thread; `--their-synthetic-batches when-used`
 reads them when they are matched, as ours does.
 
+`--method dance` makes (or reuses) our pool the same way, under DANCE's recipe (pool=dance:
+batches of 64, so another key than NCFM's); the adapter hands it to their DANCE.py as their
+premodel files. Its image learning rate defaults to their reproduce preset's 0.01 x IPC.
+
 Seconds per step: theirs is their loop's wall time (their "training begins" to the end) over
 the steps; ours is Lightning's fit time over the steps, which also holds the fit's start-up, so
 ours is if anything overstated.

@@ -25,6 +25,11 @@ NCFM (gszfwsb/NCFM) is a torchrun script over packages: `run_ncfm` runs their
 CPU), with our pool written as their `premodel<i>_{init,trained}.pth.tar` files and their
 config's keys at the budget's values; what it replaces or wraps is listed in run_ncfm.
 
+DANCE (Hansong-Zhang/DANCE, IDC's code) is run by `run_dance`: their DANCE.py as `__main__`,
+with our pool as their premodel files; its CUDA device is moved to the CPU by METHOD_EDITS in
+the scratch copy, and what it replaces or wraps is listed in run_dance. Their loop makes
+`--niter` iterations, so it gets `steps`.
+
 Their scripts make `--Iteration + 1` image updates; the adapter passes `steps - 1`, so both
 sides make `steps` updates. With `--eval_mode X` their scripts evaluate only after the last
 iteration (IDM never), with the no-op above. The synthetic set their script saves (`res_*.pt`)
