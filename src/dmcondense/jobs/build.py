@@ -120,8 +120,43 @@ def lr_search(cfg: DictConfig) -> list[float]:
     return rates
 
 
+def on_gpu(cfg: DictConfig) -> bool:
+    """Whether the trainer group runs on a CUDA device."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def deterministic_mode(cfg: DictConfig) -> bool | str:
+    """trainer.deterministic as Lightning takes it. On a GPU `true` is Lightning's "warn":
+    every op that has a deterministic CUDA kernel uses it, and an op without one (DSA's
+    grid_sample, multi-formation's bilinear upsampling and adaptive pooling, all in their
+    backward) runs anyway with a warning that names it, where `true` alone would stop the run
+    at that op with a traceback."""
+    value = cfg.trainer.get("deterministic") or False
+    if value is True and on_gpu(cfg):
+        return "warn"
+    return value
+
+
+def set_numerics(cfg: DictConfig) -> None:
+    """The process's numerics, set by every job before its first network runs (trainer,
+    eval_device): fp32 convolutions and matmuls in TF32 only under `tf32=true` (PyTorch lets
+    cuDNN use TF32 by default), and under trainer.deterministic deterministic algorithms
+    (deterministic_mode), cuDNN's deterministic kernels and cuBLAS's fixed workspace."""
+    tf32 = bool(cfg.get("tf32", False))
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    mode = deterministic_mode(cfg)
+    torch.use_deterministic_algorithms(bool(mode), warn_only=mode == "warn")
+    torch.backends.cudnn.deterministic = bool(mode)
+    if mode:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
 def eval_device(cfg: DictConfig) -> torch.device:
-    """Where the evaluation networks train: the GPU when the trainer group asks for one."""
+    """Where the evaluation networks train: the GPU when the trainer group asks for one. Sets
+    the run's numerics (set_numerics) first."""
+    set_numerics(cfg)
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         return torch.device("cuda")
@@ -400,8 +435,10 @@ def trainer(
     # Off a terminal (a log file), plain lines instead of a bar's carriage-return frames.
     progress = TQDMProgressBar(refresh_rate=cfg.get("progress_every", 1))
     on_terminal = progress_on_terminal()
+    set_numerics(cfg)
     return instantiate(
         cfg.trainer,
+        deterministic=deterministic_mode(cfg),
         logger=logger,
         callbacks=[*callbacks, progress if on_terminal else StepLines()],
         enable_progress_bar=on_terminal,
