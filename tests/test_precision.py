@@ -246,6 +246,23 @@ def test_compile_is_refused_in_one_line_where_it_would_do_nothing(name: str, why
     make(name, init, compile=False)
 
 
+def test_ncfm_compiles_its_embedding_once_though_its_weights_change_every_step() -> None:
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(len(example_inputs))
+        return graph_module.forward
+
+    init = torch.randn(CLASSES * IPC, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    compiled = make("ncfm", init, compile=True, compile_backend=counting_backend)
+    eager = make("ncfm", init)
+    with torch.no_grad():
+        for step in range(3):  # a new interpolation of the pool's weights, loaded in place
+            features = compiled.embed(compiled.pool_networks(step)[0], init)
+            torch.testing.assert_close(features, eager.embed(eager.pool_networks(step)[0], init))
+    assert len(graphs) == 1, graphs
+
+
 # --- deterministic and TF32 -------------------------------------------------------------------
 
 

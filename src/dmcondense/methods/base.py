@@ -432,7 +432,8 @@ class CondensationMethod(L.LightningModule):
 
     def check_precision(self) -> None:
         """One line when the trainer's precision is one this run cannot train under."""
-        why = self.fp16_refusal() if str(self.trainer.precision) in FP16_MIXED else None
+        precision = str(getattr(self.trainer, "precision", ""))  # a stand-in trainer has none
+        why = self.fp16_refusal() if precision in FP16_MIXED else None
         if why:
             raise ConfigError(
                 f"trainer.precision=16-mixed does not work for method={self.name}: {why}; use "
