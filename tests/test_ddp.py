@@ -49,13 +49,15 @@ def starting_set(meta: dict) -> torch.Tensor:
 
 # DC: two rounds an iteration, so a step makes two DDP backward passes and trains the network
 # between them on every rank; init=real so that the start is the same set as DM's.
-# NCFM: factor 2, a pool of 2 networks built by the single-process run (POOL: its folder).
+# NCFM, DANCE: factor 2, a pool of 2 networks built by the single-process run (POOL: its folder).
 POOL = "{pool}"
 METHODS = {
     "dm": [],
     "dc": ["method=dc", "method.outer_loop=2", "method.inner_loop=2", "init=real"],
     "ncfm": ["method=ncfm", "method.num_freqs=32", "pool.size=2", "pool.epochs=1",
              f"pool.root={POOL}", "pool.build=auto"],
+    "dance": ["method=dance", "pool.size=2", "pool.epochs=1", f"pool.root={POOL}",
+              "pool.build=auto"],  # NCFM's loop with SGD: the momentum rows move too
 }  # fmt: skip
 
 

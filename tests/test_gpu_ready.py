@@ -141,6 +141,8 @@ METHODS = {
             "method.batch_train=8"],
     "ncfm": ["method=ncfm", "method.num_freqs=16", "pool.size=1", "pool.epochs=1",
              f"pool.root={POOL}", "pool.build=auto"],
+    "dance": ["method=dance", "pool.size=1", "pool.epochs=1", f"pool.root={POOL}",
+              "pool.build=auto"],
 }  # fmt: skip
 # What a method reads on the host once a step, by design; nothing else may sync.
 # NCFM: its plateau scheduler compares the iteration's loss on the host.
