@@ -291,10 +291,11 @@ class CondensationMethod(L.LightningModule):
 
     def log_loss(self, loss: torch.Tensor) -> None:
         # Each rank holds its classes' share; the logged figure is the sum over all classes.
+        # Not prog_bar: Lightning reads a bar's metrics into numbers after every step (a host
+        # sync); the bar reads the loss itself when it refreshes (progress.LossBar).
         self.log(
             "train/loss",
             loss,
-            prog_bar=True,
             reduce_fx="sum",
             sync_dist=self.trainer.world_size > 1,
         )

@@ -32,7 +32,7 @@ from torch.func import functional_call, grad, vmap
 from dmcondense.errors import ConfigError
 from dmcondense.methods.base import CondensationMethod, full_precision
 from dmcondense.models.registry import BATCH_NORMS, uses_batchnorm
-from dmcondense.rng import generator
+from dmcondense.rng import generator, to_device
 
 DISTANCES = ("ours", "mse", "cos")
 PER_CLASS = ("auto", "vmap", "loop")
@@ -248,7 +248,7 @@ class GradientMatching(CondensationMethod):
         optimizer = torch.optim.SGD(net.parameters(), lr=self.lr_net)
         for epoch in range(self.inner_loop):
             g = generator(self.seed, "inner", step, round, epoch)
-            order = torch.randperm(images.shape[0], generator=g).to(self.device)
+            order = to_device(torch.randperm(images.shape[0], generator=g), self.device)
             augment_g = generator(
                 self.seed, "inner-augment", step, round, epoch, device=self.device
             )

@@ -399,6 +399,9 @@ class CharacteristicFunctionMatching(CondensationMethod):
         self.lr_schedulers().step(loss)  # a host sync: the plateau test needs the number
         self.log("train/match", match / self.num_classes)
         self.log("train/calibration", calibration / self.num_classes)
-        self.log("train/lr_img", optimizer.optimizer.param_groups[0]["lr"])
+        # A tensor made on the device: Lightning would copy a Python number there (a sync).
+        self.log(
+            "train/lr_img", self.synthetic.new_full((), optimizer.optimizer.param_groups[0]["lr"])
+        )
         self.log_loss(own_share)  # summed over the ranks: the loss above
         return loss
