@@ -120,6 +120,39 @@ def lr_search(cfg: DictConfig) -> list[float]:
     return rates
 
 
+def on_gpu(cfg: DictConfig) -> bool:
+    """Whether the trainer group runs on a CUDA device."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def deterministic_mode(cfg: DictConfig) -> bool | str:
+    """trainer.deterministic as Lightning takes it. On a GPU `true` is Lightning's "warn":
+    every op that has a deterministic CUDA kernel uses it, and an op without one (DSA's
+    grid_sample, multi-formation's bilinear upsampling and adaptive pooling, all in their
+    backward) runs anyway with a warning that names it, where `true` alone would stop the run
+    at that op with a traceback."""
+    value = cfg.trainer.get("deterministic") or False
+    if value is True and on_gpu(cfg):
+        return "warn"
+    return value
+
+
+def set_numerics(cfg: DictConfig) -> None:
+    """The process's numerics, set by every job before its first network runs (trainer,
+    eval_device): fp32 convolutions and matmuls in TF32 only under `tf32=true` (PyTorch lets
+    cuDNN use TF32 by default), and under trainer.deterministic deterministic algorithms
+    (deterministic_mode), cuDNN's deterministic kernels and cuBLAS's fixed workspace."""
+    tf32 = bool(cfg.get("tf32", False))
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    mode = deterministic_mode(cfg)
+    torch.use_deterministic_algorithms(bool(mode), warn_only=mode == "warn")
+    torch.backends.cudnn.deterministic = bool(mode)
+    if mode:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
 def local_rank() -> int:
     """This process's rank on its node, before Lightning starts: LOCAL_RANK (Lightning's
     launcher and torchrun set it) or SLURM_LOCALID (srun starts every rank of a job)."""
@@ -143,7 +176,9 @@ def trainer_device_indices(devices: object) -> list[int] | None:
 def eval_device(cfg: DictConfig) -> torch.device:
     """Where this process's evaluation networks (and a pool it builds) train: on a GPU run, the
     GPU that Lightning gives this rank (trainer.devices, this process's local rank), not a bare
-    `cuda` (cuda:0, whatever trainer.devices says)."""
+    `cuda` (cuda:0, whatever trainer.devices says). Sets the run's numerics (set_numerics)
+    first."""
+    set_numerics(cfg)
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         rank = local_rank()
@@ -440,8 +475,10 @@ def trainer(
     # Off a terminal (a log file), plain lines instead of a bar's carriage-return frames.
     progress = LossBar(refresh_rate=progress_every(cfg))
     on_terminal = progress_on_terminal()
+    set_numerics(cfg)
     return instantiate(
         cfg.trainer,
+        deterministic=deterministic_mode(cfg),
         logger=logger,
         callbacks=[*callbacks, progress if on_terminal else StepLines()],
         enable_progress_bar=on_terminal,
