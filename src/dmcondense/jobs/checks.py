@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from dmcondense import CONF_DIR
 from dmcondense.errors import ConfigError, require_positive
 
-EXPORT_FORMATS = ("imagefolder",)
+EXPORT_FORMATS = ("imagefolder", "tensors")
 IMAGEFOLDER_LAYOUT = "<path>/train/<class>/<image> and <path>/test/<class>/<image>"
 
 
