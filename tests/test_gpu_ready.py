@@ -252,3 +252,22 @@ def test_ddp_ranks_wait_for_a_periodic_evaluation_longer_than_the_timeout(
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     (one, _), (two, _) = load_synthetic(tmp_path / "one"), load_synthetic(tmp_path / "two")
     torch.testing.assert_close(two.tensors[0], one.tensors[0], atol=1e-5, rtol=0)
+
+
+def test_ddp_sums_the_logged_loss_only_on_the_steps_the_logger_writes() -> None:
+    """Lightning's sync_dist reduce waits in a barrier on the host: under DDP the loss is summed
+    over the ranks on the logger's steps only (every step on one process, with no sync)."""
+    from dmcondense.methods.base import CondensationMethod
+
+    def logged(world_size: int, steps: range) -> list[tuple[int, bool]]:
+        calls = []
+        module = SimpleNamespace(trainer=SimpleNamespace(world_size=world_size,
+                                                         log_every_n_steps=5))  # fmt: skip
+        module.log = lambda name, value, **kw: calls.append((step, kw["sync_dist"]))
+        for step in steps:
+            module.trainer.global_step = step
+            CondensationMethod.log_loss(module, torch.tensor(1.0))
+        return calls
+
+    assert logged(2, range(1, 11)) == [(5, True), (10, True)]
+    assert logged(1, range(1, 4)) == [(1, False), (2, False), (3, False)]
