@@ -72,14 +72,15 @@ def _fp32(value: Any) -> Any:
 
 @contextlib.contextmanager
 def _ieee_fp32() -> Iterator[None]:
-    """Autocast off on every device and fp32 matmuls without TF32, restored on the way out."""
-    matmul = torch.get_float32_matmul_precision()
+    """Autocast off on every device and CUDA fp32 matmuls without TF32, restored on the way
+    out (the CUDA flag only: the CPU's matmuls are left as they are)."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32
     with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
-        torch.set_float32_matmul_precision("highest")
+        torch.backends.cuda.matmul.allow_tf32 = False
         try:
             yield
         finally:
-            torch.set_float32_matmul_precision(matmul)
+            torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def full_precision(fn: Fn) -> Fn:
