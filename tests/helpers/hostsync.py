@@ -54,6 +54,15 @@ def _names_device(args: tuple, kwargs: dict) -> bool:
                ("cpu", "cuda")) for a in args)  # fmt: skip
 
 
+def _is_instance(value: object, kind: type) -> bool:
+    """isinstance, False for a weak proxy whose object is gone (gc still lists it, and
+    isinstance on it raises ReferenceError: Lightning keeps proxies of its trainers)."""
+    try:
+        return isinstance(value, kind)
+    except ReferenceError:
+        return False
+
+
 def _caller() -> str:
     """The innermost frame outside torch and this module: file:line."""
     frame = sys._getframe(2)
@@ -79,8 +88,9 @@ class HostSyncs(TorchFunctionMode):
     def __enter__(self):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # gc walks deprecated torch names
-            tensors = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)]
-            optimizers = [o for o in gc.get_objects() if isinstance(o, torch.optim.Optimizer)]
+            alive = gc.get_objects()
+            tensors = [o for o in alive if _is_instance(o, torch.Tensor)]
+            optimizers = [o for o in alive if _is_instance(o, torch.optim.Optimizer)]
         for t in tensors:
             self.device_tensors[t] = True
         # torch's Adam, AdamW and SGD keep their step counts on the host (unless capturable or
