@@ -36,7 +36,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dmcondense.data.datamodule import ClassBatchDataModule
-from dmcondense.data.spec import DatasetSpec, resolve_spec
+from dmcondense.data.spec import DatasetSpec
 from dmcondense.errors import ConfigError, DmcondenseWarning
 from dmcondense.evaluation.plan import EvaluationPlan
 from dmcondense.evaluation.protocol import accuracy_summary
@@ -47,6 +47,7 @@ from dmcondense.jobs import build, scores
 from dmcondense.jobs.checks import requested_scores
 from dmcondense.jobs.common import (
     accuracy_rows,
+    dataset_spec,
     load_data,
     load_test,
     quiet_library_chatter,
@@ -132,7 +133,7 @@ def run(cfg: DictConfig) -> Path:
     else:
         dataset, name = cfg.dataset, cfg.baseline
         dm = load_data(cfg)
-        spec = resolve_spec(cfg.dataset, dm.train_set)
+        spec = dataset_spec(cfg, dm.train_set)
         sets, what = baseline_sets(cfg, dm, spec), f"baseline {cfg.baseline} (ipc {ipc})"
     test = load_test(dm, dataset)
     plan = build.evaluation_plan(
