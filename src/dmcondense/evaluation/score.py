@@ -7,7 +7,7 @@
   ensemble  all together as one grouped-convolution ConvNet (evaluation/ensemble.py)
   auto      vmap on a GPU for architectures without BatchNorm (loop if vmap cannot batch the
             architecture), loop on the CPU, where one network's batch already fills the cores
-            and batching only multiplies the memory (benchmarks/README.md)
+            and batching only multiplies the memory (docs/results/performance.md)
 Every trainer draws the same numbers, so they agree up to floating-point rounding.
 """
 
