@@ -47,8 +47,9 @@ TOY = {
                  "whole_epochs=1"],
     "pretrain": ["model.width=8", "pool.size=1", "pool.epochs=1"],
     "continual": ["model.width=8", "batch_real=4", "iterations=3", "eval.epochs=1",
-                  "eval.num_models=1"],
-    "nas": ["space.sample=2", "proxy.epochs=1", "ground_truth.epochs=1", "bootstrap=20"],
+                  "eval.num_models=1", "steps=2", "score_steps=last"],
+    "nas": ["space.sample=2", "space.width=[8]", "space.depth=[1,2]", "space.pooling=[maxpool]",
+            "proxy.epochs=1", "ground_truth.epochs=1", "bootstrap=20"],
 }  # fmt: skip
 POOL = ["pool.size=1", "pool.epochs=1"]
 METHOD = {  # a method's own toy words, when the command names it

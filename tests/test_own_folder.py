@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 from helpers.fixtures import write_imagefolder
 from helpers.inprocess import tiny, train
+from omegaconf import OmegaConf
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["in-memory", "streaming"])
