@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dmcondense.data.spec import DatasetSpec
 from dmcondense.evaluation.plan import EvaluationPlan
-from dmcondense.export import export_imagefolder
+from dmcondense.export import export_imagefolder, export_tensors
 from dmcondense.glue import tracking
 from dmcondense.glue.callbacks import FiniteLossGuard, ImageLogger, SyntheticWriter
 from dmcondense.glue.checkpoints import (
@@ -139,7 +139,8 @@ def print_summary(cfg: DictConfig, summary: dict, run_dir: Path, notes: list[str
         f"(condensation {summary['condense_seconds']:.0f} s)"
     )
     if cfg.export:
-        print(f"exported as image files: {run_dir / 'export'}")
+        what = "image files" if cfg.export == "imagefolder" else "images.pt and labels.pt"
+        print(f"exported as {what}: {run_dir / 'export'}")
     for note in notes:
         print(note)
     print(f"run folder: {run_dir}")
@@ -165,8 +166,9 @@ def condense_and_score(
         return None
     run_dir = Path(trainer.default_root_dir)
     tracking.log_synthetic_artifact(trainer.loggers, run_dir, spec.name)
-    if cfg.export == "imagefolder":
-        export_imagefolder(run_dir / "synthetic.pt", run_dir / "export")
+    if cfg.export:
+        exporter = {"imagefolder": export_imagefolder, "tensors": export_tensors}[cfg.export]
+        exporter(run_dir / "synthetic.pt", run_dir / "export")
 
     images, labels = module.decoded()
     # The random baseline: ipc real images a class at full size, the same stored pixels.
@@ -176,7 +178,10 @@ def condense_and_score(
         module.name: [(images.cpu(), labels.cpu())],
         "random": [(random_real, module.labels.cpu())],
     }
-    results = plan.summaries(sets, test, spec.normaliser, module.device, progress=True)
+    # The job's evaluation device, not module.device: Lightning's teardown moved the module to
+    # the CPU when fit ended.
+    device = build.eval_device(cfg)
+    results = plan.summaries(sets, test, spec.normaliser, device, progress=True)
     return {
         "dataset": spec.name,
         "method": module.name,
@@ -188,7 +193,7 @@ def condense_and_score(
         "eval_protocol": plan.protocol_name,
         "eval_epochs": epochs_run(plan),
         "eval_num_models": plan.num_models,
-        "evaluation": plan.record(),
+        "evaluation": {**plan.record(), "device": str(device)},
         "steps": trainer.global_step,
         "condense_seconds": round(condense_seconds, 1),
         "results": results,
