@@ -244,3 +244,11 @@ def test_the_site_builds_strict(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "index.html").exists()
+    # Every equation became MathML: none left as TeX, no TeX command the converter passed through.
+    unrendered = [
+        f"{page.relative_to(tmp_path)}: {math[:120]}"
+        for page in tmp_path.rglob("*.html")
+        for math in re.findall(r"<math.*?</math>|class=\"arithmatex\"", page.read_text(), re.S)
+        if "\\" in math or "arithmatex" in math
+    ]
+    assert unrendered == []
