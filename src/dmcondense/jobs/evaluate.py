@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from dmcondense.data.datamodule import ClassBatchDataModule
-from dmcondense.data.spec import DatasetSpec
+from dmcondense.data.spec import DatasetSpec, resolve_spec
 from dmcondense.errors import ConfigError, DmcondenseWarning
 from dmcondense.evaluation.plan import EvaluationPlan
 from dmcondense.evaluation.protocol import accuracy_summary
