@@ -368,11 +368,13 @@ def protocol_choices(
     e = cfg.eval
     if e.protocol == "rded":
         factor = e.get("rded_factor") or default_crop_factor(spec.image_size)
-        # Their argument.py's one special case: conv3 on CIFAR-100, lr 2e-3 and batch 25.
+        # Their argument.py's special cases: conv3 on CIFAR-100, lr 2e-3 and batch 25; batch
+        # 100 on TinyImageNet; elsewhere the batch follows the IPC (0).
         cifar100 = spec.name == "cifar100"
+        batch = {"cifar100": 25, "tinyimagenet": 100}.get(spec.name, 0)
         one = rded_protocol(
             epochs=int(epochs or e.rded_epochs), patch_factor=int(factor),
-            lr=2e-3 if cifar100 else 1e-3, batch_size=25 if cifar100 else 0,
+            lr=2e-3 if cifar100 else 1e-3, batch_size=batch,
         )  # fmt: skip
         return {name: one for name in architectures(cfg)}
     if e.protocol in ("idc", "ncfm"):
