@@ -175,7 +175,10 @@ def condense_and_score(
         module.name: [(images.cpu(), labels.cpu())],
         "random": [(random_real, module.labels.cpu())],
     }
-    results = plan.summaries(sets, test, spec.normaliser, module.device, progress=True)
+    # The job's evaluation device, not module.device: Lightning's teardown moved the module to
+    # the CPU when fit ended.
+    device = build.eval_device(cfg)
+    results = plan.summaries(sets, test, spec.normaliser, device, progress=True)
     return {
         "dataset": spec.name,
         "method": module.name,
@@ -187,7 +190,7 @@ def condense_and_score(
         "eval_protocol": plan.protocol_name,
         "eval_epochs": epochs_run(plan),
         "eval_num_models": plan.num_models,
-        "evaluation": plan.record(),
+        "evaluation": {**plan.record(), "device": str(device)},
         "steps": trainer.global_step,
         "condense_seconds": round(condense_seconds, 1),
         "results": results,
