@@ -311,6 +311,7 @@ def test_rows_at_other_budgets_or_settings_get_their_own_file_and_table_row():
         ("dm", "VICO-UoE/DatasetCondensation", "main_DM.py, utils.py, networks.py"),
         ("idm", "uitrbn/IDM", "IDM_cifar10.py, utils.py, dc_utils.py, dc_networks.py"),
         ("ncfm", "gszfwsb/NCFM", "condense/condense_script.py, condenser/Condenser.py"),
+        ("rded", "LINs-lab/RDED", "argument.py, synthesize/main.py, synthesize/utils.py"),
     ],
 )
 def test_a_checkout_without_the_files_is_one_line(tmp_path, method, repository, needed):
