@@ -159,7 +159,7 @@ def run(cfg: DictConfig) -> Path:
     if paths is not None:
         sets, dataset, spec, ipc, name = synthetic_sets(paths, cfg)
         what = f"condensed {', '.join(paths)}"
-        needs_train = wanted or rates or cfg.eval.get("labels", "hard") == "soft"
+        needs_train = wanted or rates or cfg.eval.get("labels", "hard") in ("soft", "relabel")
         if needs_train:
             dm = load_data(cfg, dataset)
         else:
