@@ -75,6 +75,9 @@ OFFICIAL = {
                       "utils/utils.py", "utils/init_script.py", "utils/diffaug.py",
                       "data/dataloader.py", "data/dataset_statistics.py", "models/convnet.py"),
                      None, data_module="utils.utils", loop_module="condenser.Condenser"),
+    # RDED: benchmarks/parity_rded.py drives their synthesize.main.init_images.
+    "rded": Official("LINs-lab/RDED", "main.py", ("argument.py", "synthesize/main.py",
+                     "synthesize/utils.py", "synthesize/models.py", "validation/utils.py"), None),
 }  # fmt: skip
 
 # (file, pattern, replacement, why): applied to the scratch copy wherever the pattern occurs.
@@ -563,7 +566,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ce-weight", type=float, default=0.5, help="IDM")
     parser.add_argument("--net-generate-interval", type=int, default=5, help="IDM")
-    parser.add_argument("--pool", help="NCFM: our pool folder (network_<i>.pt)")
+    parser.add_argument("--pool", help="NCFM, RDED: our pool folder (network_<i>.pt)")
+    parser.add_argument("--num-crop", type=int, default=5, help="RDED: crops an image")
+    parser.add_argument("--crop-factor", type=int, default=1, help="RDED: crops a side")
     parser.add_argument("--pool-size", type=int, default=4, help="NCFM: networks of the pool")
     parser.add_argument("--num-freqs", type=int, default=4096, help="NCFM")
     parser.add_argument("--sampling-net", action="store_true", help="NCFM: their min-max")
@@ -586,7 +591,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     here = os.getcwd()
     try:
-        result = run_ncfm(args) if args.method == "ncfm" else run_official(args)
+        if args.method == "rded":
+            from parity_rded import run_rded
+
+            result = run_rded(args)
+        else:
+            result = run_ncfm(args) if args.method == "ncfm" else run_official(args)
     finally:
         os.chdir(here)
     import torch

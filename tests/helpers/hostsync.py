@@ -54,15 +54,6 @@ def _names_device(args: tuple, kwargs: dict) -> bool:
                ("cpu", "cuda")) for a in args)  # fmt: skip
 
 
-def _is_instance(value: object, kind: type) -> bool:
-    """isinstance, False for a weak proxy whose object is gone (gc still lists it, and
-    isinstance on it raises ReferenceError: Lightning keeps proxies of its trainers)."""
-    try:
-        return isinstance(value, kind)
-    except ReferenceError:
-        return False
-
-
 def _caller() -> str:
     """The innermost frame outside torch and this module: file:line."""
     frame = sys._getframe(2)
@@ -72,6 +63,19 @@ def _caller() -> str:
             return f"{name.rsplit('/', 2)[-1]}:{frame.f_lineno}"
         frame = frame.f_back
     return "?"
+
+
+def _live(kind: type) -> list:
+    """The objects of `kind` the garbage collector tracks. isinstance on a weak proxy whose
+    referent has died raises ReferenceError; such a proxy is no object of `kind`."""
+    found = []
+    for o in gc.get_objects():
+        try:
+            if isinstance(o, kind):
+                found.append(o)
+        except ReferenceError:
+            continue
+    return found
 
 
 @dataclass
@@ -88,9 +92,8 @@ class HostSyncs(TorchFunctionMode):
     def __enter__(self):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # gc walks deprecated torch names
-            alive = gc.get_objects()
-            tensors = [o for o in alive if _is_instance(o, torch.Tensor)]
-            optimizers = [o for o in alive if _is_instance(o, torch.optim.Optimizer)]
+            tensors = _live(torch.Tensor)
+            optimizers = _live(torch.optim.Optimizer)
         for t in tensors:
             self.device_tensors[t] = True
         # torch's Adam, AdamW and SGD keep their step counts on the host (unless capturable or
