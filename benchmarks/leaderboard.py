@@ -4,13 +4,16 @@ hard and soft labels, and DD-Ranking's LRS and ARS, at a CPU budget.
     python benchmarks/leaderboard.py --datasets mnist_sample --ipcs 1 --budget 60
     python benchmarks/leaderboard.py --condensed dm=RUN_DIR ...   # score given sets instead
     python benchmarks/leaderboard.py --tiny                       # seconds; the suite runs it
+    python benchmarks/leaderboard.py --methods dm --outside 'dm=PATH;condensed_pixels=unit'
 
 Each set is condensed (`python -m dmcondense.train`, `--budget` seconds of condensation) or
 taken from `--condensed METHOD=PATH`, then scored by `python -m dmcondense.evaluate`:
   common    eval.protocol=dsa (the DSA and DM papers'), hard and soft labels
   own       the protocol of the method's paper (OWN_PROTOCOL), hard and soft labels; every
             protocol trains the board's `--epochs` (NCFM's 2,000 and DC's 300 / 1,000 do not
-            fit a CPU budget)
+            fit a CPU budget). RDED's own soft column is its relabelling (eval.labels=relabel:
+            the teacher, its convnet_bn observer, labels every augmented batch); its common
+            soft column is the labels computed once, as every other method's
   scores    scores=[lrs,ars] under both protocols with hard labels; their whole-data accuracy
             is trained once per data set, model and protocol and cached under <out>/whole
 Soft labels come from network 0 of the data set's pretrained pool (<out>/pools, built when
@@ -19,6 +22,12 @@ epochs by default). CIFAR-10 is the shared JPEG copy (../shared/datasets); witho
 skipped with the reason. Writes <out>/board.md, board.csv and board.png. A rerun with the
 same --out reads back every job that finished with the same overrides (its board_job.json)
 and runs only the rest.
+
+`--outside METHOD=PATH` scores a set made elsewhere (a published set: any condensed_format of
+`python -m dmcondense.evaluate`, docs/howto/outside-sets.md) in the same table, in a row of its
+own beside ours ("METHOD (PATH's name)"), under the same jobs and METHOD's own protocol, on each
+data set of --datasets at the set's own IPC; `;KEY=VALUE` after the path adds evaluate
+overrides for that set (condensed_pixels=..., condensed_format=...).
 """
 
 from __future__ import annotations
@@ -34,11 +43,16 @@ from pathlib import Path
 from cifar10 import ARCHIVE, REPO, run_folder, unpack
 from cifar10 import run as run_in_child
 
-METHODS = ("dm", "dc", "dsa", "m3d", "idm", "ncfm", "dance")
+METHODS = ("dm", "dc", "dsa", "m3d", "idm", "ncfm", "rded", "dance")
 # The protocol each method's paper scored with (METHODS.md): IDM's code scores with DM's,
 # DANCE's with IDC's.
 OWN_PROTOCOL = {"dm": "dsa", "dc": "dc", "dsa": "dsa", "m3d": "idc", "idm": "dsa", "ncfm": "ncfm",
-                "dance": "idc"}  # fmt: skip
+                "rded": "rded", "dance": "idc"}  # fmt: skip
+# The teacher's labels of the "soft" columns under a protocol: computed once (NCFM's), or, under
+# RDED's, relabelled every batch by its observer (a convnet_bn pool's network 0).
+SOFT_LABELS = {"rded": ("relabel", ["model=convnet_bn"])}
+# What a method's condensation adds: RDED draws its crops from 300 real images a class (mipc).
+CONDENSE_EXTRA = {"rded": ["batch_real=300"]}
 COLUMNS = ("common hard", "common soft", "own hard", "own soft")
 Runner = Callable[[str, list[str]], dict]
 
@@ -59,7 +73,8 @@ def budget_overrides(args: argparse.Namespace) -> tuple[list[str], list[str], li
     if args.tiny:
         shared = ["model.width=8", "pool.size=1", "pool.epochs=1", "eval.num_models=1"]
         condense = ["iterations=2", "batch_real=4", "eval.epochs=1"]
-        evaluate = ["eval.epochs=2", "eval.ncfm_epochs=2", "eval.dc_epochs=2", "whole_epochs=1"]
+        evaluate = ["eval.epochs=2", "eval.ncfm_epochs=2", "eval.dc_epochs=2",
+                    "eval.rded_epochs=2", "whole_epochs=1"]  # fmt: skip
         return shared, condense, evaluate
     seconds = args.budget
     shared = [f"model.width={args.width}", f"eval.num_models={args.num_models}"]
@@ -69,7 +84,8 @@ def budget_overrides(args: argparse.Namespace) -> tuple[list[str], list[str], li
                 f"+trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}",
                 "eval.epochs=1", "eval.num_models=1"]  # fmt: skip
     evaluate = [f"eval.epochs={args.epochs}", f"eval.ncfm_epochs={args.epochs}",
-                f"eval.dc_epochs={args.epochs}", f"whole_epochs={args.whole_epochs}"]  # fmt: skip
+                f"eval.dc_epochs={args.epochs}", f"eval.rded_epochs={args.epochs}",
+                f"whole_epochs={args.whole_epochs}"]  # fmt: skip
     return shared, condense, evaluate
 
 
@@ -106,19 +122,23 @@ def score_set(
     """The evaluate jobs of one set: {"<protocol> <labels>": results.json}."""
     found = {}
     for protocol in dict.fromkeys(["dsa", OWN_PROTOCOL[method]]):
-        for labels in ("hard", "soft"):
+        soft, teacher = SOFT_LABELS.get(protocol, ("soft", []))
+        for column, labels in (("hard", "hard"), ("soft", soft)):
             extra = ["scores=[lrs,ars]"] if labels == "hard" else []
             run_dir = out / f"{protocol}_{labels}"
-            found[f"{protocol} {labels}"] = run(
+            found[f"{protocol} {column}"] = run(
                 "dmcondense.evaluate",
-                [f"condensed={condensed}", *common, f"eval.protocol={protocol}",
+                [f"condensed={condensed}", *common, *teacher, f"eval.protocol={protocol}",
                  f"eval.labels={labels}", *extra, f"hydra.run.dir={run_dir}"],
             )  # fmt: skip
     return found
 
 
-def board_row(dataset: str, ipc: int, method: str, found: dict[str, dict]) -> dict:
-    """One row: accuracies (percent) and scores (fractions) of one set."""
+def board_row(
+    dataset: str, ipc: int, method: str, found: dict[str, dict], label: str | None = None
+) -> dict:
+    """One row: accuracies (percent) and scores (fractions) of one set; `label` names a set
+    made elsewhere in the method column."""
     own = OWN_PROTOCOL[method]
 
     def acc(key: str, set_name: str | None = None) -> float:
@@ -129,7 +149,7 @@ def board_row(dataset: str, ipc: int, method: str, found: dict[str, dict]) -> di
         return found[f"{protocol} hard"]["scores"]["convnet"][name][name]
 
     return {
-        "data set": dataset, "IPC": ipc, "method": method, "own protocol": own,
+        "data set": dataset, "IPC": ipc, "method": label or method, "own protocol": own,
         "common hard": acc("dsa hard"), "common soft": acc("dsa soft"),
         "own hard": acc(f"{own} hard"), "own soft": acc(f"{own} soft"),
         "random common": acc("dsa hard", "random"), "random own": acc(f"{own} hard", "random"),
@@ -226,6 +246,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--condensed", nargs="*", default=[], metavar="METHOD=PATH",
                         help="score these sets instead (one data set and IPC)")  # fmt: skip
+    parser.add_argument("--outside", nargs="*", default=[], metavar="METHOD=PATH[;KEY=VALUE]",
+                        help="also score sets made elsewhere, in rows beside ours")  # fmt: skip
     parser.add_argument("--budget", type=int, default=60, help="condensation seconds a set")
     parser.add_argument("--batch-real", type=int, default=64)
     parser.add_argument("--width", type=int, default=32)
@@ -240,7 +262,24 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--archive", type=Path, default=ARCHIVE)
     parser.add_argument("--data", type=Path, default=Path("/tmp/dmcondense-cifar10"))
     parser.add_argument("--out", type=Path, default=REPO / "lightning_logs" / "leaderboard")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for item in args.outside:
+        method = item.split("=", 1)[0]
+        if "=" not in item or method not in OWN_PROTOCOL:
+            parser.error(
+                f"--outside {item}: give METHOD=PATH with METHOD one of {', '.join(METHODS)}"
+            )
+    return args
+
+
+def outside_sets(items: list[str]) -> list[tuple[str, Path, list[str]]]:
+    """--outside METHOD=PATH[;KEY=VALUE...] -> (method, path, evaluate overrides)."""
+    found = []
+    for item in items:
+        method, rest = item.split("=", 1)
+        path, *extra = rest.split(";")
+        found.append((method, Path(path), [f"condensed_name={method}", *extra]))
+    return found
 
 
 def main(argv: list[str] | None = None, run: Runner = run_in_child) -> list[dict]:
@@ -264,11 +303,18 @@ def main(argv: list[str] | None = None, run: Runner = run_in_child) -> list[dict
                 if method not in given:
                     run("dmcondense.train", [*data, *shared, *stores, *condense,
                                              f"method={method}", f"ipc={ipc}",
+                                             *CONDENSE_EXTRA.get(method, []),
                                              f"hydra.run.dir={condensed}"])  # fmt: skip
                 found = score_set(run, condensed, method, [*data, *shared, *stores, *evaluate],
                                   cell)  # fmt: skip
                 rows.append(board_row(dataset, ipc, method, found))
                 write_board(args, rows, skipped, run.seconds)  # a stopped board keeps its rows
+        for n, (method, path, extra) in enumerate(outside_sets(args.outside)):
+            found = score_set(run, path, method, [*data, *shared, *stores, *evaluate, *extra],
+                              args.out / f"{dataset}_outside{n}_{method}")  # fmt: skip
+            ipc = found["dsa hard"]["ipc"]
+            rows.append(board_row(dataset, ipc, method, found, f"{method} ({path.name})"))
+            write_board(args, rows, skipped, run.seconds)
     write_board(args, rows, skipped, run.seconds, final=True)
     return rows
 

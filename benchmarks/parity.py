@@ -71,14 +71,16 @@ METHOD_DEFAULTS = {
     "idm": {"lr_img": 0.2, "init": "real"},
     "ncfm": {"lr_img": 1e-3, "init": "real"},  # AdamW: their lr_img 0.01 x lr_scale_adam 0.1
     "dance": {"lr_img": None, "init": "real"},  # None: their reproduce preset's 0.01 x IPC
+    "rded": {"lr_img": 1.0, "init": "real"},  # no image optimiser: lr_img is never read
 }
-POOL_METHODS = ("ncfm", "dance")  # both sides match with our pretrained pool
+POOL_METHODS = ("ncfm", "dance")  # both sides match with our pool; IDC-style names and aug_type
 # Their README: no flip on digits.
 STRATEGY = {
     "mnist_sample": "color_crop_cutout_scale_rotate",
     "cifar10": "color_crop_cutout_flip_scale_rotate",
 }
 NCFM_STRATEGY = "color_crop_cutout"  # their aug_type, every data set (NCFM and DANCE)
+POOLED = ("ncfm", "rded", "dance")  # the methods whose both sides read our pretrained pool
 
 
 class UsageError(Exception):
@@ -153,8 +155,14 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
         f"init={args.init}", "eval.protocol=dsa",
         f"eval.num_models={args.eval_models}", f"eval.epochs={args.eval_epochs}",
     ]  # fmt: skip
-    if args.method != "dc":  # DC runs with augment=none, which has no strategy
+    if args.method not in ("dc", "rded"):  # augment=none has no strategy
         overrides.append(f"augment.strategy={args.strategy}")
+    if args.method == "rded":  # the observer: network 0 of a convnet_bn pool
+        overrides += [
+            "model=convnet_bn", f"pool.size={args.pool_size}", f"pool.epochs={args.pool_epochs}",
+            f"pool.root={args.data_cache / 'pools'}", f"method.num_crop={args.num_crop}",
+            "method.crop_factor=1",
+        ]  # fmt: skip
     if args.method in POOL_METHODS:
         overrides += [
             f"pool.size={args.pool_size}", f"pool.epochs={args.pool_epochs}",
@@ -265,6 +273,8 @@ def condense_theirs(
         "--ce-weight", str(args.ce_weight),
         "--net-generate-interval", str(args.net_generate_interval),
     ]  # fmt: skip
+    if args.method == "rded":
+        command += ["--pool", str(pool), "--num-crop", str(args.num_crop), "--crop-factor", "1"]
     if args.method == "ncfm":
         command += ["--pool", str(pool), "--pool-size", str(args.pool_size),
                     "--num-freqs", str(args.num_freqs)]  # fmt: skip
@@ -286,7 +296,7 @@ def save_initial_record(synthetic: Path, data: Path, out: Path) -> Path:
     from dmcondense.synthetic import SyntheticImages
 
     record = read_synthetic(synthetic)
-    tensors = torch.load(data, weights_only=False)
+    tensors = torch.load(data, weights_only=True)  # real_data.pt: plain tensors and lists
     images = tensors["train_images"][record["init_indices"]]
     encoder = SyntheticImages(len(record["class_names"]), record["ipc"], record.get("factor", 1))
     resize = record["config"]["synthetic"]["init_resize"]  # NCFM and M3D pack nearest
@@ -403,11 +413,8 @@ def budget_text(args: argparse.Namespace) -> str:
     """The row's budget as parity.md shows it (and keys its rows by)."""
     return (
         f"{args.steps} steps, batch_real {args.batch_real}, width {args.width}, "
-        + (
-            f"pool {args.pool_size} x {args.pool_epochs} ep, "
-            if args.method in POOL_METHODS
-            else ""
-        )
+        + (f"pool {args.pool_size} x {args.pool_epochs} ep, " if args.method in POOLED else "")
+        + (f"{args.num_crop} crops, " if args.method == "rded" else "")
         + "".join(f"{text}, " for _, text in changed_settings(args))
         + f"{args.runs} run(s) x {args.eval_models} nets x {args.eval_epochs} ep"
     )
@@ -419,7 +426,8 @@ def results_name(label: str, args: argparse.Namespace) -> str:
     tokens = [
         f"parity_{label}_{args.dataset}_ipc{args.ipc}",
         f"{args.steps}st", f"b{args.batch_real}", f"w{args.width}",
-        *([f"pool{args.pool_size}x{args.pool_epochs}"] if args.method in POOL_METHODS else []),
+        *([f"pool{args.pool_size}x{args.pool_epochs}"] if args.method in POOLED else []),
+        *([f"cr{args.num_crop}"] if args.method == "rded" else []),
         *(token for token, _ in changed_settings(args)),
         f"{args.runs}r", f"{args.eval_models}x{args.eval_epochs}ep",
     ]  # fmt: skip
@@ -459,6 +467,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pool-size", type=int, default=4, help="NCFM, DANCE: pool networks")
     parser.add_argument("--pool-epochs", type=int, default=2, help="NCFM, DANCE: epochs of each")
     parser.add_argument("--num-freqs", type=int, default=4096, help="NCFM: frequencies")
+    parser.add_argument("--num-crop", type=int, default=5, help="RDED: crops scored an image")
     parser.add_argument(
         "--sampling-net", action="store_true", help="NCFM: the sampling network, both sides"
     )
@@ -496,6 +505,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.strategy = default_strategy(args.method, args.dataset)
     if args.net_generate_interval is None:
         args.net_generate_interval = idm_generate_interval(args.ipc)
+    if args.method == "rded":  # one selection a run; --batch-real is their --mipc
+        args.steps = 1
     return args
 
 
@@ -526,9 +537,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     ours, theirs, ours_seconds, theirs_seconds = [], [], [], []
     data = scratch / "real_data.pt"
-    pool = None
-    if args.method in POOL_METHODS:
-        pool = pretrain_pool(overrides, scratch / "pretrain", env)
+    pool = pretrain_pool(overrides, scratch / "pretrain", env) if args.method in POOLED else None
     for r in range(args.runs):
         seed = args.seed + r
         synthetic, seconds = condense_ours(args, overrides, scratch / f"ours_{r}", seed, env)

@@ -85,6 +85,9 @@ OFFICIAL = {
                        "misc/utils.py", "misc/augment.py", "models/convnet.py",
                        "arguments/arg_condense.py", "arguments/reproduce_condense.py"),
                       None, data_module="common", loop_module="DANCE"),
+    # RDED: benchmarks/parity_rded.py drives their synthesize.main.init_images.
+    "rded": Official("LINs-lab/RDED", "main.py", ("argument.py", "synthesize/main.py",
+                     "synthesize/utils.py", "synthesize/models.py", "validation/utils.py"), None),
 }  # fmt: skip
 
 # (file, pattern, replacement, why): applied to the scratch copy wherever the pattern occurs.
@@ -243,10 +246,11 @@ def run_official(args: argparse.Namespace) -> dict:
     import torch
 
     from dmcondense.hostmem import reuse_freed_memory
+    from dmcondense.sets import read_dc_res
 
     torch.set_num_threads(args.threads)
     reuse_freed_memory()  # the allocator setting every dmcondense job runs with
-    data = torch.load(args.data, weights_only=False)
+    data = torch.load(args.data, weights_only=True)
     spec = OFFICIAL[args.method]
     copy = Path(args.copy).resolve()
     save_path = Path(args.out).resolve().parent / f"official_{args.method}"
@@ -302,7 +306,7 @@ def run_official(args: argparse.Namespace) -> dict:
     saved = sorted(save_path.glob("res_*.pt"))
     if not saved or not started:
         raise RuntimeError(f"{argv[0]} saved no res_*.pt in {save_path} or never started")
-    images, labels = torch.load(saved[-1], weights_only=False)["data"][-1]
+    images, labels = read_dc_res(saved[-1]).experiments[-1]  # the library's res_*.pt reader
     return {
         "images": images.float().contiguous(),
         "labels": labels.long(),
@@ -402,7 +406,7 @@ def pool_loop_setup(args: argparse.Namespace, folder: str) -> tuple:
 
     torch.set_num_threads(args.threads)
     reuse_freed_memory()
-    data = torch.load(args.data, weights_only=False)
+    data = torch.load(args.data, weights_only=True)
     work = Path(args.out).resolve().parent / folder
     work.mkdir(parents=True, exist_ok=True)
     mean = torch.tensor(data["mean"]).view(1, -1, 1, 1)
@@ -703,7 +707,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ce-weight", type=float, default=0.5, help="IDM")
     parser.add_argument("--net-generate-interval", type=int, default=5, help="IDM")
-    parser.add_argument("--pool", help="NCFM, DANCE: our pool folder (network_<i>.pt)")
+    parser.add_argument("--pool", help="NCFM, RDED, DANCE: our pool folder (network_<i>.pt)")
+    parser.add_argument("--num-crop", type=int, default=5, help="RDED: crops an image")
+    parser.add_argument("--crop-factor", type=int, default=1, help="RDED: crops a side")
     parser.add_argument("--pool-size", type=int, default=4, help="NCFM, DANCE: pool networks")
     parser.add_argument("--num-freqs", type=int, default=4096, help="NCFM")
     parser.add_argument("--sampling-net", action="store_true", help="NCFM: their min-max")
@@ -726,13 +732,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     here = os.getcwd()
     try:
-        runner = {"ncfm": run_ncfm, "dance": run_dance}.get(args.method, run_official)
-        result = runner(args)
+        if args.method == "rded":
+            from parity_rded import run_rded
+
+            result = run_rded(args)
+        else:
+            runner = {"ncfm": run_ncfm, "dance": run_dance}.get(args.method, run_official)
+            result = runner(args)
     finally:
         os.chdir(here)
     import torch
 
-    data = torch.load(args.data, weights_only=False)
+    data = torch.load(args.data, weights_only=True)
     record = {
         "format": 1,
         "images": result["images"],

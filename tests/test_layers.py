@@ -24,6 +24,7 @@ ROOMS = {
     "synthetic": "synthetic",
     "io": "synthetic",
     "export": "synthetic",
+    "sets": "synthetic",
     "data": "data",
     "models": "models",
     "augment": "augment",
@@ -32,6 +33,7 @@ ROOMS = {
     "glue": "glue",
     "jobs": "jobs",
     "cli": "entry",
+    "api": "entry",
     "train": "entry",
     "evaluate": "entry",
     "continual": "entry",
@@ -42,7 +44,7 @@ ROOMS = {
 
 LIBRARIES = {"base", "data", "models", "augment", "synthetic", "methods", "evaluation"}
 ALLOWED = {
-    "package": {"base", "synthetic"},
+    "package": {"base", "synthetic", "entry"},  # load_synthetic and the Python API, on first use
     "base": {"base"},
     "data": {"base", "data"},
     "models": {"base", "models"},

@@ -1,13 +1,19 @@
 """Entry point: score a saved synthetic set, or a coreset baseline, under one protocol.
 
     python -m dmcondense.evaluate condensed=RUN_DIR_OR_FILE [eval.models=[convnet,mlp]]
+    python -m dmcondense.evaluate condensed=images_best.pt condensed_pixels=normalised
     python -m dmcondense.evaluate baseline=herding dataset=cifar10 ipc=10
 
+`condensed=` also reads sets made by other tools (image folders, MTT/DATM tensor files, the DC
+repository's res_*.pt: condensed_format, docs/howto/outside-sets.md), without running their code.
 Prints a table of test accuracy (mean and std over every network of every experiment) per
 architecture and writes results.json and results.csv into the run folder.
 """
 
 from __future__ import annotations
+
+import sys
+import types
 
 import hydra
 from omegaconf import DictConfig
@@ -30,6 +36,19 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     run_entry_point(hydra_main, config_name="evaluate")
+
+
+class _CallableModule(types.ModuleType):
+    """`dmcondense.evaluate(run, ...)` is the Python API's evaluate (`dmcondense.api`); the
+    module stays what `python -m dmcondense.evaluate` runs."""
+
+    def __call__(self, *args, **kwargs):
+        from dmcondense.api import evaluate
+
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dmcondense.data.spec import DatasetSpec, resolve_spec
+from dmcondense.data.spec import DatasetSpec
 from dmcondense.evaluation.plan import EvaluationPlan
-from dmcondense.export import export_imagefolder
+from dmcondense.export import export_imagefolder, export_tensors
 from dmcondense.glue import tracking
 from dmcondense.glue.callbacks import FiniteLossGuard, ImageLogger, SyntheticWriter
 from dmcondense.glue.checkpoints import (
@@ -33,6 +33,7 @@ from dmcondense.io import atomic_write
 from dmcondense.jobs import build
 from dmcondense.jobs.common import (
     accuracy_rows,
+    dataset_spec,
     initial_images,
     load_data,
     load_test,
@@ -58,7 +59,7 @@ def run(cfg: DictConfig) -> Path:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = load_data(cfg)
     test = load_test(dm, cfg.dataset)
-    spec = resolve_spec(cfg.dataset, dm.train_set)
+    spec = dataset_spec(cfg, dm.train_set)
     build.check_evaluation(cfg)
     init, init_indices = initial_images(cfg, dm, spec, cfg.init, cfg.synthetic.factor)
     if build.uses_pool(cfg) and cfg.pool.build == "auto":
@@ -138,7 +139,8 @@ def print_summary(cfg: DictConfig, summary: dict, run_dir: Path, notes: list[str
         f"(condensation {summary['condense_seconds']:.0f} s)"
     )
     if cfg.export:
-        print(f"exported as image files: {run_dir / 'export'}")
+        what = "image files" if cfg.export == "imagefolder" else "images.pt and labels.pt"
+        print(f"exported as {what}: {run_dir / 'export'}")
     for note in notes:
         print(note)
     print(f"run folder: {run_dir}")
@@ -164,8 +166,9 @@ def condense_and_score(
         return None
     run_dir = Path(trainer.default_root_dir)
     tracking.log_synthetic_artifact(trainer.loggers, run_dir, spec.name)
-    if cfg.export == "imagefolder":
-        export_imagefolder(run_dir / "synthetic.pt", run_dir / "export")
+    if cfg.export:
+        exporter = {"imagefolder": export_imagefolder, "tensors": export_tensors}[cfg.export]
+        exporter(run_dir / "synthetic.pt", run_dir / "export")
 
     images, labels = module.decoded()
     # The random baseline: ipc real images a class at full size, the same stored pixels.
