@@ -84,7 +84,7 @@ def synthetic_sets(
         if spec is not None and saved["name"] != spec.name:
             raise ConfigError(f"{path} was condensed from {saved['name']}, not {spec.name}")
         dataset = OmegaConf.merge(cfg.dataset, saved)
-        spec = DatasetSpec.from_config(dataset)
+        spec = DatasetSpec.from_config(dataset, zca=meta.get("zca"))
         ipc = meta["ipc"]
         method = method or meta.get("method", "synthetic")  # files before 0.2 do not say
         sets.append(tuple(loaded.tensors))

@@ -70,6 +70,7 @@ def run(cfg: DictConfig) -> Path:
         "class_names": list(spec.class_names),
         "mean": list(spec.mean),
         "std": list(spec.std),
+        "zca": spec.zca_state(),
         "init_indices": init_indices,
         "config": resolved,
     }
