@@ -31,8 +31,10 @@ class ZCA:
     def __init__(
         self, mean: Tensor, eigvecs: Tensor, eigvals: Tensor, eps: float, shape: Sequence[int]
     ) -> None:
-        self.mean = mean.double()
-        self.eigvecs, self.eigvals = eigvecs.double(), eigvals.double()
+        # Rounded to the float32 that synthetic.pt keeps, so a fitted whitening and one read back
+        # from a saved set are the same matrices to the bit (train and evaluate agree).
+        self.mean = mean.float().double()
+        self.eigvecs, self.eigvals = eigvecs.float().double(), eigvals.float().double()
         self.eps, self.shape = float(eps), tuple(int(s) for s in shape)
         scale = (self.eigvals.clamp_min(0.0) + self.eps).sqrt()
         # float32 on the device of use, made once per device

@@ -40,7 +40,7 @@ from dmcondense.models.registry import MODELS, build_model, default_depth, uses_
 from dmcondense.progress import StepLines
 from dmcondense.progress import on_terminal as progress_on_terminal
 
-EVAL_PROTOCOLS = ("dsa", "dc", "idc", "ncfm")
+EVAL_PROTOCOLS = ("dsa", "dc", "idc", "ncfm", "mtt")
 EVAL_LABELS = ("hard", "soft")
 WHOLE_CHOICES = ("auto", "never")
 POOL_BUILDS = ("never", "auto")
@@ -419,6 +419,8 @@ def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> 
          IDC's DSA per image over eval.dsa_strategy, CutMix with eval.cutmix_p
     ncfm NCFM's: eval.ncfm_epochs (or `epochs`), AdamW lr 1e-3, batch 128, x 0.5 at each fifth,
          IDC's DSA per image over eval.dsa_strategy without cutout, CutMix with eval.cutmix_p
+    mtt  MTT's: dsa's, with the networks trained at the set's learned step size (mtt_plan;
+         eval.lr for sets that learned none, such as the random baseline)
     """
     labels = {"labels": str(cfg.eval.get("labels", "hard")),
               "temperature": float(cfg.eval.get("temperature", 1.0))}  # fmt: skip
@@ -442,7 +444,7 @@ def protocol_choices(
     dc_epochs = e.get("dc_epochs")  # a budget in place of DC's own 300 / 1,000
     chosen = {}
     for name, knobs in architectures(cfg).items():
-        if e.protocol == "dsa":
+        if e.protocol in ("dsa", "mtt"):  # mtt: the set's learned lr replaces eval.lr (mtt_plan)
             augment = dsa_augment(e.dsa_family) if e.augment else "none"
             chosen[name] = Protocol(epochs=epochs or e.epochs, augment=augment,
                                     dsa_strategy=e.dsa_strategy, **common)  # fmt: skip
@@ -455,6 +457,19 @@ def protocol_choices(
         else:
             chosen[name] = Protocol(epochs=dc_epochs or 300, augment="none", **common)
     return chosen
+
+
+def mtt_plan(plan: EvaluationPlan, lr: float | None, what: str) -> EvaluationPlan:
+    """Under eval.protocol=mtt, `plan` with the learned step size `lr` of the set `what` as the
+    evaluation networks' learning rate (MTT's evaluation); other protocols: `plan` as it is."""
+    if plan.protocol_name != "mtt":
+        return plan
+    if lr is None:
+        raise ConfigError(
+            f"eval.protocol=mtt trains at a set's learned step size, and {what} has none; "
+            f"use eval.protocol=dsa"
+        )
+    return plan.variant(lr=float(lr))
 
 
 def wandb_logger_kwargs(cfg: DictConfig) -> dict:
