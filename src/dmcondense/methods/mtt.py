@@ -91,8 +91,9 @@ def checkpointed_loss_and_grads(
     thetas = [start.detach()]
     for i in range(steps):
         params = thetas[-1].requires_grad_(True)
-        x, y = batch(i)
-        loss = F.cross_entropy(forward(params, x.detach()), y)
+        with torch.no_grad():  # the images' graph is rebuilt in the backward sweep
+            x, y = batch(i)
+        loss = F.cross_entropy(forward(params, x), y)
         (grad,) = torch.autograd.grad(loss, params)
         thetas[-1] = params.detach()
         thetas.append((params - lr.detach() * grad).detach())
