@@ -181,3 +181,11 @@ def test_mtt_refuses_ddp_in_one_line_and_experts_too_short_for_its_window() -> N
     assert str(error.value).startswith("method=mtt runs on one process: the unroll trains on")
     with pytest.raises(ConfigError, match="reach epoch 3, but the experts have 2 epochs"):
         tiny_mtt(max_start_epoch=2, expert_epochs=2)
+
+
+def test_a_start_window_beyond_the_experts_stops_before_any_expert_is_trained(tmp_path) -> None:
+    result = train(*tiny("method=mtt", f"experts.root={tmp_path / 'experts'}",
+                         "experts.build=auto", f"hydra.run.dir={tmp_path / 'run'}"))  # fmt: skip
+    assert result.returncode == 2 and len(result.error_lines) == 1
+    assert "reach expert epoch 27, but experts.epochs=4" in result.error_lines[0]
+    assert not (tmp_path / "experts").exists()

@@ -64,8 +64,10 @@ def run(cfg: DictConfig) -> Path:
     init, init_indices = initial_images(cfg, dm, spec, cfg.init, cfg.synthetic.factor)
     if build.uses_pool(cfg) and cfg.pool.build == "auto":
         make_pool(cfg, dm, spec)  # the missing networks of the method's pretrained pool
-    if build.uses_experts(cfg) and cfg.experts.build == "auto":
-        make_experts(cfg, dm, spec)  # the missing expert trajectories
+    if build.uses_experts(cfg):
+        build.check_expert_window(cfg)  # before training experts the run could not use
+        if cfg.experts.build == "auto":
+            make_experts(cfg, dm, spec)  # the missing expert trajectories
     plan = build.evaluation_plan(cfg, spec, teacher=teacher(cfg, dm, spec))
     module = build.method(cfg, spec, init)
     build.mtt_plan(plan, module.scoring_lr(), f"method={module.name}'s set")  # before condensing
