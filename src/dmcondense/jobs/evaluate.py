@@ -91,16 +91,20 @@ def synthetic_sets(
     return sets, dataset, spec, ipc, method
 
 
-def learned_lr(paths: list[str]) -> float | None:
-    """The learned step size the saved sets carry (method=mtt), the one eval.protocol=mtt trains
-    at; one line when the sets carry different ones (score them one at a time)."""
-    rates = {read_synthetic(path).get("lr") for path in paths}
+def carried_rates(paths: list[str] | None) -> set:
+    """The learned step sizes the saved sets carry (method=mtt; None for a set without)."""
+    return set() if paths is None else {read_synthetic(path).get("lr") for path in paths}
+
+
+def learned_lr(rates: set) -> float | None:
+    """The one learned step size of the sets, which eval.protocol=mtt trains at; one line when
+    the sets carry different ones (score them one at a time)."""
     if len(rates) > 1:
         raise ConfigError(
             "eval.protocol=mtt trains each set at its own learned step size, and these sets "
             "carry different ones; evaluate them one condensed= at a time"
         )
-    return rates.pop()
+    return next(iter(rates), None)
 
 
 def baseline_sets(
@@ -156,12 +160,13 @@ def run(cfg: DictConfig) -> Path:
     if wanted:
         named["random"] = random_subsets(cfg, dm.train_set, spec, ipc, len(sets))
     plans = {set_name: plan for set_name in named}
+    rates = carried_rates(paths)
     if paths is not None and plan.protocol_name == "mtt":
-        plans[name] = build.mtt_plan(plan, learned_lr(paths), ", ".join(paths))
-    elif paths is not None and learned_lr(paths) is not None:
+        plans[name] = build.mtt_plan(plan, learned_lr(rates), ", ".join(paths))
+    elif rates - {None}:
         print(
-            f"note: the set carries a learned step size ({learned_lr(paths):.6g}); "
-            f"eval.protocol=mtt trains at it, as its authors score it (now: {plan.protocol_name})"
+            "note: the set carries a learned step size (method=mtt); eval.protocol=mtt trains "
+            f"at it, as its authors score it (now: eval.protocol={plan.protocol_name})"
         )
     searched = {}
     if rates:
@@ -192,7 +197,7 @@ def run(cfg: DictConfig) -> Path:
         "evaluation": plan.record(),
     }  # fmt: skip
     if paths is not None and plan.protocol_name == "mtt":
-        summary["learned_lr"] = learned_lr(paths)  # the rate the set's networks trained at
+        summary["learned_lr"] = learned_lr(rates)  # the rate the set's networks trained at
     if rates:
         summary["lr_search"] = searched
     if "lrs" in wanted:
