@@ -10,7 +10,9 @@ peak resident memory (ru_maxrss) over the iteration, after one warm-up iteration
 size. The iteration is the library's (`unrolled_loss` + backward, or
 `checkpointed_loss_and_grads`) on a CIFAR-shaped set (3 x 32 x 32, 10 classes, DSA), a ConvNet
 of `--width` from an expert-like start (its initialisation) towards a nearby target. Seconds are
-the median over `--repeats` iterations. Printed: each mode's seconds and MiB, and the ratios
+the median over `--repeats` iterations of the process's CPU time (time.process_time: on a
+shared machine the wall clock measures the neighbours; with --threads 1 CPU time is the work),
+or of the wall clock on a GPU. Printed: each mode's seconds and MiB, and the ratios
 checkpoint / unroll side by side.
 """
 
@@ -86,12 +88,13 @@ def one(args: argparse.Namespace) -> dict:
         before = torch.cuda.memory_allocated()
     else:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     seconds = []
     for _ in range(args.repeats):
-        began = time.perf_counter()
+        began = clock()
         iteration(images, args.steps)
         sync()
-        seconds.append(time.perf_counter() - began)
+        seconds.append(clock() - began)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - before
     else:
