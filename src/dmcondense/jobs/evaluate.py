@@ -160,10 +160,10 @@ def run(cfg: DictConfig) -> Path:
     if wanted:
         named["random"] = random_subsets(cfg, dm.train_set, spec, ipc, len(sets))
     plans = {set_name: plan for set_name in named}
-    rates = carried_rates(paths)
+    carried = carried_rates(paths)
     if paths is not None and plan.protocol_name == "mtt":
-        plans[name] = build.mtt_plan(plan, learned_lr(rates), ", ".join(paths))
-    elif rates - {None}:
+        plans[name] = build.mtt_plan(plan, learned_lr(carried), ", ".join(paths))
+    elif carried - {None}:
         print(
             "note: the set carries a learned step size (method=mtt); eval.protocol=mtt trains "
             f"at it, as its authors score it (now: eval.protocol={plan.protocol_name})"
@@ -197,7 +197,7 @@ def run(cfg: DictConfig) -> Path:
         "evaluation": plan.record(),
     }  # fmt: skip
     if paths is not None and plan.protocol_name == "mtt":
-        summary["learned_lr"] = learned_lr(rates)  # the rate the set's networks trained at
+        summary["learned_lr"] = learned_lr(carried)  # the rate the set's networks trained at
     if rates:
         summary["lr_search"] = searched
     if "lrs" in wanted:
