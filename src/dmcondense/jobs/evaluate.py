@@ -194,7 +194,7 @@ def run(cfg: DictConfig) -> Path:
         "eval_protocol": plan.protocol_name, "labels": plan.labels,
         "experiments": len(sets), "networks_per_experiment": plan.num_models,
         "epochs": next(iter(epochs.values())) if len(set(epochs.values())) == 1 else epochs,
-        "evaluation": plan.record(),
+        "evaluation": {**plan.record(), "device": str(device)},
     }  # fmt: skip
     if paths is not None and plan.protocol_name == "mtt":
         summary["learned_lr"] = learned_lr(carried)  # the rate the set's networks trained at

@@ -184,16 +184,19 @@ def condense_and_score(
         module.name: [(images.cpu(), labels.cpu())],
         "random": [(random_real, module.labels.cpu())],
     }
+    # The job's evaluation device, not module.device: Lightning's teardown moved the module to
+    # the CPU when fit ended.
+    device = build.eval_device(cfg)
     if plan.protocol_name == "mtt":  # the condensed set trains at its learned step size
         condensed = build.mtt_plan(plan, module.scoring_lr(), f"method={module.name}'s set")
         results = condensed.summaries(
-            {module.name: sets[module.name]}, test, spec.normaliser, module.device, progress=True
+            {module.name: sets[module.name]}, test, spec.normaliser, device, progress=True
         )
         results |= plan.summaries(
-            {"random": sets["random"]}, test, spec.normaliser, module.device, progress=True
+            {"random": sets["random"]}, test, spec.normaliser, device, progress=True
         )
     else:
-        results = plan.summaries(sets, test, spec.normaliser, module.device, progress=True)
+        results = plan.summaries(sets, test, spec.normaliser, device, progress=True)
     return {
         "dataset": spec.name,
         "method": module.name,
@@ -205,7 +208,7 @@ def condense_and_score(
         "eval_protocol": plan.protocol_name,
         "eval_epochs": epochs_run(plan),
         "eval_num_models": plan.num_models,
-        "evaluation": plan.record(),
+        "evaluation": {**plan.record(), "device": str(device)},
         **({} if module.scoring_lr() is None else {"learned_lr": module.scoring_lr()}),
         "steps": trainer.global_step,
         "condense_seconds": round(condense_seconds, 1),

@@ -150,6 +150,10 @@ class StepSize(AuxiliaryPart):
 class TrajectoryMatching(CondensationMethod):
     name = "mtt"
     uses_experts = True
+    compile_refusal = (
+        "its student runs through torch.func.functional_call with new parameters every inner "
+        "step, not through `embed`"
+    )
 
     def __init__(
         self,
@@ -219,6 +223,9 @@ class TrajectoryMatching(CondensationMethod):
 
     def scoring_lr(self) -> float | None:
         return self.learned_lr()
+
+    def fp16_refusal(self) -> str | None:
+        return "the learned step size steps on the gradient of the scaled loss, unscaled"
 
     # --- the step ------------------------------------------------------------------------------
     def student_forward(self) -> Forward:
