@@ -10,6 +10,7 @@ import fcntl
 import json
 import math
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -233,22 +234,48 @@ def test_ddp_ranks_wait_for_a_periodic_evaluation_longer_than_the_timeout(
     tmp_path: Path, monkeypatch
 ) -> None:
     """Rank 0 scores for longer than the process group's timeout (cut to 2 s once training
-    starts) while rank 1 would wait in its next step's all-reduce; the run ends, with the images
-    of one process."""
+    starts; the scoring made 2 s longer still) while rank 1 would wait in its next step's
+    all-reduce; the run ends, with the images of one process."""
     from helpers.inprocess import other_ranks_as_processes
-    from helpers.short_timeout import ShortTimeout
+    from helpers.short_timeout import TIMEOUT, ShortTimeout
 
+    from dmcondense.glue.periodic_evaluation import PeriodicEvaluation
     from dmcondense.io import load_synthetic
+
+    evaluate = PeriodicEvaluation.evaluate
+
+    def slow_evaluate(self, trainer, module):  # rank 0 runs in this process
+        time.sleep(TIMEOUT.total_seconds() + 2)
+        return evaluate(self, trainer, module)
 
     tests = str(Path(__file__).parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
-    args = tiny("ipc=2", "iterations=2", "eval.every=1", "eval.epochs=300", "eval.num_models=1")
+    args = tiny("ipc=2", "iterations=2")
     single = train(*args, f"hydra.run.dir={tmp_path / 'one'}")
     assert single.returncode == 0, single.stderr[-2000:]
+    monkeypatch.setattr(PeriodicEvaluation, "evaluate", slow_evaluate)
     with extra_callbacks(ShortTimeout()), other_ranks_as_processes("helpers.short_timeout"):
-        ddp = train(
-            *args, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={tmp_path / 'two'}"
-        )
+        ddp = train(*args, "eval.every=1", "trainer=ddp_cpu", "trainer.devices=2",
+                    f"hydra.run.dir={tmp_path / 'two'}")  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     (one, _), (two, _) = load_synthetic(tmp_path / "one"), load_synthetic(tmp_path / "two")
     torch.testing.assert_close(two.tensors[0], one.tensors[0], atol=1e-5, rtol=0)
+
+
+def test_ddp_sums_the_logged_loss_only_on_the_steps_the_logger_writes() -> None:
+    """Lightning's sync_dist reduce waits in a barrier on the host: under DDP the loss is summed
+    over the ranks on the logger's steps only (every step on one process, with no sync)."""
+    from dmcondense.methods.base import CondensationMethod
+
+    def logged(world_size: int, steps: range) -> list[tuple[int, bool]]:
+        calls = []
+        module = SimpleNamespace(trainer=SimpleNamespace(world_size=world_size,
+                                                         log_every_n_steps=5))  # fmt: skip
+        module.log = lambda name, value, **kw: calls.append((step, kw["sync_dist"]))
+        for step in steps:
+            module.trainer.global_step = step
+            CondensationMethod.log_loss(module, torch.tensor(1.0))
+        return calls
+
+    assert logged(2, range(1, 11)) == [(5, True), (10, True)]
+    assert logged(1, range(1, 4)) == [(1, False), (2, False), (3, False)]

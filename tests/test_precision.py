@@ -99,15 +99,15 @@ def test_the_matching_functions_run_with_ieee_fp32_matmuls_whatever_tf32_says() 
     from dmcondense.methods.base import full_precision
 
     seen = []
-    probe = full_precision(lambda: seen.append(torch.get_float32_matmul_precision()))
-    before = torch.get_float32_matmul_precision()
+    probe = full_precision(lambda: seen.append(torch.backends.cuda.matmul.allow_tf32))
+    before = torch.backends.cuda.matmul.allow_tf32
     try:
-        torch.set_float32_matmul_precision("high")  # what tf32=true sets
+        torch.backends.cuda.matmul.allow_tf32 = True  # what tf32=true sets
         probe()
-        assert torch.get_float32_matmul_precision() == "high"  # restored
+        assert torch.backends.cuda.matmul.allow_tf32 is True  # restored
     finally:
-        torch.set_float32_matmul_precision(before)
-    assert seen == ["highest"]
+        torch.backends.cuda.matmul.allow_tf32 = before
+    assert seen == [False]
 
 
 def random_state(net: torch.nn.Module, seed: int) -> dict:
@@ -277,10 +277,13 @@ def torch_flags(monkeypatch):
     )
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     saved = (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic,
-             torch.get_float32_matmul_precision())  # fmt: skip
+             torch.backends.cuda.matmul.allow_tf32, torch.backends.fp32_precision,
+             torch.backends.mkldnn.matmul.fp32_precision)  # fmt: skip
     yield calls
     torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic = saved[:2]
-    torch.set_float32_matmul_precision(saved[2])
+    torch.backends.cuda.matmul.allow_tf32 = saved[2]
+    # The CPU's numerics are never touched (a CPU result would move).
+    assert (torch.backends.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision) == saved[3:]
 
 
 @pytest.mark.parametrize("trainer", ["gpu", "ddp"])
@@ -320,9 +323,7 @@ def test_an_unknown_deterministic_value_is_refused_in_one_line() -> None:
         check_config(composed("trainer=gpu", "trainer.deterministic=always"))
 
 
-@pytest.mark.parametrize(("tf32", "matmul"), [(False, "highest"), (True, "high")])
-def test_tf32_is_off_unless_asked_for(tf32: bool, matmul: str, torch_flags) -> None:
-    cfg = composed("trainer=gpu", f"tf32={str(tf32).lower()}")
-    build.set_numerics(cfg)
-    assert torch.backends.cudnn.allow_tf32 is tf32
-    assert torch.get_float32_matmul_precision() == matmul
+def test_tf32_is_on_by_default_and_tf32_false_gives_ieee_fp32_networks(torch_flags) -> None:
+    for overrides, tf32 in (((), True), (("tf32=false",), False), (("tf32=true",), True)):
+        build.set_numerics(composed("trainer=gpu", *overrides))
+        assert torch.backends.cudnn.allow_tf32 is torch.backends.cuda.matmul.allow_tf32 is tf32

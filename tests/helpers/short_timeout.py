@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import lightning as L
 import torch.distributed as dist
-from torch.distributed.distributed_c10d import _set_pg_timeout
 
 TIMEOUT = timedelta(seconds=2)
 
@@ -17,7 +16,7 @@ TIMEOUT = timedelta(seconds=2)
 class ShortTimeout(L.Callback):
     def on_train_start(self, trainer, module) -> None:
         if dist.is_initialized():
-            _set_pg_timeout(TIMEOUT, None)
+            dist.set_timeout(TIMEOUT)
 
 
 if __name__ == "__main__":

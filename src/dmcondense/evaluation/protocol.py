@@ -166,9 +166,11 @@ def soft_epochs(protocol: Protocol) -> int:
 def epoch_targets(
     labels: Tensor, soft_targets: Tensor | None, protocol: Protocol, epoch: int
 ) -> tuple[Tensor, float]:
-    """The training targets of `epoch` (per image: `labels` [N], or the teacher's probabilities
-    `soft_targets` [N, K]) and the temperature the networks' logits are divided by."""
-    if soft_targets is not None and epoch < soft_epochs(protocol):
+    """The training targets of `epoch` (per image: `labels` [N], or the probabilities
+    `soft_targets` [N, K]: a teacher's under soft labels, or the set's own, which train every
+    epoch) and the temperature the networks' logits are divided by."""
+    own = protocol.labels != "soft"  # soft targets under hard labels: the set's own, always
+    if soft_targets is not None and (own or epoch < soft_epochs(protocol)):
         return soft_targets, protocol.temperature
     return labels, 1.0
 

@@ -66,7 +66,9 @@ def train_networks(
     teacher: torch.nn.Module | None = None,
 ) -> Tensor:
     """Accuracies [num_models] (float64, CPU, in [0, 1]) of fresh `model_name` networks trained
-    on (images, labels) and tested on uint8 test images.
+    on (images, labels) and tested on uint8 test images. `labels`: class indices [N], or the
+    set's own soft labels as probabilities [N, K] (they train every epoch; a teacher is not
+    asked).
 
     `images`: normalised float [N, C, H, W] or uint8 (normalised batch by batch). `chunk_size`
     caps the networks of one batched pass (memory); results do not depend on it.
@@ -77,6 +79,10 @@ def train_networks(
     if num_models < 1:
         raise ValueError(f"num_models must be positive, got {num_models}")
     device = torch.device(device) if device is not None else images.device
+    own_soft = None
+    if labels.dim() == 2:  # the set's own soft labels (probabilities [N, K]), every epoch
+        own_soft = labels.to(device=device, dtype=torch.float32)
+        labels = own_soft.argmax(dim=1)
     images, labels = images.detach().to(device), labels.to(device=device, dtype=torch.long)
     test_labels = test_labels.long()
     if num_classes is None:
@@ -85,8 +91,8 @@ def train_networks(
     template = build_model(model_name, *shape, **dict(model_kwargs or {}))
     chosen = choose_backend(backend, template, device)
     networks = [fresh_network(template, seed, model_name, i) for i in range(num_models)]
-    soft = None
-    if protocol.labels == "soft":
+    soft = own_soft
+    if soft is None and protocol.labels == "soft":
         if teacher is None:
             raise ValueError("protocol.labels is soft but no teacher was given")
         soft = teacher_targets(teacher.to(device), images, labels, normaliser, protocol.temperature)

@@ -141,12 +141,13 @@ def deterministic_mode(cfg: DictConfig) -> bool | str:
 
 def set_numerics(cfg: DictConfig) -> None:
     """The process's numerics, set by every job before its first network runs (trainer,
-    eval_device): fp32 convolutions and matmuls in TF32 only under `tf32=true` (PyTorch lets
-    cuDNN use TF32 by default), and under trainer.deterministic deterministic algorithms
-    (deterministic_mode), cuDNN's deterministic kernels and cuBLAS's fixed workspace."""
-    tf32 = bool(cfg.get("tf32", False))
+    eval_device): CUDA fp32 convolutions and matmuls in TF32 under `tf32=true`, IEEE fp32 under
+    false (PyTorch's own default is TF32 for convolutions only); under trainer.deterministic
+    deterministic algorithms (deterministic_mode), cuDNN's deterministic kernels and cuBLAS's
+    fixed workspace. Only CUDA flags: the CPU's numerics are left as they are."""
+    tf32 = bool(cfg.get("tf32", True))
     torch.backends.cudnn.allow_tf32 = tf32
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     mode = deterministic_mode(cfg)
     torch.use_deterministic_algorithms(bool(mode), warn_only=mode == "warn")
     torch.backends.cudnn.deterministic = bool(mode)

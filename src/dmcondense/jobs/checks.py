@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from dmcondense import CONF_DIR
 from dmcondense.errors import ConfigError, require_positive
 
-EXPORT_FORMATS = ("imagefolder",)
+EXPORT_FORMATS = ("imagefolder", "tensors")
 # The trainer precisions a condensation can run under, and Lightning's short names for them.
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}

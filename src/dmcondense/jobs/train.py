@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dmcondense.data.spec import DatasetSpec, resolve_spec
 from dmcondense.evaluation.plan import EvaluationPlan
-from dmcondense.export import export_imagefolder
+from dmcondense.export import export_imagefolder, export_tensors
 from dmcondense.glue import tracking
 from dmcondense.glue.callbacks import FiniteLossGuard, ImageLogger, SyntheticWriter
 from dmcondense.glue.checkpoints import (
@@ -76,7 +76,7 @@ def run(cfg: DictConfig) -> Path:
         "class_names": list(spec.class_names),
         "mean": list(spec.mean),
         "std": list(spec.std),
-        "zca": spec.zca_state(),
+        **({"pixels": "zca", "zca": spec.zca_state()} if spec.zca is not None else {}),
         "init_indices": init_indices,
         "config": resolved,
     }
@@ -145,7 +145,8 @@ def print_summary(cfg: DictConfig, summary: dict, run_dir: Path, notes: list[str
         f"(condensation {summary['condense_seconds']:.0f} s)"
     )
     if cfg.export:
-        print(f"exported as image files: {run_dir / 'export'}")
+        what = "image files" if cfg.export == "imagefolder" else "images.pt and labels.pt"
+        print(f"exported as {what}: {run_dir / 'export'}")
     if summary["eval_protocol"] == "mtt" and "learned_lr" in summary:
         print(f"the condensed set trained at its learned step size {summary['learned_lr']:.6g}")
     for note in notes:
@@ -173,8 +174,9 @@ def condense_and_score(
         return None
     run_dir = Path(trainer.default_root_dir)
     tracking.log_synthetic_artifact(trainer.loggers, run_dir, spec.name)
-    if cfg.export == "imagefolder":
-        export_imagefolder(run_dir / "synthetic.pt", run_dir / "export")
+    if cfg.export:
+        exporter = {"imagefolder": export_imagefolder, "tensors": export_tensors}[cfg.export]
+        exporter(run_dir / "synthetic.pt", run_dir / "export")
 
     images, labels = module.decoded()
     # The random baseline: ipc real images a class at full size, the same stored pixels.

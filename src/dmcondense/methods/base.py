@@ -72,14 +72,15 @@ def _fp32(value: Any) -> Any:
 
 @contextlib.contextmanager
 def _ieee_fp32() -> Iterator[None]:
-    """Autocast off on every device and fp32 matmuls without TF32, restored on the way out."""
-    matmul = torch.get_float32_matmul_precision()
+    """Autocast off on every device and CUDA fp32 matmuls without TF32, restored on the way
+    out (the CUDA flag only: the CPU's matmuls are left as they are)."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32
     with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
-        torch.set_float32_matmul_precision("highest")
+        torch.backends.cuda.matmul.allow_tf32 = False
         try:
             yield
         finally:
-            torch.set_float32_matmul_precision(matmul)
+            torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def full_precision(fn: Fn) -> Fn:
@@ -292,12 +293,13 @@ class CondensationMethod(L.LightningModule):
         # Each rank holds its classes' share; the logged figure is the sum over all classes.
         # Not prog_bar: Lightning reads a bar's metrics into numbers after every step (a host
         # sync); the bar reads the loss itself when it refreshes (progress.LossBar).
-        self.log(
-            "train/loss",
-            loss,
-            reduce_fx="sum",
-            sync_dist=self.trainer.world_size > 1,
-        )
+        several = self.trainer.world_size > 1
+        # Under DDP the sum is Lightning's reduce, behind a barrier that waits on the host: made
+        # on the steps the logger writes only (after the update, global_step is Lightning's
+        # count of logged batches).
+        if several and self.trainer.global_step % max(self.trainer.log_every_n_steps, 1):
+            return
+        self.log("train/loss", loss, reduce_fx="sum", sync_dist=several)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD([self.synthetic], lr=self.lr_img, momentum=self.momentum)
