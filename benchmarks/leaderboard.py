@@ -11,7 +11,9 @@ taken from `--condensed METHOD=PATH`, then scored by `python -m dmcondense.evalu
   common    eval.protocol=dsa (the DSA and DM papers'), hard and soft labels
   own       the protocol of the method's paper (OWN_PROTOCOL), hard and soft labels; every
             protocol trains the board's `--epochs` (NCFM's 2,000 and DC's 300 / 1,000 do not
-            fit a CPU budget)
+            fit a CPU budget). RDED's own soft column is its relabelling (eval.labels=relabel:
+            the teacher, its convnet_bn observer, labels every augmented batch); its common
+            soft column is the labels computed once, as every other method's
   scores    scores=[lrs,ars] under both protocols with hard labels; their whole-data accuracy
             is trained once per data set, model and protocol and cached under <out>/whole
 Soft labels come from network 0 of the data set's pretrained pool (<out>/pools, built when
@@ -41,9 +43,15 @@ from pathlib import Path
 from cifar10 import ARCHIVE, REPO, run_folder, unpack
 from cifar10 import run as run_in_child
 
-METHODS = ("dm", "dc", "dsa", "m3d", "idm", "ncfm")
+METHODS = ("dm", "dc", "dsa", "m3d", "idm", "ncfm", "rded")
 # The protocol each method's paper scored with (METHODS.md): IDM's code scores with DM's.
-OWN_PROTOCOL = {"dm": "dsa", "dc": "dc", "dsa": "dsa", "m3d": "idc", "idm": "dsa", "ncfm": "ncfm"}
+OWN_PROTOCOL = {"dm": "dsa", "dc": "dc", "dsa": "dsa", "m3d": "idc", "idm": "dsa", "ncfm": "ncfm",
+                "rded": "rded"}  # fmt: skip
+# The teacher's labels of the "soft" columns under a protocol: computed once (NCFM's), or, under
+# RDED's, relabelled every batch by its observer (a convnet_bn pool's network 0).
+SOFT_LABELS = {"rded": ("relabel", ["model=convnet_bn"])}
+# What a method's condensation adds: RDED draws its crops from 300 real images a class (mipc).
+CONDENSE_EXTRA = {"rded": ["batch_real=300"]}
 COLUMNS = ("common hard", "common soft", "own hard", "own soft")
 Runner = Callable[[str, list[str]], dict]
 
@@ -64,7 +72,8 @@ def budget_overrides(args: argparse.Namespace) -> tuple[list[str], list[str], li
     if args.tiny:
         shared = ["model.width=8", "pool.size=1", "pool.epochs=1", "eval.num_models=1"]
         condense = ["iterations=2", "batch_real=4", "eval.epochs=1"]
-        evaluate = ["eval.epochs=2", "eval.ncfm_epochs=2", "eval.dc_epochs=2", "whole_epochs=1"]
+        evaluate = ["eval.epochs=2", "eval.ncfm_epochs=2", "eval.dc_epochs=2",
+                    "eval.rded_epochs=2", "whole_epochs=1"]  # fmt: skip
         return shared, condense, evaluate
     seconds = args.budget
     shared = [f"model.width={args.width}", f"eval.num_models={args.num_models}"]
@@ -74,7 +83,8 @@ def budget_overrides(args: argparse.Namespace) -> tuple[list[str], list[str], li
                 f"+trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}",
                 "eval.epochs=1", "eval.num_models=1"]  # fmt: skip
     evaluate = [f"eval.epochs={args.epochs}", f"eval.ncfm_epochs={args.epochs}",
-                f"eval.dc_epochs={args.epochs}", f"whole_epochs={args.whole_epochs}"]  # fmt: skip
+                f"eval.dc_epochs={args.epochs}", f"eval.rded_epochs={args.epochs}",
+                f"whole_epochs={args.whole_epochs}"]  # fmt: skip
     return shared, condense, evaluate
 
 
@@ -111,12 +121,13 @@ def score_set(
     """The evaluate jobs of one set: {"<protocol> <labels>": results.json}."""
     found = {}
     for protocol in dict.fromkeys(["dsa", OWN_PROTOCOL[method]]):
-        for labels in ("hard", "soft"):
+        soft, teacher = SOFT_LABELS.get(protocol, ("soft", []))
+        for column, labels in (("hard", "hard"), ("soft", soft)):
             extra = ["scores=[lrs,ars]"] if labels == "hard" else []
             run_dir = out / f"{protocol}_{labels}"
-            found[f"{protocol} {labels}"] = run(
+            found[f"{protocol} {column}"] = run(
                 "dmcondense.evaluate",
-                [f"condensed={condensed}", *common, f"eval.protocol={protocol}",
+                [f"condensed={condensed}", *common, *teacher, f"eval.protocol={protocol}",
                  f"eval.labels={labels}", *extra, f"hydra.run.dir={run_dir}"],
             )  # fmt: skip
     return found
@@ -291,6 +302,7 @@ def main(argv: list[str] | None = None, run: Runner = run_in_child) -> list[dict
                 if method not in given:
                     run("dmcondense.train", [*data, *shared, *stores, *condense,
                                              f"method={method}", f"ipc={ipc}",
+                                             *CONDENSE_EXTRA.get(method, []),
                                              f"hydra.run.dir={condensed}"])  # fmt: skip
                 found = score_set(run, condensed, method, [*data, *shared, *stores, *evaluate],
                                   cell)  # fmt: skip

@@ -73,6 +73,7 @@ METHOD_DEFAULTS = {
     "idm": {"lr_img": 0.2, "init": "real"},
     "ncfm": {"lr_img": 1e-3, "init": "real"},  # AdamW: their lr_img 0.01 x lr_scale_adam 0.1
     "mtt": {"lr_img": 1000.0, "init": "real"},  # distill.py's --lr_img, --pix_init
+    "rded": {"lr_img": 1.0, "init": "real"},  # no image optimiser: lr_img is never read
 }
 # Their README: no flip on digits.
 STRATEGY = {
@@ -80,6 +81,7 @@ STRATEGY = {
     "cifar10": "color_crop_cutout_flip_scale_rotate",
 }
 NCFM_STRATEGY = "color_crop_cutout"  # their aug_type, every data set
+POOLED = ("ncfm", "rded")  # the methods whose both sides read our pretrained pool
 
 
 class UsageError(Exception):
@@ -165,8 +167,14 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
             f"method.lr_teacher={args.lr_teacher}",
             f"method.batch_syn={args.batch_syn or 'null'}",
         ]  # fmt: skip
-    if args.method != "dc":  # DC runs with augment=none, which has no strategy
+    if args.method not in ("dc", "rded"):  # augment=none has no strategy
         overrides.append(f"augment.strategy={args.strategy}")
+    if args.method == "rded":  # the observer: network 0 of a convnet_bn pool
+        overrides += [
+            "model=convnet_bn", f"pool.size={args.pool_size}", f"pool.epochs={args.pool_epochs}",
+            f"pool.root={args.data_cache / 'pools'}", f"method.num_crop={args.num_crop}",
+            "method.crop_factor=1",
+        ]  # fmt: skip
     if args.method == "ncfm":
         overrides += [
             f"pool.size={args.pool_size}", f"pool.epochs={args.pool_epochs}",
@@ -292,6 +300,8 @@ def condense_theirs(
         "--ce-weight", str(args.ce_weight),
         "--net-generate-interval", str(args.net_generate_interval),
     ]  # fmt: skip
+    if args.method == "rded":
+        command += ["--pool", str(pool), "--num-crop", str(args.num_crop), "--crop-factor", "1"]
     if args.method == "ncfm":
         command += ["--pool", str(pool), "--pool-size", str(args.pool_size),
                     "--num-freqs", str(args.num_freqs)]  # fmt: skip
@@ -472,7 +482,8 @@ def budget_text(args: argparse.Namespace) -> str:
         f"{args.steps} steps, "
         + (f"batch_real {args.batch_real}, " if args.method != "mtt" else "")
         + f"width {args.width}, "
-        + (f"pool {args.pool_size} x {args.pool_epochs} ep, " if args.method == "ncfm" else "")
+        + (f"pool {args.pool_size} x {args.pool_epochs} ep, " if args.method in POOLED else "")
+        + (f"{args.num_crop} crops, " if args.method == "rded" else "")
         + (mtt_budget(args)[0] if args.method == "mtt" else "")
         + "".join(f"{text}, " for _, text in changed_settings(args))
         + f"{args.runs} run(s) x {args.eval_models} nets x {args.eval_epochs} ep"
@@ -485,7 +496,8 @@ def results_name(label: str, args: argparse.Namespace) -> str:
     tokens = [
         f"parity_{label}_{args.dataset}_ipc{args.ipc}",
         f"{args.steps}st", f"b{args.batch_real}", f"w{args.width}",
-        *([f"pool{args.pool_size}x{args.pool_epochs}"] if args.method == "ncfm" else []),
+        *([f"pool{args.pool_size}x{args.pool_epochs}"] if args.method in POOLED else []),
+        *([f"cr{args.num_crop}"] if args.method == "rded" else []),
         *([mtt_budget(args)[1]] if args.method == "mtt" else []),
         *(token for token, _ in changed_settings(args)),
         f"{args.runs}r", f"{args.eval_models}x{args.eval_epochs}ep",
@@ -535,6 +547,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pool-size", type=int, default=4, help="NCFM: pretrained networks")
     parser.add_argument("--pool-epochs", type=int, default=2, help="NCFM: epochs of each")
     parser.add_argument("--num-freqs", type=int, default=4096, help="NCFM: frequencies")
+    parser.add_argument("--num-crop", type=int, default=5, help="RDED: crops scored an image")
     parser.add_argument(
         "--sampling-net", action="store_true", help="NCFM: the sampling network, both sides"
     )
@@ -572,6 +585,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.strategy = default_strategy(args.method, args.dataset)
     if args.net_generate_interval is None:
         args.net_generate_interval = idm_generate_interval(args.ipc)
+    if args.method == "rded":  # one selection a run; --batch-real is their --mipc
+        args.steps = 1
     return args
 
 
@@ -603,7 +618,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     ours, theirs, ours_seconds, theirs_seconds = [], [], [], []
     data = scratch / "real_data.pt"
-    pool = pretrain_pool(overrides, scratch / "pretrain", env) if args.method == "ncfm" else None
+    pool = pretrain_pool(overrides, scratch / "pretrain", env) if args.method in POOLED else None
     experts = make_experts(overrides, scratch / "experts", env) if args.method == "mtt" else None
     for r in range(args.runs):
         seed = args.seed + r

@@ -81,6 +81,9 @@ OFFICIAL = {
                      None, data_module="utils.utils", loop_module="condenser.Condenser"),
     "mtt": Official("GeorgeCazenavette/mtt-distillation", "distill.py",
                     ("distill.py", "utils.py", "networks.py", "reparam_module.py"), None),
+    # RDED: benchmarks/parity_rded.py drives their synthesize.main.init_images.
+    "rded": Official("LINs-lab/RDED", "main.py", ("argument.py", "synthesize/main.py",
+                     "synthesize/utils.py", "synthesize/models.py", "validation/utils.py"), None),
 }  # fmt: skip
 
 # (file, pattern, replacement, why): applied to the scratch copy wherever the pattern occurs.
@@ -752,7 +755,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr-lr", type=float, default=1e-5, help="MTT")
     parser.add_argument("--lr-teacher", type=float, default=0.01, help="MTT")
     parser.add_argument("--batch-syn", type=int, default=0, help="MTT; 0: all images")
-    parser.add_argument("--pool", help="NCFM: our pool folder (network_<i>.pt)")
+    parser.add_argument("--pool", help="NCFM, RDED: our pool folder (network_<i>.pt)")
+    parser.add_argument("--num-crop", type=int, default=5, help="RDED: crops an image")
+    parser.add_argument("--crop-factor", type=int, default=1, help="RDED: crops a side")
     parser.add_argument("--pool-size", type=int, default=4, help="NCFM: networks of the pool")
     parser.add_argument("--num-freqs", type=int, default=4096, help="NCFM")
     parser.add_argument("--sampling-net", action="store_true", help="NCFM: their min-max")
@@ -775,8 +780,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     here = os.getcwd()
     try:
-        runner = {"ncfm": run_ncfm, "mtt": run_mtt}.get(args.method, run_official)
-        result = runner(args)
+        if args.method == "rded":
+            from parity_rded import run_rded
+
+            result = run_rded(args)
+        else:
+            runner = {"ncfm": run_ncfm, "mtt": run_mtt}.get(args.method, run_official)
+            result = runner(args)
     finally:
         os.chdir(here)
     import torch

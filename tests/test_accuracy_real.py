@@ -16,7 +16,7 @@ from helpers.inprocess import train
 
 # (method, ipc, margin, budget): 30 to 70 iterations, a seventh to a third of the mnist_sample
 # preset's 200, DC and DSA with half its real batch; 3 networks x 50 or 100 epochs a set (the
-# margins at each budget are in the README's Tests section).
+# margins at each budget are in docs/contributing.md, Tests).
 CASES = [
     ("dm", 1, 10.0, ["iterations=30", "eval.epochs=50"]),
     ("dm", 10, 1.0, ["iterations=30", "eval.epochs=50"]),

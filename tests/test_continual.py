@@ -40,7 +40,7 @@ STEPS, PER_STEP, IPC = 5, 2, 2
 def one_thread():
     """These tests train a few hundred tiny networks. On 2 cores shared with other test runs,
     two threads spinning against another process's threads made them many times slower than one
-    (benchmarks/README.md); one thread keeps them near their idle time either way."""
+    (docs/howto/continual.md); one thread keeps them near their idle time either way."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -410,7 +410,7 @@ def test_dm_memory_beats_random_memory_at_the_last_step_on_the_mnist_sample(
     # A quarter of the sample's CPU budget (50 DM iterations a step, batch_real 64, width 32);
     # 2 networks x 50 epochs per memory, at the last step only (the same networks for both
     # memories; what is checked is scored as in a run that scores every step: the test above).
-    # The margins at each budget are in the README's Tests section.
+    # The margins at each budget are in docs/contributing.md, Tests.
     results = run(tmp_path, "memory=[dm,random]", "steps=5", "ipc=10", "iterations=50",
                   "eval.num_models=2", "eval.epochs=50", "score_steps=last")  # fmt: skip
     last = results["per_step"][-1]

@@ -23,8 +23,8 @@ def test_the_acceptance_dry_run_records_every_stage(tmp_path: Path) -> None:
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     report = json.loads((tmp_path / "gpu_acceptance.json").read_text())
     names = [run["name"] for run in report["runs"]]
-    assert names == ["train_dm_32-true", "train_dm_bf16-mixed", "train_dm_compile", "repeat",
-                     "evaluate", "pretrain", "nas"]  # fmt: skip
+    assert names == ["train_dm_32-true", "train_dm_bf16-mixed", "train_dm_compile",
+                     "repeat_first", "repeat", "evaluate", "pretrain", "nas"]  # fmt: skip
     assert report["failed"] == [] and report["repeats_bit_for_bit"] is True
     trains = [run for run in report["runs"] if run["job"] == "dmcondense.train"]
     assert {run["evaluation_device"] for run in trains} == {"cpu"}

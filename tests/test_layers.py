@@ -33,6 +33,7 @@ ROOMS = {
     "glue": "glue",
     "jobs": "jobs",
     "cli": "entry",
+    "api": "entry",
     "train": "entry",
     "evaluate": "entry",
     "continual": "entry",
@@ -43,7 +44,7 @@ ROOMS = {
 
 LIBRARIES = {"base", "data", "models", "augment", "synthetic", "methods", "evaluation"}
 ALLOWED = {
-    "package": {"base", "synthetic"},
+    "package": {"base", "synthetic", "entry"},  # load_synthetic and the Python API, on first use
     "base": {"base"},
     "data": {"base", "data"},
     "models": {"base", "models"},

@@ -48,6 +48,9 @@ def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_
     ncfm = out / "mnist_sample_ipc1_ncfm"
     summary = json.loads((ncfm / "ncfm_soft" / "results.json").read_text())
     assert (summary["eval_protocol"], summary["labels"]) == ("ncfm", "soft")
+    rded_dir = out / "mnist_sample_ipc1_rded" / "rded_relabel"
+    rded = json.loads((rded_dir / "results.json").read_text())
+    assert (rded["eval_protocol"], rded["labels"]) == ("rded", "relabel")
     board = (out / "board.md").read_text()
     assert f"- not run: cifar10: {missing} not found" in board
     assert board.count("| mnist_sample | 1 |") == len(leaderboard.METHODS)
@@ -55,7 +58,7 @@ def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_
         assert len(list(csv.DictReader(f))) == len(leaderboard.METHODS)
     assert (out / "board.png").stat().st_size > 10_000
     # the whole-data accuracy is trained once per protocol and reused by every later set
-    assert sorted(p.name.split("-")[0] for p in (out / "whole").iterdir()) == ["mnist_sample"] * 4
+    assert sorted(p.name.split("-")[0] for p in (out / "whole").iterdir()) == ["mnist_sample"] * 5
     # the note's time is the jobs' wall time, as each job's record keeps it
     recorded = sum(json.loads(p.read_text())["seconds"] for p in out.rglob("board_job.json"))
     assert recorded > 0 and minutes_of_jobs(out) == f"{recorded / 60:.0f}"

@@ -311,6 +311,7 @@ def test_rows_at_other_budgets_or_settings_get_their_own_file_and_table_row():
         ("dm", "VICO-UoE/DatasetCondensation", "main_DM.py, utils.py, networks.py"),
         ("idm", "uitrbn/IDM", "IDM_cifar10.py, utils.py, dc_utils.py, dc_networks.py"),
         ("ncfm", "gszfwsb/NCFM", "condense/condense_script.py, condenser/Condenser.py"),
+        ("rded", "LINs-lab/RDED", "argument.py, synthesize/main.py, synthesize/utils.py"),
         ("mtt", "GeorgeCazenavette/mtt-distillation", "distill.py, utils.py, networks.py"),
     ],
 )
@@ -664,6 +665,115 @@ def test_our_initial_set_is_packed_as_the_run_packed_it(tmp_path, resize) -> Non
     assert torch.equal(torch.load(out, weights_only=False)["images"], expected)
     other = "bilinear" if resize == "nearest" else "nearest"
     assert not torch.equal(expected, packer.encode(start, other))  # the two packings differ
+
+
+# --- RDED: a stub of LINs-lab/RDED ------------------------------------------------------------
+
+RDED_IPC = 2
+RDED_STUB = {
+    "argument.py": """
+import argparse
+parser = argparse.ArgumentParser("stub")
+for flag in ("--subset", "--arch-name", "--stud-name"):
+    parser.add_argument(flag, type=str)
+for flag in ("--factor", "--num-crop", "--mipc", "--ipc"):
+    parser.add_argument(flag, type=int)
+args = parser.parse_args()
+""",
+    "main.py": "# the stub's work is in synthesize/main.py\n",
+    "synthesize/__init__.py": "",
+    "synthesize/models.py": "# no networks: the adapter hands in the observer\n",
+    "synthesize/utils.py": """
+import torch
+from torchvision import transforms
+normalize = transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+denormalize = transforms.Normalize(mean=[-2.1179, -2.0357, -1.8044], std=[4.3668, 4.4643, 4.4444])
+def to_device(x):
+    return x.cuda()
+""",
+    "synthesize/main.py": """
+import json, os
+import torch
+from torchvision import transforms
+from synthesize.utils import *
+from validation.utils import ImageFolder
+def init_images(args, model=None):
+    trainset = ImageFolder(classes=args.classes, ipc=args.mipc, shuffle=True,
+                           root=args.train_dir, transform=None)
+    trainset.transform = transforms.Compose([transforms.ToTensor(), normalize])
+    for c in range(len(args.classes)):
+        rows = [i for i in range(len(trainset)) if trainset.targets[i] == c][: args.ipc]
+        images = to_device(torch.stack([trainset[i][0] for i in rows]))
+        model(images)  # the stub keeps the first ipc images of its shuffled order
+        save_images(args, denormalize(images), c)
+def save_images(args, images, class_id):
+    os.makedirs(args.syn_data_path, exist_ok=True)
+    with open(os.path.join(args.syn_data_path, "stub_record.json"), "w") as f:
+        json.dump({"mipc": args.mipc, "ipc": args.ipc, "num_crop": args.num_crop,
+                   "factor": args.factor, "input_size": args.input_size,
+                   "mean": list(normalize.mean)}, f)
+""",
+    "validation/__init__.py": "",
+    "validation/utils.py": """
+import os, random
+import torchvision
+class ImageFolder(torchvision.datasets.ImageFolder):
+    def __init__(self, classes, ipc, mem=False, shuffle=False, **kwargs):
+        super().__init__(**kwargs)
+        self.image_paths, self.targets = [], []
+        for c in range(len(classes)):
+            dir_path = self.root + "/" + str(classes[c]).zfill(5)
+            files = sorted(os.listdir(dir_path))
+            if shuffle:
+                random.shuffle(files)
+            for i in range(ipc):
+                self.image_paths.append(dir_path + "/" + files[i])
+                self.targets.append(c)
+    def __getitem__(self, index):
+        return self.transform(self.loader(self.image_paths[index])), self.targets[index]
+    def __len__(self):
+        return len(self.targets)
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def rded_harness(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("parity_rded")
+    official = root / "RDED"
+    for name, text in RDED_STUB.items():
+        (official / name).parent.mkdir(parents=True, exist_ok=True)
+        (official / name).write_text(text)
+    parity = load_parity()
+    parity.run = ours_in_process(parity.run)
+    row = parity.main([
+        "--method", "rded", "--official", str(official), "--dataset", "mnist_sample",
+        "--ipc", str(RDED_IPC), "--batch-real", str(BATCH_REAL), "--num-crop", "3",
+        "--width", str(WIDTH), "--eval-models", str(EVAL_MODELS), "--eval-epochs", "1",
+        "--pool-size", "1", "--pool-epochs", "1", "--score-init",
+        "--scratch", str(root / "scratch"), "--data-cache", str(root / "cache"),
+        "--results-dir", str(root / "results"),
+    ])  # fmt: skip
+    syn = root / "scratch" / "official_rded" / "syn" / "stub_record.json"
+    return {"root": root, "row": row, "record": json.loads(syn.read_text())}
+
+
+def test_rded_budget_statistics_and_set_reach_and_leave_their_code(rded_harness):
+    root, row, record = rded_harness["root"], rded_harness["row"], rded_harness["record"]
+    assert (record["mipc"], record["ipc"], record["num_crop"]) == (BATCH_REAL, RDED_IPC, 3)
+    assert record["factor"] == 1 and record["input_size"] == 28
+    assert record["mean"] == pytest.approx([0.1307] * 3)  # our split's, not ImageNet's
+    theirs = torch.load(root / "scratch" / "theirs_0.pt", weights_only=False)
+    start = torch.load(root / "scratch" / "theirs_0_init.pt", weights_only=False)
+    # The stub keeps its shuffle's first images: their set is their start, through their
+    # denormalise and their file writer's truncation to 8 bits (within one grey level).
+    assert theirs["images"].shape == (10 * RDED_IPC, 1, 28, 28) and theirs["factor"] == 1
+    torch.testing.assert_close(theirs["images"], start["images"], atol=1.01 / 255 / 0.3081,
+                               rtol=0)  # fmt: skip
+    json_row = json.loads(next((root / "results").glob("parity_rded_*.json")).read_text())
+    assert json_row["budget"].startswith("1 steps") and "3 crops" in json_row["budget"]
+    assert row["gap"] == pytest.approx(row["ours_mean"] - row["theirs_mean"])
+    assert len(row["ours_init_accuracies"]) == EVAL_MODELS
 
 
 # --- MTT: a stub of GeorgeCazenavette/mtt-distillation ---------------------------------------

@@ -275,13 +275,16 @@ def torch_flags(monkeypatch):
         "use_deterministic_algorithms",
         lambda mode, warn_only=False: calls.append((mode, warn_only)),
     )
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    workspace = os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
     saved = (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic,
              torch.backends.cuda.matmul.allow_tf32, torch.backends.fp32_precision,
              torch.backends.mkldnn.matmul.fp32_precision)  # fmt: skip
     yield calls
     torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic = saved[:2]
     torch.backends.cuda.matmul.allow_tf32 = saved[2]
+    os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)  # set by set_numerics and by Lightning
+    if workspace is not None:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = workspace
     # The CPU's numerics are never touched (a CPU result would move).
     assert (torch.backends.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision) == saved[3:]
 

@@ -94,6 +94,30 @@ def test_dsa_presets_draw_as_the_reference_trains_networks() -> None:
     assert build.augmenter(cfg).families == ("color", "crop", "cutout", "scale", "rotate")
 
 
+# RDED: LINs-lab/RDED, scripts/{cifar10,cifar100}_10ipc_conv3_to_conv3_cr5.sh and
+# scripts/tinyimagenet_10ipc_conv4_to_conv4_cr5.sh (--num-crop 5 --mipc 300 --factor 1
+# --re-epochs 300, conv observer and student) and argument.py (AdamW lr 1e-3, 2e-3 and batch 25
+# for conv3 on CIFAR-100, batch 100 on TinyImageNet, temperature 20 with CutMix).
+RDED_RUNS = [(d, ipc) for d in ("cifar10", "cifar100", "tinyimagenet") for ipc in (1, 10, 50)]
+
+
+@pytest.mark.parametrize(("dataset", "ipc"), RDED_RUNS)
+def test_rded_presets_hold_the_authors_values(dataset: str, ipc: int) -> None:
+    from types import SimpleNamespace
+
+    cfg = composed(f"experiment=rded_{dataset}_ipc{ipc}")
+    assert (cfg.ipc, cfg.batch_real, cfg.method.num_crop, cfg.method.crop_factor) == (
+        ipc, 300, 5, 1)  # fmt: skip
+    assert cfg.model.name == "convnet_bn" and cfg.eval.models == ["convnet_bn"]  # conv + BN
+    assert (cfg.eval.protocol, cfg.eval.labels, cfg.eval.rded_epochs) == ("rded", "relabel", 300)
+    spec = SimpleNamespace(name=cfg.dataset.name, image_size=cfg.dataset.image_size)
+    protocol = build.protocols(cfg, spec)["convnet_bn"]
+    assert protocol.temperature == 20 and protocol.optimizer == "adamw"
+    assert protocol.patch_factor == 1 and protocol.cutmix_p == 1.0
+    lr, batch = {"cifar100": (2e-3, 25), "tinyimagenet": (1e-3, 100)}.get(dataset, (1e-3, 0))
+    assert (protocol.lr, protocol.batch_size) == (lr, batch)  # 0: their batch by IPC
+
+
 # MTT: the paper's appendix table of hyper-parameters (Cazenavette et al., CVPR 2022, "Dataset
 # Distillation by Matching Training Trajectories", the table its repository's README shows as an
 # image): synthetic steps, expert epochs, max start epoch, synthetic batch (None: all images), ZCA,

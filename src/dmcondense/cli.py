@@ -96,6 +96,12 @@ def refuse_run(error: BaseException | str) -> NoReturn:
     holds nothing but Hydra's own records (`.hydra/` and the job's log), so a refused command
     leaves no empty run folder behind; a folder with anything else in it (a run to resume, a
     set kept after a diverging loss) stays as it is."""
+    discard_refused_run_folder()
+    fail(error)
+
+
+def discard_refused_run_folder() -> None:
+    """Remove the running Hydra job's folder when it holds nothing but Hydra's own records."""
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
@@ -104,7 +110,6 @@ def refuse_run(error: BaseException | str) -> NoReturn:
         own = {name for name in (hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log") if name}
         if folder.is_dir() and {path.name for path in folder.iterdir()} <= own:
             shutil.rmtree(folder, ignore_errors=True)
-    fail(error)
 
 
 def groups() -> dict[str, list[str]]:
@@ -130,11 +135,19 @@ def _suggest(word: str, options: list[str]) -> str:
 
 def check_command_line(argv: list[str], config_name: str = "config") -> None:
     """Exit with one line when an override names an unknown group option or key."""
+    problem = command_line_problem(argv, config_name)
+    if problem:
+        fail(problem)
+
+
+def command_line_problem(argv: list[str], config_name: str = "config") -> str | None:
+    """The one line that says what is wrong with the command line, or None (the Python API
+    raises it, the entry points print it)."""
     words = [a for a in argv if not a.startswith("-") and "=" in a]
     try:
         overrides = OverridesParser.create().parse_overrides(words)
     except Exception as error:  # Hydra's grammar errors are long; keep their first line
-        fail(f"cannot parse the command line: {error}")
+        return f"cannot parse the command line: {error}"
     options = groups()
     first_choice = []
     for o in overrides:
@@ -144,7 +157,7 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
         if key in options:
             for value in _values(o):
                 if value not in options[key] and value != "null":
-                    fail(
+                    return (
                         f"unknown {key} '{value}'{_suggest(value, options[key])}; "
                         f"choose one of: {', '.join(options[key])}"
                     )
@@ -152,16 +165,19 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
             if chosen:
                 first_choice.append(f"{key}={chosen[0]}")
     folders, known = _keys_and_folders(config_name, tuple(first_choice))
-    _check_output_folder(argv, overrides, folders)
+    problem = _output_folder_problem(argv, overrides, folders)
+    if problem:
+        return problem
     for o in overrides:
         key = o.key_or_group
         if key.startswith("hydra") or key in options or o.is_add() or o.is_force_add():
             continue
         if key not in known:
-            fail(
+            return (
                 f"unknown key '{key}'{_suggest(key, sorted(known))}; check the spelling, "
                 f"or add it with +{key}=... if you mean a new key"
             )
+    return None
 
 
 def unwritable_folder(path: str | Path) -> str | None:
@@ -203,10 +219,11 @@ def _keys_and_folders(config_name: str, choices: tuple[str, ...]) -> tuple[dict,
     return folders, frozenset(_all_keys(composed))
 
 
-def _check_output_folder(argv: list[str], overrides, folders: dict) -> None:
-    """Fail before Hydra creates the run folder (a traceback otherwise) when it cannot be made."""
+def _output_folder_problem(argv: list[str], overrides, folders: dict) -> str | None:
+    """Why the run folder cannot be made, asked before Hydra creates it (a traceback otherwise);
+    None when it can."""
     if INFO_FLAGS.intersection(argv):
-        return
+        return None
     key = "hydra.sweep.dir" if {"-m", "--multirun"}.intersection(argv) else "hydra.run.dir"
     given = [
         str(o.value()) for o in overrides if o.key_or_group == key and not o.is_sweep_override()
@@ -216,10 +233,11 @@ def _check_output_folder(argv: list[str], overrides, folders: dict) -> None:
     folder = fixed if fixed == template or fixed.endswith(("/", "\\")) else str(Path(fixed).parent)
     problem = unwritable_folder(folder or ".")
     if problem:
-        fail(
+        return (
             f"cannot create the output folder {template}: {problem}; "
             f"set {key}= to a writable folder"
         )
+    return None
 
 
 def _all_keys(node, prefix: str = "") -> set[str]:

@@ -12,6 +12,9 @@ architecture and writes results.json and results.csv into the run folder.
 
 from __future__ import annotations
 
+import sys
+import types
+
 import hydra
 from omegaconf import DictConfig
 
@@ -33,6 +36,19 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     run_entry_point(hydra_main, config_name="evaluate")
+
+
+class _CallableModule(types.ModuleType):
+    """`dmcondense.evaluate(run, ...)` is the Python API's evaluate (`dmcondense.api`); the
+    module stays what `python -m dmcondense.evaluate` runs."""
+
+    def __call__(self, *args, **kwargs):
+        from dmcondense.api import evaluate
+
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == "__main__":

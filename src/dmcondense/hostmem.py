@@ -3,7 +3,7 @@
 glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh mmap and
 unmaps it on free. A CPU training loop allocates the same large activations every step, so it
 page-faults on every byte of them, every step, a large share of a CPU training step
-(benchmarks/README.md, `benchmarks/eval_batched.py --allocator both`). With mmap and trimming
+(docs/results/performance.md, `benchmarks/eval_batched.py --allocator both`). With mmap and trimming
 off, freed blocks go back to the heap and the next step reuses them.
 Cost: the process keeps its peak heap until it exits. Off by `reuse_host_memory=false`.
 """

@@ -65,6 +65,19 @@ def _caller() -> str:
     return "?"
 
 
+def _live(kind: type) -> list:
+    """The objects of `kind` the garbage collector tracks. isinstance on a weak proxy whose
+    referent has died raises ReferenceError; such a proxy is no object of `kind`."""
+    found = []
+    for o in gc.get_objects():
+        try:
+            if isinstance(o, kind):
+                found.append(o)
+        except ReferenceError:
+            continue
+    return found
+
+
 @dataclass
 class HostSyncs(TorchFunctionMode):
     """Inside `with HostSyncs() as found:`, `found.events` lists (kind, function) per event."""
@@ -79,8 +92,8 @@ class HostSyncs(TorchFunctionMode):
     def __enter__(self):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # gc walks deprecated torch names
-            tensors = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)]
-            optimizers = [o for o in gc.get_objects() if isinstance(o, torch.optim.Optimizer)]
+            tensors = _live(torch.Tensor)
+            optimizers = _live(torch.optim.Optimizer)
         for t in tensors:
             self.device_tensors[t] = True
         # torch's Adam, AdamW and SGD keep their step counts on the host (unless capturable or

@@ -73,10 +73,27 @@ class DatasetSpec:
         """The resolved values as plain config entries (for config.yaml and results)."""
         return {
             "num_classes": self.num_classes,
+            "channels": self.channels,
             "class_names": list(self.class_names),
             "mean": list(self.mean),
             "std": list(self.std),
         }
+
+
+def inferred_facts(dataset: DictConfig, spec: DatasetSpec) -> str | None:
+    """One line naming the facts the config left open and the images gave (None when the
+    config stated them all): classes, channels, size, mean and std."""
+    counted = OmegaConf.is_missing(dataset, "num_classes") or dataset.get("channels") is None
+    if not counted and dataset.get("mean") is not None:
+        return None
+    names = ", ".join(spec.class_names[:10]) + (", ..." if spec.num_classes > 10 else "")
+    mean = ", ".join(f"{m:.4f}" for m in spec.mean)
+    std = ", ".join(f"{s:.4f}" for s in spec.std)
+    return (
+        f"{spec.name}: {spec.num_classes} classes ({names}), {spec.channels} "
+        f"channel{'s' * (spec.channels != 1)}, {spec.image_size} x {spec.image_size}, "
+        f"mean ({mean}), std ({std}), read from the images"
+    )
 
 
 def configured_num_classes(dataset: DictConfig) -> int | None:
@@ -96,9 +113,10 @@ def resolve_spec(dataset: DictConfig | Mapping, train: TrainingSplit) -> Dataset
         mean, std = channel_statistics(statistics_sample(train))
         mean, std = [round(m, 4) for m in mean], [round(s, 4) for s in std]
     channels = train.channels
-    if len(mean) != channels or dataset.channels != channels:
+    stated = channels if dataset.get("channels") is None else dataset.channels  # null: counted
+    if len(mean) != channels or stated != channels:
         raise ConfigError(
-            f"dataset.channels={dataset.channels} and {len(mean)} mean values, but the images "
+            f"dataset.channels={stated} and {len(mean)} mean values, but the images "
             f"have {channels} channels; fix the dataset config"
         )
     return DatasetSpec(

@@ -22,6 +22,7 @@ from dmcondense.data.imagefolder import DECODE_ERRORS
 from dmcondense.data.imagefolder import decode as decode_imagefolder
 from dmcondense.data.imagefolder import list_files as list_imagefolder
 from dmcondense.data.imageset import ImageSet
+from dmcondense.data.statistics import sample_indices
 from dmcondense.data.tinyimagenet import decode as decode_tinyimagenet
 from dmcondense.data.tinyimagenet import list_files as list_tinyimagenet
 from dmcondense.errors import ConfigError
@@ -110,17 +111,32 @@ class ImageFiles:
         return out.view(*indices.shape, self.channels, size, size)
 
 
+def counted_channels(paths: Sequence[Path], image_size: int, decode_file: FileDecoder) -> int:
+    """1 when every file of the statistics sample (the same fixed-seed draw the mean and std
+    come from) decodes grey, else 3; undecodable files are left to the decode that follows."""
+    for index in sample_indices(len(paths)).tolist():
+        try:
+            if decode_file(Path(paths[index]), image_size).ndim == 3:
+                return 3
+        except DECODE_ERRORS:
+            continue
+    return 1
+
+
 def list_training_files(
     source: str,
     root: str | Path,
-    channels: int,
+    channels: int | None,
     image_size: int,
     strict: bool = False,
     download: bool = False,
 ) -> ImageFiles:
-    """The training split of `source` as ImageFiles, in the order its in-memory loader uses."""
+    """The training split of `source` as ImageFiles, in the order its in-memory loader uses.
+    `channels` None: 1 when every image of the statistics sample is grey, else 3."""
     if source == "imagefolder":
         paths, labels, class_names = list_imagefolder(root, "train", strict=strict)
+        if channels is None:
+            channels = counted_channels(paths, image_size, decode_imagefolder)
         return ImageFiles(paths, labels, class_names, channels, image_size, decode_imagefolder)
     if source == "tinyimagenet":
         paths, labels, class_names = list_tinyimagenet(root, "train", download=download)

@@ -26,7 +26,7 @@ class _GroupedConv(torch.autograd.Function):
     """3x3 conv with groups=M whose backward runs network by network.
 
     On the CPU, oneDNN's grouped-convolution backward measured slower than M ordinary backward
-    passes of the same total size (benchmarks/README.md); the forward is as fast either way.
+    passes of the same total size (docs/results/performance.md); the forward is as fast either way.
     """
 
     @staticmethod

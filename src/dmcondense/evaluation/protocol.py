@@ -21,6 +21,8 @@ and their accuracies agree up to floating-point rounding.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -28,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from dmcondense.augment import DSA, NoAugment
+from dmcondense.augment.crops import PatchShuffleCrop
 from dmcondense.data.normalise import Normaliser
 from dmcondense.errors import ConfigError
 from dmcondense.models.init import reset_parameters
@@ -63,8 +66,15 @@ LR_SCHEDULES: dict[str, tuple[tuple[tuple[int, int], ...], float]] = {
     "idc": (((2, 3), (5, 6)), 0.2),  # IDC's (and M3D's): x 0.2 at 2/3 and 5/6
     "fifths": (((1, 5), (2, 5), (3, 5), (4, 5)), 0.5),  # NCFM's: x 0.5 at each fifth
 }
+# RDED's: lr x 0.5 (1 + cos(pi epoch / epochs / 2)), stepped each epoch (their LambdaLR, which
+# ends at half the rate: their cosine runs to a quarter period).
+HALF_COSINE = "rded_cosine"
 OPTIMIZERS = ("sgd", "adamw")
-LABELS = ("hard", "soft")
+# hard: the labels; soft: a teacher's, computed once on the stored images (NCFM's evaluation,
+# evaluation/soft.py); relabel: the teacher labels every augmented training batch anew and the
+# network learns them by KL at the temperature (RDED's evaluation, eval.protocol=rded).
+LABELS = ("hard", "soft", "relabel")
+WEIGHT_DECAY_ON = ("all", "matrices")  # matrices: not biases nor norms (RDED's AdamW groups)
 # Soft labels train all but the last epochs // HARD_TAIL epochs, which use the hard labels: the
 # NCFM authors' evaluation switches to hard labels for its last 100 of 2,000 epochs.
 HARD_TAIL = 20
@@ -77,7 +87,7 @@ class Protocol:
     momentum: float = 0.9  # SGD only
     weight_decay: float = 5e-4
     batch_size: int = 256
-    augment: str = "dsa"  # a key of AUGMENTATIONS
+    augment: str = "dsa"  # a key of AUGMENTATIONS, or "rded" (PatchShuffleCrop(patch_factor))
     # The DSA families (the reference trains with its condensation's strategy: no flip for digits).
     dsa_strategy: str = DSA_STRATEGY
     optimizer: str = "sgd"  # one of OPTIMIZERS
@@ -91,6 +101,9 @@ class Protocol:
     temperature: float = 1.0
     # Test images per forward pass, summed over the networks of a batched pass (memory bound).
     test_batch_size: int = 1024
+    # RDED: the stored mosaics' crops per side (their --factor), which its augmentation shuffles.
+    patch_factor: int = 1
+    weight_decay_on: str = "all"  # one of WEIGHT_DECAY_ON
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,7 @@ class Task:
     progress: str | None = None
     num_classes: int | None = None  # the networks' outputs (CutMix's soft targets)
     soft_targets: Tensor | None = None  # [N, K] teacher probabilities (protocol.labels soft)
+    teacher: nn.Module | None = None  # relabels every training batch (protocol.labels relabel)
 
 
 def idc_protocol(epochs: int, dsa_strategy: str = DSA_STRATEGY, cutmix_p: float = 0.5) -> Protocol:
@@ -134,17 +148,52 @@ def ncfm_protocol(
                     lr_schedule="fifths", cutmix_p=cutmix_p)  # fmt: skip
 
 
+def rded_protocol(
+    epochs: int = 300, patch_factor: int = 1, lr: float = 1e-3, batch_size: int = 0
+) -> Protocol:
+    """RDED's evaluation (Sun et al., 2024; their validation/main.py and argument.py): AdamW
+    (lr 1e-3, betas (0.9, 0.999), weight decay 0.01 on weight matrices only), 300 epochs, the
+    rate x 0.5 (1 + cos(pi e / epochs / 2)) each epoch, PatchShuffleCrop(patch_factor) per image
+    and CutMix (Beta(1, 1)) on every batch; `batch_size` 0 takes theirs by IPC
+    (`rded_batch_size`). Under labels=relabel the teacher labels each mixed batch and the
+    network learns softmax(teacher / T) by KL (their temperature 20 with CutMix)."""
+    return Protocol(epochs=epochs, lr=lr, momentum=0.0, weight_decay=0.01,
+                    batch_size=batch_size, augment="rded", optimizer="adamw",
+                    lr_schedule=HALF_COSINE, cutmix_p=1.0, patch_factor=patch_factor,
+                    weight_decay_on="matrices")  # fmt: skip
+
+
+def rded_batch_size(num_images: int, num_classes: int) -> int:
+    """RDED's training batch for a set (their argument.py): 10 at IPC 1, 50 up to IPC 10, 100
+    above, twice that with 100 classes or more, never above the set's size."""
+    ipc = max(1, num_images // max(num_classes, 1))
+    size = 10 if ipc <= 1 else 50 if ipc <= 10 else 100
+    if num_classes >= 100:
+        size *= 2
+    return max(1, min(size, num_images))
+
+
+def with_batch_size(protocol: Protocol, num_images: int, num_classes: int) -> Protocol:
+    """The protocol with batch_size 0 (RDED's: by IPC) resolved for a set of `num_images`."""
+    if protocol.batch_size:
+        return protocol
+    return dataclasses.replace(protocol, batch_size=rded_batch_size(num_images, num_classes))
+
+
 def check_protocol(protocol: Protocol) -> None:
     """ValueError for a protocol the trainers cannot run (an unknown name, a bad probability)."""
     if protocol.optimizer not in OPTIMIZERS:
         raise ValueError(
             f"unknown optimizer {protocol.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
         )
-    if protocol.lr_schedule not in LR_SCHEDULES:
+    if protocol.lr_schedule not in LR_SCHEDULES and protocol.lr_schedule != HALF_COSINE:
         raise ValueError(
             f"unknown lr_schedule {protocol.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}"
+            f" or {HALF_COSINE}"
         )
-    if protocol.augment not in AUGMENTATIONS:
+    if protocol.weight_decay_on not in WEIGHT_DECAY_ON:
+        raise ValueError(f"unknown weight_decay_on {protocol.weight_decay_on!r}")
+    if protocol.augment not in AUGMENTATIONS and protocol.augment != "rded":
         raise ValueError(
             f"unknown augment {protocol.augment!r}; choose one of {', '.join(AUGMENTATIONS)}"
         )
@@ -179,6 +228,10 @@ def make_optimizer(params: Iterable[Tensor], protocol: Protocol) -> torch.optim.
     """The protocol's optimizer. Both are elementwise, so one optimizer over stacked [M, ...]
     parameters is M independent ones (the batched trainers rely on it)."""
     check_protocol(protocol)
+    if protocol.weight_decay_on == "matrices":  # RDED: no decay on biases and norms
+        params = list(params)
+        params = [{"params": [p for p in params if p.dim() > 1]},
+                  {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]  # fmt: skip
     if protocol.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=protocol.lr, weight_decay=protocol.weight_decay)
     return torch.optim.SGD(
@@ -195,7 +248,10 @@ def lr_milestones(protocol: Protocol) -> list[int]:
 def lr_at(epoch: int, protocol: Protocol) -> float:
     """The learning rate of 0-based `epoch`: `lr` times the factor once per milestone reached
     (the default: `lr` for epochs [0, epochs // 2), `lr / 10` from epoch epochs // 2 on).
-    Multiplied step by step, as torch's MultiStepLR does."""
+    Multiplied step by step, as torch's MultiStepLR does. RDED's half cosine: `lr` x
+    0.5 (1 + cos(pi epoch / epochs / 2))."""
+    if protocol.lr_schedule == HALF_COSINE:
+        return protocol.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / protocol.epochs / 2))
     _, factor = LR_SCHEDULES[protocol.lr_schedule]
     lr = protocol.lr
     for milestone in lr_milestones(protocol):
@@ -236,7 +292,9 @@ def epochs(
         )
 
 
-def make_augmenter(protocol: Protocol) -> DSA | NoAugment:
+def make_augmenter(protocol: Protocol) -> DSA | NoAugment | PatchShuffleCrop:
+    if protocol.augment == "rded":
+        return PatchShuffleCrop(protocol.patch_factor)
     return AUGMENTATIONS[protocol.augment](protocol.dsa_strategy)
 
 

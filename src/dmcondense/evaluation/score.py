@@ -7,7 +7,7 @@
   ensemble  all together as one grouped-convolution ConvNet (evaluation/ensemble.py)
   auto      vmap on a GPU for architectures without BatchNorm (loop if vmap cannot batch the
             architecture), loop on the CPU, where one network's batch already fills the cores
-            and batching only multiplies the memory (benchmarks/README.md)
+            and batching only multiplies the memory (docs/results/performance.md)
 Every trainer draws the same numbers, so they agree up to floating-point rounding.
 """
 
@@ -24,7 +24,7 @@ from dmcondense.data.normalise import Normaliser
 from dmcondense.errors import DmcondenseWarning
 from dmcondense.evaluation.batched import BatchingUnsupported, train_batched
 from dmcondense.evaluation.ensemble import supports_ensemble
-from dmcondense.evaluation.protocol import Protocol, Task, fresh_network
+from dmcondense.evaluation.protocol import Protocol, Task, fresh_network, with_batch_size
 from dmcondense.evaluation.sequential import train_sequential
 from dmcondense.evaluation.soft import teacher_targets
 from dmcondense.models.registry import build_model, uses_batchnorm
@@ -90,6 +90,15 @@ def train_networks(
     shape = (images.shape[1], num_classes, images.shape[-1])
     template = build_model(model_name, *shape, **dict(model_kwargs or {}))
     chosen = choose_backend(backend, template, device)
+    if protocol.labels == "relabel" or protocol.weight_decay_on == "matrices":
+        # RDED's protocol: a teacher inside the loop and AdamW groups by parameter shape, which
+        # the batched trainers' stacked parameters would blur: one network at a time.
+        if backend not in ("auto", "loop"):
+            raise ValueError(f"the {protocol.augment} protocol trains with backend loop only")
+        chosen = "loop"
+        if protocol.labels == "relabel" and teacher is None:
+            raise ValueError("protocol.labels is relabel but no teacher was given")
+    protocol = with_batch_size(protocol, images.shape[0], num_classes)
     networks = [fresh_network(template, seed, model_name, i) for i in range(num_models)]
     soft = own_soft
     if soft is None and protocol.labels == "soft":
@@ -98,8 +107,8 @@ def train_networks(
         soft = teacher_targets(teacher.to(device), images, labels, normaliser, protocol.temperature)
     task = Task(images, labels, test_images, test_labels, protocol, seed, normaliser,
                 progress=(progress if isinstance(progress, str) else model_name)
-                if progress else None, num_classes=num_classes,
-                soft_targets=soft)  # fmt: skip
+                if progress else None, num_classes=num_classes, soft_targets=soft,
+                teacher=teacher.to(device) if protocol.labels == "relabel" else None)  # fmt: skip
     if chosen != "loop":
         try:
             return train_batched(networks, chosen, task, chunk_size)

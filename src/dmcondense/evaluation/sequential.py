@@ -33,12 +33,18 @@ def train_network(
     augmenter: DSA | NoAugment | None = None,
     bar=None,
     soft_targets: Tensor | None = None,
+    teacher: nn.Module | None = None,
 ) -> nn.Module:
     """Train one network in place with the protocol; draws keyed by (seed, index).
 
     `images` are normalised float [N, C, H, W] or uint8 (then normalised batch by batch), on
-    the network's device; `soft_targets` [N, K]: a teacher's probabilities (labels soft).
+    the network's device; `soft_targets` [N, K]: a teacher's probabilities (labels soft);
+    `teacher`: labels every augmented, mixed batch anew (labels relabel, RDED's evaluation).
     """
+    if protocol.labels == "relabel":
+        if teacher is None:
+            raise ValueError("protocol.labels is relabel but no teacher was given")
+        teacher.eval()
     device = images.device
     augmenter = make_augmenter(protocol) if augmenter is None else augmenter
     optimizer = make_optimizer(net.parameters(), protocol)
@@ -53,7 +59,9 @@ def train_network(
             batch = order[start : start + protocol.batch_size]
             x = normaliser.to_input(images[batch])
             x = augmenter.apply(x, augmenter.sample(batch.numel(), aug_generator, one_family))
-            if cutmix_generators is None:
+            if protocol.labels == "relabel":
+                loss = relabelled_loss(net, teacher, x, protocol, cutmix_generators)
+            elif cutmix_generators is None:
                 loss = F.cross_entropy(net(x) / temperature, targets[batch])
             else:
                 height, width = x.shape[-2:]
@@ -68,6 +76,26 @@ def train_network(
         if bar is not None:
             bar.update(1)
     return net
+
+
+def relabelled_loss(
+    net: nn.Module,
+    teacher: nn.Module,
+    x: Tensor,
+    protocol: Protocol,
+    cutmix_generators: list[torch.Generator] | None,
+) -> Tensor:
+    """RDED's loss of one augmented batch: CutMix (when the protocol has it), the teacher's
+    softmax(logits / T) of the mixed images as the targets, and KL(targets || softmax(net / T))
+    averaged over the batch (their KLDivLoss(reduction="batchmean"), without a T^2 factor)."""
+    if cutmix_generators is not None:
+        height, width = x.shape[-2:]
+        x = paste(x, draw_cutmix(x.shape[0], height, width, protocol.cutmix_p,
+                                 cutmix_generators[0]))  # fmt: skip
+    with torch.no_grad():
+        targets = F.softmax(teacher(x).float() / protocol.temperature, dim=1)
+    log_probs = F.log_softmax(net(x).float() / protocol.temperature, dim=1)
+    return F.kl_div(log_probs, targets, reduction="batchmean")
 
 
 @torch.no_grad()
@@ -101,7 +129,8 @@ def train_sequential(networks: list[nn.Module], task: Task) -> Tensor:
     for i, net in enumerate(networks):
         train_network(net.to(task.images.device), task.images, task.labels, protocol=protocol,
                       seed=task.seed, index=i, normaliser=task.normaliser, augmenter=augmenter,
-                      bar=bar, soft_targets=task.soft_targets)  # fmt: skip
+                      bar=bar, soft_targets=task.soft_targets,
+                      teacher=task.teacher)  # fmt: skip
         accuracies[i] = top1_accuracy(net, task.test_images, task.test_labels,
                                       normaliser=task.normaliser,
                                       batch_size=protocol.test_batch_size)  # fmt: skip

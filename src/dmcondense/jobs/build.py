@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dmcondense.augment.crops import default_crop_factor
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.sources import SOURCES
 from dmcondense.data.spec import DatasetSpec, configured_num_classes
@@ -29,6 +30,7 @@ from dmcondense.evaluation.protocol import (
     dsa_augment,
     idc_protocol,
     ncfm_protocol,
+    rded_protocol,
 )
 from dmcondense.evaluation.score import BACKENDS
 from dmcondense.glue.tracking import WANDB_OFFLINE_MODES, WANDB_TARGET, wandb_credentials_found
@@ -39,8 +41,11 @@ from dmcondense.models.registry import MODELS, build_model, default_depth, uses_
 from dmcondense.progress import LossBar, StepLines
 from dmcondense.progress import on_terminal as progress_on_terminal
 
-EVAL_PROTOCOLS = ("dsa", "dc", "idc", "ncfm", "mtt")
-EVAL_LABELS = ("hard", "soft")
+EVAL_PROTOCOLS = ("dsa", "dc", "idc", "ncfm", "rded", "mtt")
+# soft: a teacher's labels computed once on the stored images (NCFM's); relabel: the teacher
+# labels every augmented batch anew (RDED's, eval.protocol=rded only).
+EVAL_LABELS = ("hard", "soft", "relabel")
+TEACHER_LABELS = ("soft", "relabel")
 WHOLE_CHOICES = ("auto", "never")
 POOL_BUILDS = ("never", "auto")
 GPU_PROGRESS_EVERY = 50  # the progress bar's default refresh interval off the CPU
@@ -91,6 +96,15 @@ def check_evaluation(cfg: DictConfig) -> None:
         raise ConfigError(f"unknown eval.labels '{labels}'; choose one of {', '.join(EVAL_LABELS)}")
     if labels == "soft" and not float(cfg.eval.temperature) > 0:
         raise ConfigError(f"eval.temperature must be positive, got {cfg.eval.temperature}")
+    if labels == "relabel" and cfg.eval.protocol != "rded":
+        raise ConfigError(
+            "eval.labels=relabel (the teacher labels every augmented batch) is RDED's: use it "
+            "with eval.protocol=rded, or eval.labels=soft for labels computed once"
+        )
+    if cfg.eval.protocol == "rded" and not float(cfg.eval.get("rded_temperature", 20)) > 0:
+        raise ConfigError(
+            f"eval.rded_temperature must be positive, got {cfg.eval.rded_temperature}"
+        )
     lr_search(cfg)
     whole = cfg.eval.get("whole", "auto")
     if whole not in WHOLE_CHOICES:
@@ -474,10 +488,11 @@ def evaluation_plan(
     `epochs` replaces the protocol's epochs under dsa, idc and ncfm (the whole-data baseline's
     budget); `teacher` labels the sets under eval.labels=soft (jobs/pretrain.py: teacher)."""
     check_evaluation(cfg)
-    if cfg.eval.get("labels", "hard") == "soft" and teacher is None:
+    labels = cfg.eval.get("labels", "hard")
+    if labels in TEACHER_LABELS and teacher is None:
         raise ConfigError(
-            "eval.labels=soft is scored by python -m dmcondense.train and dmcondense.evaluate "
-            "only; set eval.labels=hard here"
+            f"eval.labels={labels} is scored by python -m dmcondense.train and "
+            f"dmcondense.evaluate only; set eval.labels=hard here"
         )
     return EvaluationPlan(
         teacher=teacher,
@@ -500,11 +515,16 @@ def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> 
          IDC's DSA per image over eval.dsa_strategy, CutMix with eval.cutmix_p
     ncfm NCFM's: eval.ncfm_epochs (or `epochs`), AdamW lr 1e-3, batch 128, x 0.5 at each fifth,
          IDC's DSA per image over eval.dsa_strategy without cutout, CutMix with eval.cutmix_p
+    rded RDED's: eval.rded_epochs (or `epochs`), AdamW lr 1e-3 (2e-3 on CIFAR-100), batch by
+         IPC, half cosine, patch shuffle + resized crop + flip, CutMix on every batch; under
+         eval.labels=relabel the teacher labels each batch at eval.rded_temperature
     mtt  MTT's: dsa's, with the networks trained at the set's learned step size (mtt_plan;
          eval.lr for sets that learned none, such as the random baseline)
     """
-    labels = {"labels": str(cfg.eval.get("labels", "hard")),
-              "temperature": float(cfg.eval.get("temperature", 1.0))}  # fmt: skip
+    kind = str(cfg.eval.get("labels", "hard"))
+    key = "rded_temperature" if kind == "relabel" else "temperature"
+    temperature = cfg.eval.get(key, 20.0 if kind == "relabel" else 1.0)
+    labels = {"labels": kind, "temperature": float(temperature)}
     return {name: dataclasses.replace(p, **labels) for name, p in
             protocol_choices(cfg, spec, epochs).items()}  # fmt: skip
 
@@ -514,6 +534,17 @@ def protocol_choices(
 ) -> dict[str, Protocol]:
     """protocols() before the labels are set."""
     e = cfg.eval
+    if e.protocol == "rded":
+        factor = e.get("rded_factor") or default_crop_factor(spec.image_size)
+        # Their argument.py's special cases: conv3 on CIFAR-100, lr 2e-3 and batch 25; batch
+        # 100 on TinyImageNet; elsewhere the batch follows the IPC (0).
+        cifar100 = spec.name == "cifar100"
+        batch = {"cifar100": 25, "tinyimagenet": 100}.get(spec.name, 0)
+        one = rded_protocol(
+            epochs=int(epochs or e.rded_epochs), patch_factor=int(factor),
+            lr=2e-3 if cifar100 else 1e-3, batch_size=batch,
+        )  # fmt: skip
+        return {name: one for name in architectures(cfg)}
     if e.protocol in ("idc", "ncfm"):
         make = idc_protocol if e.protocol == "idc" else ncfm_protocol
         default_epochs = e.epochs if e.protocol == "idc" else e.ncfm_epochs

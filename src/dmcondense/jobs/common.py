@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.imageset import TrainingSplit
-from dmcondense.data.spec import DatasetSpec
+from dmcondense.data.spec import DatasetSpec, inferred_facts, resolve_spec
 from dmcondense.errors import ConfigError
 from dmcondense.evaluation.baselines import (
     embed_features,
@@ -55,6 +55,16 @@ def quiet_library_chatter() -> None:
     warnings.filterwarnings(
         "ignore", message=r"Experiment logs directory .* exists and is not empty"
     )
+
+
+def dataset_spec(cfg: DictConfig, train: TrainingSplit) -> DatasetSpec:
+    """The run's frozen data set facts; when the config left some open (an image folder's
+    classes, channels, mean and std), one line says what the images gave."""
+    spec = resolve_spec(cfg.dataset, train)
+    line = inferred_facts(cfg.dataset, spec)
+    if line:
+        print(line, flush=True)
+    return spec
 
 
 def load_data(

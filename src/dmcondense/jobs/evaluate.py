@@ -49,6 +49,7 @@ from dmcondense.jobs import build, scores
 from dmcondense.jobs.checks import requested_scores
 from dmcondense.jobs.common import (
     accuracy_rows,
+    dataset_spec,
     load_data,
     load_test,
     quiet_library_chatter,
@@ -184,7 +185,7 @@ def run(cfg: DictConfig) -> Path:
     if paths is not None:
         sets, dataset, spec, ipc, name = synthetic_sets(paths, cfg)
         what = f"condensed {', '.join(paths)}"
-        needs_train = wanted or rates or cfg.eval.get("labels", "hard") == "soft"
+        needs_train = wanted or rates or cfg.eval.get("labels", "hard") in ("soft", "relabel")
         if needs_train:
             dm = load_data(cfg, dataset)
         else:
@@ -193,7 +194,7 @@ def run(cfg: DictConfig) -> Path:
     else:
         dataset, name = cfg.dataset, cfg.baseline
         dm = load_data(cfg)
-        spec = resolve_spec(cfg.dataset, dm.train_set)
+        spec = dataset_spec(cfg, dm.train_set)
         sets, what = baseline_sets(cfg, dm, spec), f"baseline {cfg.baseline} (ipc {ipc})"
     test = load_test(dm, dataset)
     plan = build.evaluation_plan(

@@ -64,10 +64,11 @@ def make_pool(
 
 
 def teacher(cfg: DictConfig, dm: ClassBatchDataModule, spec: DatasetSpec) -> nn.Module | None:
-    """The teacher of eval.labels=soft (None under hard labels): the trained weights of network
-    0 of the run's pretrained pool, as the NCFM authors take theirs. A missing network stops the
-    run with the pretrain command, or under pool.build=auto is trained first."""
-    if cfg.eval.get("labels", "hard") != "soft":
+    """The teacher of eval.labels=soft and relabel (None under hard labels): the trained weights
+    of network 0 of the run's pretrained pool, as the NCFM authors take theirs (and RDED's
+    observer is). A missing network stops the run with the pretrain command, or under
+    pool.build=auto is trained first."""
+    if cfg.eval.get("labels", "hard") not in ("soft", "relabel"):
         return None
     build.check_pool(cfg)
     if cfg.pool.build == "auto":

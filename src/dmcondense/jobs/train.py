@@ -17,7 +17,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dmcondense.data.spec import DatasetSpec, resolve_spec
+from dmcondense.data.spec import DatasetSpec
 from dmcondense.evaluation.plan import EvaluationPlan
 from dmcondense.export import export_imagefolder, export_tensors
 from dmcondense.glue import tracking
@@ -33,6 +33,7 @@ from dmcondense.io import atomic_write
 from dmcondense.jobs import build
 from dmcondense.jobs.common import (
     accuracy_rows,
+    dataset_spec,
     initial_images,
     load_data,
     load_test,
@@ -59,7 +60,7 @@ def run(cfg: DictConfig) -> Path:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = load_data(cfg)
     test = load_test(dm, cfg.dataset)
-    spec = resolve_spec(cfg.dataset, dm.train_set)
+    spec = dataset_spec(cfg, dm.train_set)
     build.check_evaluation(cfg)
     init, init_indices = initial_images(cfg, dm, spec, cfg.init, cfg.synthetic.factor)
     if build.uses_pool(cfg) and cfg.pool.build == "auto":

@@ -196,7 +196,7 @@ class GradientMatching(CondensationMethod):
     def gradient_path(self) -> str:
         """`per_class` with auto resolved: vmap on a GPU, where one batched call replaces a
         launch-bound loop over classes; the loop on a CPU, where vmap measured slower and held
-        more memory (benchmarks/README.md), and for BatchNorm networks (samples interact)."""
+        more memory (docs/results/performance.md), and for BatchNorm networks (samples interact)."""
         if self.per_class != "auto":
             return self.per_class
         return "vmap" if self.device.type == "cuda" and not self.batchnorm else "loop"
