@@ -44,6 +44,7 @@ from dmcondense.evaluation.plan import EvaluationPlan
 from dmcondense.evaluation.protocol import accuracy_summary
 from dmcondense.evaluation.score import LabelledImages
 from dmcondense.hostmem import reuse_freed_memory
+from dmcondense.io import read_synthetic
 from dmcondense.jobs import build, scores
 from dmcondense.jobs.checks import requested_scores
 from dmcondense.jobs.common import (
@@ -92,7 +93,8 @@ def synthetic_sets(
             this = OmegaConf.merge(cfg.dataset, saved)
         else:
             this = cfg.dataset
-        this_spec = stated_spec(cfg, this)
+        zca = read.record.get("zca") if kind == "dmcondense" else None
+        this_spec = stated_spec(cfg, this, zca)
         if spec is not None and this_spec.name != spec.name:
             raise ConfigError(f"{path} was condensed from {this_spec.name}, not {spec.name}")
         dataset, spec = this, this_spec
@@ -106,11 +108,14 @@ def synthetic_sets(
     return sets, dataset, spec, ipc, cfg.get("condensed_name") or method
 
 
-def stated_spec(cfg: DictConfig, dataset: DictConfig) -> DatasetSpec:
+def stated_spec(cfg: DictConfig, dataset: DictConfig, zca: dict | None = None) -> DatasetSpec:
     """The data set's facts as its config states them, or as its data gives them (an image
-    folder's class count, mean and std)."""
+    folder's class count, mean and std; dataset.zca=true without a saved whitening: its fit on
+    the training split). `zca`: the whitening a synthetic.pt carries."""
+    if dataset.get("zca", False) and zca is None:
+        return resolve_spec(dataset, load_data(cfg, dataset).train_set)
     try:
-        return DatasetSpec.from_config(dataset)
+        return DatasetSpec.from_config(dataset, zca=zca)
     except (TypeError, ValueError, MissingMandatoryValue):
         return resolve_spec(dataset, load_data(cfg, dataset).train_set)
 
@@ -125,6 +130,27 @@ def hard_labelled(sets: list[LabelledImages]) -> list[LabelledImages]:
     """The sets with each image's most likely class as its label (soft labels [N, K] -> [N])."""
     return [(images, labels.argmax(dim=1) if labels.dim() == 2 else labels)
             for images, labels in sets]  # fmt: skip
+
+
+def carried_rates(paths: list[str] | None, form: str = "auto") -> set:
+    """The learned step sizes the saved sets carry (a synthetic.pt of method=mtt; None for a
+    set without one, and for sets of other formats)."""
+    rates = set()
+    for path in paths or []:
+        kind = detect_format(Path(path).expanduser()) if form == "auto" else form
+        rates.add(read_synthetic(path).get("lr") if kind == "dmcondense" else None)
+    return rates
+
+
+def learned_lr(rates: set) -> float | None:
+    """The one learned step size of the sets, which eval.protocol=mtt trains at; one line when
+    the sets carry different ones (score them one at a time)."""
+    if len(rates) > 1:
+        raise ConfigError(
+            "eval.protocol=mtt trains each set at its own learned step size, and these sets "
+            "carry different ones; evaluate them one condensed= at a time"
+        )
+    return next(iter(rates), None)
 
 
 def baseline_sets(
@@ -180,6 +206,14 @@ def run(cfg: DictConfig) -> Path:
     if wanted:
         named["random"] = random_subsets(cfg, dm.train_set, spec, ipc, len(sets))
     plans = {set_name: plan for set_name in named}
+    carried = carried_rates(paths, cfg.get("condensed_format", "auto"))
+    if paths is not None and plan.protocol_name == "mtt":
+        plans[name] = build.mtt_plan(plan, learned_lr(carried), ", ".join(paths))
+    elif carried - {None}:
+        print(
+            "note: the set carries a learned step size (method=mtt); eval.protocol=mtt trains "
+            f"at it, as its authors score it (now: eval.protocol={plan.protocol_name})"
+        )
     searched = {}
     if rates:
         plans, searched = search_rates(cfg, plan, named, dm.train_set, spec, rates, device)
@@ -207,6 +241,8 @@ def run(cfg: DictConfig) -> Path:
         "epochs": next(iter(epochs.values())) if len(set(epochs.values())) == 1 else epochs,
         "evaluation": {**plan.record(), "device": str(device)},
     }  # fmt: skip
+    if paths is not None and plan.protocol_name == "mtt":
+        summary["learned_lr"] = learned_lr(carried)  # the rate the set's networks trained at
     if rates:
         summary["lr_search"] = searched
     if "lrs" in wanted:
