@@ -1,0 +1,203 @@
+"""DATM's own pieces on hand-made cases: the correct-only initialisation and its soft labels,
+the widening start-epoch window, the loss-threshold skip and the GSAM step of its experts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dmcondense.errors import ConfigError
+from dmcondense.methods.datm_parts import (
+    check_window,
+    first_correct,
+    gsam_step,
+    keep_update,
+    masked_step,
+    soft_cross_entropy,
+    soft_label_init,
+    start_epoch_bound,
+)
+
+# --- the initialisation ------------------------------------------------------------------------
+
+
+def test_first_correct_takes_expert_zeros_correct_images_in_shuffled_order() -> None:
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    positions = torch.tensor([3, 0, 2, 1, 1, 3, 0, 2])  # shuffled order within each class
+    correct = torch.tensor([
+        [1, 1, 0, 1, 0, 1, 1, 1],  # expert 0
+        [1, 1, 1, 1, 1, 1, 1, 1],  # expert 1 (never reached: expert 0 gets enough right)
+    ]).bool()  # fmt: skip
+    chosen = first_correct(correct, labels, positions, ipc=2)
+    # class 0: expert 0 gets 0, 1, 3 right; shuffled order 1 (pos 0), 3 (pos 1), 0 (pos 3)
+    # class 1: expert 0 gets 5, 6, 7 right; shuffled order 6 (pos 0), 7 (pos 2), 5 (pos 3)
+    assert chosen.tolist() == [[1, 3], [6, 7]]
+
+
+def test_first_correct_falls_back_to_the_next_expert_then_to_the_rest() -> None:
+    labels = torch.zeros(5, dtype=torch.long)
+    positions = torch.tensor([4, 3, 2, 1, 0])
+    correct = torch.tensor([
+        [1, 0, 0, 0, 0],  # expert 0: only image 0
+        [0, 1, 0, 1, 0],  # expert 1: images 1 and 3
+    ]).bool()  # fmt: skip
+    # ipc 3: image 0 (expert 0), then expert 1's in shuffled order: 3 (pos 1), 1 (pos 3);
+    # returned in shuffled order: 3, 1, 0.
+    assert first_correct(correct, labels, positions, ipc=3).tolist() == [[3, 1, 0]]
+    # ipc 5: the two that no expert gets right come last, and all is then in shuffled order.
+    assert first_correct(correct, labels, positions, ipc=5).tolist() == [[4, 3, 2, 1, 0]]
+    with pytest.raises(ConfigError, match="fewer than ipc=6"):
+        first_correct(correct, labels, positions, ipc=6)
+
+
+def test_soft_labels_average_only_the_experts_that_are_right() -> None:
+    logits = torch.tensor([
+        [[3.0, 1.0], [0.0, 2.0], [5.0, 0.0]],  # expert 0: right on images 0 and 1
+        [[1.0, 0.0], [4.0, 1.0], [2.0, 1.0]],  # expert 1: right on image 0 only
+    ])  # fmt: skip
+    labels = torch.tensor([0, 1, 1])
+    init = soft_label_init(logits, labels)
+    assert torch.equal(init[0], torch.tensor([2.0, 0.5]))  # mean of both, unscaled
+    assert torch.equal(init[1], torch.tensor([0.0, 2.0]))  # expert 0's alone
+    assert torch.equal(init[2], torch.tensor([3.5, 0.5]))  # nobody right: mean of all
+
+
+def test_soft_cross_entropy_is_cross_entropy_against_softmax_targets() -> None:
+    logits = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 2.0]])
+    targets = torch.tensor([[0.0, 1.0, 3.0], [2.0, 0.0, 0.0]])
+    expected = torch.nn.functional.cross_entropy(logits, targets.softmax(1))
+    assert torch.allclose(soft_cross_entropy(logits, targets), expected)
+    # a sharp target is the hard cross-entropy
+    hard = torch.tensor([[0.0, 1e4, 0.0], [0.0, 0.0, 1e4]])
+    assert torch.allclose(
+        soft_cross_entropy(logits, hard),
+        torch.nn.functional.cross_entropy(logits, torch.tensor([1, 2])),
+    )
+
+
+# --- the window ---------------------------------------------------------------------------------
+
+
+def test_the_window_widens_from_its_first_bound_to_the_max() -> None:
+    # CIFAR-10 IPC 10: current_max_start_epoch 10, max_start_epoch 20, expansion_end_epoch 1000
+    bounds = [start_epoch_bound(it, 20, 10, 1000) for it in (0, 99, 100, 550, 999, 1000, 5000)]
+    assert bounds == [10, 10, 11, 15, 19, 20, 20]
+    # Sequential_Generation False: the max from the start
+    assert start_epoch_bound(0, 4) == 4 and start_epoch_bound(10**6, 4) == 4
+
+
+def test_window_checks_say_what_to_change() -> None:
+    check_window(0, 20, 10, 2, 22)
+    with pytest.raises(ConfigError, match="min_start_epoch"):
+        check_window(10, 20, 10, 2, 50)
+    with pytest.raises(ConfigError, match="passes the experts' 20 epochs"):
+        check_window(0, 20, None, 2, 20)
+    with pytest.raises(ConfigError, match="expansion_end"):
+        start_epoch_bound(3, 20, 10, 0)
+
+
+# --- the threshold ------------------------------------------------------------------------------
+
+
+def _stepped(loss_value: float, threshold: float, steps: int = 3):
+    w = nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        (w.square().sum() * loss_value).backward()
+        masked_step(opt, keep_update(torch.tensor(loss_value), threshold))
+    return w.detach(), opt.state.get(w, {}).get("momentum_buffer")
+
+
+def test_a_loss_over_the_threshold_steps_nothing() -> None:
+    w, buf = _stepped(1.2, threshold=1.1)
+    assert torch.equal(w, torch.tensor([1.0, -2.0]))
+    assert buf is None or torch.equal(buf, torch.zeros(2))
+    nan = keep_update(torch.tensor(float("nan")), 1.0)
+    assert not bool(nan)
+
+
+def test_a_loss_within_the_threshold_steps_as_plain_sgd() -> None:
+    w, buf = _stepped(0.9, threshold=1.1)
+    ref = nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = torch.optim.SGD([ref], lr=0.1, momentum=0.9)
+    for _ in range(3):
+        opt.zero_grad()
+        (ref.square().sum() * 0.9).backward()
+        opt.step()
+    assert torch.equal(w, ref.detach())
+    assert torch.equal(buf, opt.state[ref]["momentum_buffer"])
+
+
+def test_a_skipped_first_step_leaves_momentum_as_if_fresh() -> None:
+    w = nn.Parameter(torch.tensor([1.0, -2.0]))
+    ref = nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    opt_ref = torch.optim.SGD([ref], lr=0.1, momentum=0.9)
+    opt.zero_grad()
+    w.square().sum().backward()
+    masked_step(opt, torch.tensor(False))  # skipped
+    for p, o in ((w, opt), (ref, opt_ref)):
+        for _ in range(2):
+            o.zero_grad()
+            p.square().sum().backward()
+            masked_step(o, torch.tensor(True))
+    assert torch.equal(w.detach(), ref.detach())
+
+
+# --- GSAM ---------------------------------------------------------------------------------------
+
+
+def _gsam_by_hand(w: torch.Tensor, x: torch.Tensor, rho: float, alpha: float, lr: float):
+    """GSAM on loss(w) = sum((x @ w)^2) / 2 with its gradient written out."""
+
+    def grad(v):
+        return x.T @ (x @ v)
+
+    g = grad(w)
+    e = rho * g / (torch.linalg.vector_norm(w.abs() * g) + 1e-12) * w.square()
+    h = grad(w + e)
+    cos = (g * h).sum() / (h.norm() * g.norm() + 1e-12)
+    vertical = g - cos * g.norm() * h / (h.norm() + 1e-12)
+    return w - lr * (h - alpha * vertical)
+
+
+def test_gsam_step_equals_a_hand_computation() -> None:
+    x = torch.tensor([[1.0, 2.0, -1.0], [0.5, -1.0, 3.0]], dtype=torch.float64)
+    w0 = torch.tensor([0.3, -0.7, 1.1], dtype=torch.float64)
+    w = nn.Parameter(w0.clone())
+    opt = torch.optim.SGD([w], lr=0.05)
+
+    def closure():
+        opt.zero_grad()
+        loss = (x @ w).square().sum() / 2
+        loss.backward()
+        return loss
+
+    loss = gsam_step([w], closure, opt, rho=0.5, alpha=0.3)
+    assert torch.allclose(w.detach(), _gsam_by_hand(w0, x, 0.5, 0.3, 0.05), atol=1e-12)
+    assert torch.allclose(loss, (x @ w0).square().sum() / 2)
+    # rho 0: both gradients agree, the orthogonal part is 0, and it is a plain SGD step
+    w.data.copy_(w0)
+    gsam_step([w], closure, opt, rho=0.0, alpha=0.3)
+    assert torch.allclose(w.detach(), w0 - 0.05 * x.T @ (x @ w0), atol=1e-12)
+
+
+def test_gsam_second_pass_leaves_batchnorm_statistics() -> None:
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = torch.randn(8, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1] * 4)
+    calls = []
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        calls.append(net[1].running_mean.clone())
+        return loss
+
+    gsam_step(list(net.parameters()), closure, opt, rho=0.05, alpha=0.4, model=net)
+    assert net[1].num_batches_tracked.item() == 2
+    assert torch.equal(calls[0], calls[1])  # the second pass moved nothing
+    assert net[1].momentum == 0.1  # and the momentum is back
