@@ -35,6 +35,7 @@ ours is if anything overstated.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -49,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import parity_datm  # noqa: E402
 from parity_official import OFFICIAL, missing_files, prepare_copy  # noqa: E402
 
 CIFAR10_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
@@ -66,6 +68,7 @@ METHOD_DEFAULTS = {
     "dm": {"lr_img": 1.0, "init": "real"},
     "idm": {"lr_img": 0.2, "init": "real"},
     "ncfm": {"lr_img": 1e-3, "init": "real"},  # AdamW: their lr_img 0.01 x lr_scale_adam 0.1
+    "datm": parity_datm.DATM_DEFAULTS,
 }
 # Their README: no flip on digits.
 STRATEGY = {
@@ -147,6 +150,9 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
         f"init={args.init}", "eval.protocol=dsa",
         f"eval.num_models={args.eval_models}", f"eval.epochs={args.eval_epochs}",
     ]  # fmt: skip
+    if args.method == "datm":  # reads no real images (batch_real stays its 1); eval.protocol=mtt
+        overrides = [o for o in overrides if not o.startswith(("batch_real=", "eval.protocol="))]
+        overrides += parity_datm.harness_overrides(args)
     if args.method != "dc":  # DC runs with augment=none, which has no strategy
         overrides.append(f"augment.strategy={args.strategy}")
     if args.method == "ncfm":
@@ -195,16 +201,19 @@ def condense_ours(args, overrides: list[str], run_dir: Path, seed: int, env) -> 
     return run_dir / "synthetic.pt", results["condense_seconds"] / results["steps"]
 
 
-def pretrain_pool(overrides: list[str], run_dir: Path, env) -> Path:
+def pretrain_pool(
+    overrides: list[str], run_dir: Path, env, job: str = "pretrain", prefix: str = "pool: "
+) -> Path:
     """NCFM: our pool for the budget (`python -m dmcondense.pretrain`, reused when it exists),
-    which both sides match with; returns its folder."""
+    which both sides match with; returns its folder. DATM: our experts, the same way
+    (`python -m dmcondense.experts`, job "experts", prefix "experts: ")."""
     log = run_dir.with_suffix(".log")
-    command = [sys.executable, "-m", "dmcondense.pretrain", *overrides, f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, "-m", f"dmcondense.{job}", *overrides, f"hydra.run.dir={run_dir}"]
     run(command, env, log)
-    lines = [line for line in log.read_text().splitlines() if line.startswith("pool: ")]
+    lines = [line for line in log.read_text().splitlines() if line.startswith(prefix)]
     if not lines:
-        raise RuntimeError(f"python -m dmcondense.pretrain named no pool folder; log {log}")
-    return Path(lines[-1].removeprefix("pool: ").strip())
+        raise RuntimeError(f"python -m dmcondense.{job} named no folder; log {log}")
+    return Path(lines[-1].removeprefix(prefix).strip())
 
 
 def save_real_data(synthetic: Path, path: Path) -> None:
@@ -260,13 +269,18 @@ def condense_theirs(
         command += ["--sampling-net"] if args.sampling_net else []
         command += ["--real-batches", args.their_real_batches]
         command += ["--synthetic-batches", args.their_synthetic_batches]
+    if args.method == "datm":  # pool: the experts' trajectories, as one list
+        command += parity_datm.adapter_flags(args, pool)
     run(command, env, out.with_suffix(".log"))
     return json.loads(out.with_suffix(".json").read_text())["seconds_per_step"]
 
 
-def save_initial_record(synthetic: Path, data: Path, out: Path) -> Path:
+def save_initial_record(
+    synthetic: Path, data: Path, out: Path, experts: Path | None = None
+) -> Path:
     """Our run's initial images (its `init_indices`, encoded as the run encoded them) as a
-    synthetic.pt record: the random-real start of `init=real`."""
+    synthetic.pt record: the random-real start of `init=real`. DATM (`experts`): with the soft
+    labels and step size it started from."""
     import torch
 
     from dmcondense.io import read_synthetic
@@ -277,7 +291,9 @@ def save_initial_record(synthetic: Path, data: Path, out: Path) -> Path:
     images = tensors["train_images"][record["init_indices"]]
     encoder = SyntheticImages(len(record["class_names"]), record["ipc"], record.get("factor", 1))
     resize = record["config"]["synthetic"]["init_resize"]  # NCFM and M3D pack nearest
-    torch.save({**record, "images": encoder.encode(images, resize), "step": 0}, out)
+    stored = encoder.encode(images, resize)
+    extra = {} if experts is None else parity_datm.initial_fields(record, experts, stored)
+    torch.save({**record, "images": stored, "step": 0, **extra}, out)
     return out
 
 
@@ -301,12 +317,25 @@ def score_sets(args, overrides: list[str], sides: dict[str, list[Path]]) -> dict
             sets[side], dataset, spec, _, _ = synthetic_sets([str(p) for p in paths], cfg)
     dm = build.datamodule(cfg, dataset)
     test = dm.load("test")
-    scores = score(
-        sets, build.architectures(cfg), build.protocols(cfg, spec), test, args.seed,
-        num_models=args.eval_models, normaliser=spec.normaliser,
-        backend=build.eval_backend(cfg), device="cpu",
-    )  # fmt: skip
-    return {side: (scores[side]["convnet"] * 100).tolist() for side in sides}
+    protocols = build.protocols(cfg, spec)
+
+    def accuracies(named: dict, chosen: dict) -> dict:
+        scores = score(
+            named, build.architectures(cfg), chosen, test, args.seed,
+            num_models=args.eval_models, normaliser=spec.normaliser,
+            backend=build.eval_backend(cfg), device="cpu",
+        )  # fmt: skip
+        return {side: (scores[side]["convnet"] * 100).tolist() for side in named}
+
+    if args.method == "datm":  # each set at its own learned step size (eval.protocol=mtt)
+        return parity_datm.score_each_at_its_rate(
+            lambda path, lr: accuracies(
+                {"one": [synthetic_sets([str(path)], cfg)[0][0]]},
+                {a: dataclasses.replace(p, lr=float(lr)) for a, p in protocols.items()},
+            )["one"],
+            sides,
+        )
+    return accuracies(sets, protocols)
 
 
 def reproducible_arguments(argv: list[str] | None, args: argparse.Namespace) -> list[str]:
@@ -377,6 +406,8 @@ def changed_settings(args: argparse.Namespace) -> list[tuple[str, str]]:
             changed.append((f"gen{interval}", f"net_generate_interval {interval}"))
     if args.seed != 0:
         changed.append((f"seed{args.seed}", f"seed {args.seed}"))
+    if args.method == "datm":
+        changed.append(parity_datm.budget_tokens(args))
     return changed
 
 
@@ -427,7 +458,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-real", type=int, default=256)
     parser.add_argument("--width", type=int, default=128, help="ConvNet width, both sides and eval")
     parser.add_argument("--lr-img", type=float, help="default: the authors' for the method")
-    parser.add_argument("--init", choices=("real", "noise"), help="default: the authors'")
+    parser.add_argument("--init", choices=("real", "noise", "correct"),
+                        help="default: the authors' (correct: DATM's)")  # fmt: skip
     parser.add_argument("--strategy", help="DSA strategy (DSA, DM); default: theirs for the data")
     parser.add_argument("--ce-weight", type=float, default=0.5, help="IDM (their IPC 1, 10)")
     parser.add_argument(
@@ -453,6 +485,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="NCFM: their loader reads a class's synthetic images ahead of use, before that "
         "class's previous step (prefetched, their code), or when they are matched (when-used)",
     )
+    parity_datm.add_harness_arguments(parser)
     parser.add_argument("--eval-models", type=int, default=3, help="networks per condensed set")
     parser.add_argument("--eval-epochs", type=int, default=300)
     parser.add_argument("--runs", type=int, default=1, help="condensations a side (seed + r)")
@@ -481,7 +514,7 @@ def main(argv: list[str] | None = None) -> dict:
     problem = missing_files(args.official, args.method)
     if problem:
         raise UsageError(problem)
-    if args.score_init and args.init != "real":
+    if args.score_init and args.init not in ("real", "correct"):
         raise UsageError("--score-init scores the real images a run starts from: use --init real")
     names = ("steps", "batch_real", "width", "eval_models", "eval_epochs", "runs", "ipc",
              "pool_size", "pool_epochs", "num_freqs")  # fmt: skip
@@ -504,6 +537,9 @@ def main(argv: list[str] | None = None) -> dict:
     ours, theirs, ours_seconds, theirs_seconds = [], [], [], []
     data = scratch / "real_data.pt"
     pool = pretrain_pool(overrides, scratch / "pretrain", env) if args.method == "ncfm" else None
+    if args.method == "datm":  # pool: the experts both sides match, as one list for theirs
+        folder = pretrain_pool(overrides, scratch / "experts", env, "experts", "experts: ")
+        pool = parity_datm.their_experts(folder, scratch / "experts.pt")
     for r in range(args.runs):
         seed = args.seed + r
         synthetic, seconds = condense_ours(args, overrides, scratch / f"ours_{r}", seed, env)
@@ -519,8 +555,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     sides = {"ours": ours, "theirs": theirs}
     if args.score_init:
-        sides["ours_init"] = [save_initial_record(p, data, scratch / f"{p.parent.name}_init.pt")
-                              for p in ours]  # fmt: skip
+        experts = pool if args.method == "datm" else None
+        sides["ours_init"] = [save_initial_record(p, data, scratch / f"{p.parent.name}_init.pt",
+                                                  experts) for p in ours]  # fmt: skip
         sides["theirs_init"] = [p.with_name(f"{p.stem}_init.pt") for p in theirs]
     accuracies = score_sets(args, overrides, sides)
     budget = budget_text(args)

@@ -45,6 +45,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import parity_datm
+
 
 @dataclass(frozen=True)
 class Official:
@@ -75,12 +77,15 @@ OFFICIAL = {
                       "utils/utils.py", "utils/init_script.py", "utils/diffaug.py",
                       "data/dataloader.py", "data/dataset_statistics.py", "models/convnet.py"),
                      None, data_module="utils.utils", loop_module="condenser.Condenser"),
+    "datm": Official(parity_datm.DATM_REPOSITORY, parity_datm.DATM_SCRIPT,
+                     parity_datm.DATM_FILES, None, data_module="utils.utils_baseline",
+                     loop_module="utils.utils_baseline"),
 }  # fmt: skip
 
 # (file, pattern, replacement, why): applied to the scratch copy wherever the pattern occurs.
 COMPAT_EDITS: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
     (
-        ("utils.py", "dc_utils.py"),
+        ("utils.py", "dc_utils.py", "utils/utils_baseline.py"),
         r"from scipy\.ndimage\.interpolation import rotate",
         "from scipy.ndimage import rotate",
         "scipy.ndimage.interpolation is deprecated and goes in SciPy 2.0",
@@ -99,6 +104,7 @@ COMPAT_EDITS: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
         "Siamese copy `x[:] = x[0]` reads and writes one memory location when the batch holds "
         "one image (IPC 1); newer PyTorch refuses overlapping in-place copies",
     ),
+    *parity_datm.DATM_EDITS,
 )
 
 
@@ -205,6 +211,34 @@ def install_stand_ins() -> list[str]:
     return installed
 
 
+def replace_loop_functions(loop_utils, width: int, on_start=None) -> list[float]:
+    """Replace their evaluate_synset (a no-op: both sets are scored later by ours) and
+    get_default_convnet_setting (the budget's width), and wrap their get_time: its calls' clock
+    readings go to the returned list, and its first call ("training begins") hands the calling
+    frame to `on_start`."""
+    default_setting = loop_utils.get_default_convnet_setting
+    their_get_time = loop_utils.get_time
+    started: list[float] = []
+
+    def evaluate_synset(it_eval, net, *_, **__):
+        return net, 0.0, 0.0
+
+    def get_default_convnet_setting():
+        _, depth, act, norm, pooling = default_setting()
+        return width, depth, act, norm, pooling
+
+    def get_time():
+        if not started and on_start is not None:
+            on_start(inspect.currentframe().f_back)
+        started.append(time.perf_counter())
+        return their_get_time()
+
+    loop_utils.evaluate_synset = evaluate_synset
+    loop_utils.get_default_convnet_setting = get_default_convnet_setting
+    loop_utils.get_time = get_time
+    return started
+
+
 def run_official(args: argparse.Namespace) -> dict:
     """Run their script on the saved data; returns the synthetic set and the timing."""
     import importlib
@@ -236,31 +270,15 @@ def run_official(args: argparse.Namespace) -> dict:
         # IDM's get_dataset adds loader_train_dict, class_map, class_map_inv (unused here).
         return common + (None, None, None) if args.method == "idm" else common
 
-    def evaluate_synset(it_eval, net, *_, **__):
-        return net, 0.0, 0.0
-
-    default_setting = loop_utils.get_default_convnet_setting
-
-    def get_default_convnet_setting():
-        _, depth, act, norm, pooling = default_setting()
-        return args.width, depth, act, norm, pooling
-
-    started: list[float] = []
     initial: list = []
-    their_get_time = loop_utils.get_time
 
-    def get_time():
-        if not started:  # "training begins": their image_syn holds the initial images
-            image_syn = inspect.currentframe().f_back.f_locals.get("image_syn")
-            if image_syn is not None:
-                initial.append(image_syn.detach().float().clone())
-        started.append(time.perf_counter())
-        return their_get_time()
+    def keep_initial(frame) -> None:  # "training begins": their image_syn holds the initial images
+        image_syn = frame.f_locals.get("image_syn")
+        if image_syn is not None:
+            initial.append(image_syn.detach().float().clone())
 
     data_utils.get_dataset = get_dataset
-    loop_utils.evaluate_synset = evaluate_synset
-    loop_utils.get_default_convnet_setting = get_default_convnet_setting
-    loop_utils.get_time = get_time
+    started = replace_loop_functions(loop_utils, args.width, keep_initial)
 
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -556,7 +574,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-real", type=int, required=True)
     parser.add_argument("--width", type=int, required=True)
     parser.add_argument("--lr-img", type=float, required=True)
-    parser.add_argument("--init", choices=("real", "noise"), required=True)
+    parser.add_argument("--init", choices=("real", "noise", "correct"), required=True)
     parser.add_argument("--strategy", required=True, help="their --dsa_strategy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -578,6 +596,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="prefetched",
         help="NCFM: when their loader reads the synthetic images (see read_synthetic_when_used)",
     )
+    parity_datm.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -585,7 +604,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     here = os.getcwd()
     try:
-        result = run_ncfm(args) if args.method == "ncfm" else run_official(args)
+        runner = {"ncfm": run_ncfm, "datm": parity_datm.run_datm}.get(args.method, run_official)
+        result = runner(args)
     finally:
         os.chdir(here)
     import torch
@@ -603,11 +623,13 @@ def main(argv: list[str] | None = None) -> None:
         "step": args.steps,
         "init_indices": None,
         "config": data["config"],
+        **result.get("fields", {}),  # DATM: soft_labels and lr, learned beside the images
     }
     out = Path(args.out)
     torch.save(record, out)
     if result["initial_images"] is not None:  # where their loop started: the initial images
-        initial = {**record, "images": result["initial_images"], "step": 0}
+        initial = {**record, "images": result["initial_images"], "step": 0,
+                   **result.get("initial_fields", {})}  # fmt: skip
         torch.save(initial, out.with_name(f"{out.stem}_init.pt"))
     keys = ("loop_seconds", "seconds_per_step", "argv", "stand_ins", "sampling_net_change")
     timing = {key: result.get(key) for key in keys}

@@ -201,3 +201,57 @@ def test_gsam_second_pass_leaves_batchnorm_statistics() -> None:
     assert net[1].num_batches_tracked.item() == 2
     assert torch.equal(calls[0], calls[1])  # the second pass moved nothing
     assert net[1].momentum == 0.1  # and the momentum is back
+
+
+# --- soft labels travel with the set -----------------------------------------------------------
+
+
+def _pattern_set(num_classes: int = 3, per_class: int = 4):
+    """Images that a small network separates at once: class c lights up row block c."""
+    images = torch.zeros(num_classes * per_class, 1, 8, 8, dtype=torch.uint8)
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    for c in range(num_classes):
+        images[labels == c, :, 2 * c : 2 * c + 2, :] = 255
+    return images, labels
+
+
+def test_a_set_trains_on_its_own_soft_labels_every_epoch() -> None:
+    from dmcondense.data.normalise import Normaliser
+    from dmcondense.evaluation.protocol import Protocol
+    from dmcondense.evaluation.score import train_networks
+
+    images, labels = _pattern_set()
+    normaliser = Normaliser([0.5], [0.5])
+    train = normaliser.to_input(images)
+    protocol = Protocol(epochs=10, lr=0.1, batch_size=12, augment="none")
+    common = dict(num_models=1, protocol=protocol, seed=0, normaliser=normaliser,
+                  backend="loop", num_classes=3)  # fmt: skip
+    hard = train_networks("mlp", train, labels, images, labels, **common)
+    # Soft labels (logits) that name the next class: trained on them, the network is wrong on
+    # every image it is tested on with the true labels.
+    shifted = 20.0 * torch.nn.functional.one_hot((labels + 1) % 3, 3).float()
+    soft = train_networks("mlp", train, shifted, images, labels, **common)
+    assert hard.item() == 1.0 and soft.item() == 0.0
+    refused = Protocol(epochs=1, augment="none", labels="soft")
+    with pytest.raises(ConfigError, match="eval.labels=hard"):
+        train_networks("mlp", train, shifted, images, labels, **{**common, "protocol": refused})
+
+
+def test_soft_labels_survive_save_load_and_the_evaluate_job(tiny_run, tmp_path) -> None:
+    from helpers.inprocess import evaluate
+
+    from dmcondense.io import load_synthetic, read_synthetic, save_synthetic
+
+    record = read_synthetic(tiny_run.run_dir)
+    n, k = record["labels"].shape[0], len(record["class_names"])
+    soft = torch.randn(n, k, generator=torch.Generator().manual_seed(0))
+    path = save_synthetic(tmp_path / "soft" / "synthetic.pt", {**record, "soft_labels": soft})
+    dataset, meta = load_synthetic(path)
+    assert torch.equal(dataset.tensors[1], soft) and "soft_labels" not in meta
+    hard_dataset, _ = load_synthetic(tiny_run.run_dir)
+    assert hard_dataset.tensors[1].dtype == torch.int64  # sets without them keep class ids
+    # The evaluate job hands them to the networks: a teacher's labels on top are refused.
+    run = evaluate(f"condensed={path}", "eval.labels=soft", "eval.epochs=1",
+                   "eval.num_models=1", f"hydra.run.dir={tmp_path / 'eval'}")  # fmt: skip
+    assert run.returncode == 2 and "learned soft labels" in run.stderr, run.stderr[-800:]
+    assert len(run.error_lines) == 1

@@ -5,6 +5,9 @@ synthetic.pt (format 1) is a dict saved with torch.save:
     images       float32 [classes * ipc, C, H, W], normalised with mean/std, class-major: the
                  stored images (decoded into training images by `factor`, see synthetic.py)
     labels       int64 [classes * ipc]
+    soft_labels  float32 [classes * ipc, classes] (method=datm; absent otherwise): the learned
+                 soft labels, as logits; every evaluation of the set trains on
+                 softmax(soft_labels), and `load_synthetic` hands them out as the labels
     class_names  list[str]
     method       str, the method that condensed it (dm, dc, ...; absent in older files)
     mean, std    list[float], one per channel (images * std + mean is in [0, 1])
@@ -69,17 +72,21 @@ def read_synthetic(path: str | Path) -> dict:
 
 def decoded_images(record: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The training images and labels of a synthetic.pt record: the stored images decoded the
-    way the run decoded them (`SyntheticImages`)."""
+    way the run decoded them (`SyntheticImages`). The labels are the learned soft labels (float
+    logits [N, K]) where the set has them, else the class ids."""
     decoder = SyntheticImages.from_record(record)
-    return decoder.decode(record["images"]), decoder.decode_labels(record["labels"])
+    labels = record.get("soft_labels")
+    labels = record["labels"] if labels is None else labels.float()
+    return decoder.decode(record["images"]), decoder.decode_labels(labels)
 
 
 def load_synthetic(path: str | Path) -> tuple[TensorDataset, dict]:
     """A condensed set as a Dataset of (normalised training image, label), plus its metadata.
 
     `path` is a synthetic.pt file or a run folder that holds one. The metadata is the record
-    without images and labels: class_names, mean, std, ipc, step, init_indices, config.
+    without images and labels: class_names, mean, std, ipc, step, init_indices, config. A set
+    with learned soft labels gives them as its labels (float logits [K] an image).
     """
     record = read_synthetic(path)
-    meta = {k: v for k, v in record.items() if k not in ("images", "labels")}
+    meta = {k: v for k, v in record.items() if k not in ("images", "labels", "soft_labels")}
     return TensorDataset(*decoded_images(record)), meta

@@ -165,8 +165,14 @@ def soft_epochs(protocol: Protocol) -> int:
 def epoch_targets(
     labels: Tensor, soft_targets: Tensor | None, protocol: Protocol, epoch: int
 ) -> tuple[Tensor, float]:
-    """The training targets of `epoch` (per image: `labels` [N], or the teacher's probabilities
-    `soft_targets` [N, K]) and the temperature the networks' logits are divided by."""
+    """The training targets of `epoch` (per image: `labels` [N], or probabilities
+    `soft_targets` [N, K]) and the temperature the networks' logits are divided by.
+
+    Under labels soft the probabilities are a teacher's, for all but the last epochs, at the
+    protocol's temperature; otherwise they can only be the set's own learned labels (DATM's),
+    which train every epoch at temperature 1, as their authors evaluate."""
+    if soft_targets is not None and protocol.labels != "soft":
+        return soft_targets, 1.0
     if soft_targets is not None and epoch < soft_epochs(protocol):
         return soft_targets, protocol.temperature
     return labels, 1.0

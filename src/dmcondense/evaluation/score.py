@@ -17,11 +17,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dmcondense.data.imageset import ImageSet
 from dmcondense.data.normalise import Normaliser
-from dmcondense.errors import DmcondenseWarning
+from dmcondense.errors import ConfigError, DmcondenseWarning
 from dmcondense.evaluation.batched import BatchingUnsupported, train_batched
 from dmcondense.evaluation.ensemble import supports_ensemble
 from dmcondense.evaluation.protocol import Protocol, Task, fresh_network
@@ -44,6 +45,16 @@ def choose_backend(backend: str, template: torch.nn.Module, device: torch.device
     if backend == "ensemble" and not supports_ensemble(template):
         raise ValueError("the ensemble trains ConvNets with instance, layer or no norm only")
     return backend
+
+
+def check_learned_labels(labels: Tensor, protocol_labels: str) -> None:
+    """One line where a set with its own learned soft labels (float labels) is to be scored
+    with a teacher's soft labels, which would replace them."""
+    if labels.is_floating_point() and protocol_labels == "soft":
+        raise ConfigError(
+            "a set carries its own learned soft labels, which eval.labels=soft would replace "
+            "with a teacher's; score it with eval.labels=hard (it then trains on its own labels)"
+        )
 
 
 def train_networks(
@@ -73,10 +84,17 @@ def train_networks(
     `num_classes` defaults to 1 + the largest label in the training or test labels.
     `progress`: show the epochs, labelled with the model name (True) or the given text.
     `teacher`: labels the set when protocol.labels is soft (evaluation/soft.py).
+    `labels` float [N, K]: the set's own learned soft labels (logits, DATM's): the networks
+    train on softmax(labels) every epoch; labels soft (a teacher's) is then refused.
     """
     if num_models < 1:
         raise ValueError(f"num_models must be positive, got {num_models}")
     device = torch.device(device) if device is not None else images.device
+    learned = None
+    if labels.is_floating_point():  # a set's own learned soft labels (logits [N, K], DATM)
+        check_learned_labels(labels, protocol.labels)
+        learned = F.softmax(labels.detach().float().to(device), dim=1)
+        labels = labels.argmax(dim=1)
     images, labels = images.detach().to(device), labels.to(device=device, dtype=torch.long)
     test_labels = test_labels.long()
     if num_classes is None:
@@ -85,7 +103,7 @@ def train_networks(
     template = build_model(model_name, *shape, **dict(model_kwargs or {}))
     chosen = choose_backend(backend, template, device)
     networks = [fresh_network(template, seed, model_name, i) for i in range(num_models)]
-    soft = None
+    soft = learned
     if protocol.labels == "soft":
         if teacher is None:
             raise ValueError("protocol.labels is soft but no teacher was given")

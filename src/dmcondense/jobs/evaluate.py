@@ -40,7 +40,7 @@ from dmcondense.data.spec import DatasetSpec, resolve_spec
 from dmcondense.errors import ConfigError, DmcondenseWarning
 from dmcondense.evaluation.plan import EvaluationPlan
 from dmcondense.evaluation.protocol import accuracy_summary
-from dmcondense.evaluation.score import LabelledImages
+from dmcondense.evaluation.score import LabelledImages, check_learned_labels
 from dmcondense.hostmem import reuse_freed_memory
 from dmcondense.io import load_synthetic
 from dmcondense.jobs import build, scores
@@ -122,6 +122,8 @@ def run(cfg: DictConfig) -> Path:
     build.check_evaluation(cfg)
     if paths is not None:
         sets, dataset, spec, ipc, name = synthetic_sets(paths, cfg)
+        for _, labels in sets:  # before a teacher's pool is looked for
+            check_learned_labels(labels, cfg.eval.get("labels", "hard"))
         what = f"condensed {', '.join(paths)}"
         needs_train = wanted or rates or cfg.eval.get("labels", "hard") == "soft"
         if needs_train:

@@ -105,6 +105,67 @@ def first_correct(correct: Tensor, labels: Tensor, positions: Tensor, ipc: int) 
     return torch.gather(chosen, 1, within)
 
 
+def flat_forward(net: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
+    """forward(params [P], images) -> logits: `net` run with one flat parameter vector (in
+    `named_parameters()` order, as the experts' trajectories store them)."""
+    shapes = [(name, p.shape, p.numel()) for name, p in net.named_parameters()]
+
+    def forward(params: Tensor, images: Tensor) -> Tensor:
+        views, start = {}, 0
+        for name, shape, numel in shapes:
+            views[name] = params[start : start + numel].view(shape)
+            start += numel
+        return torch.func.functional_call(net, views, (images,))
+
+    return forward
+
+
+@torch.no_grad()
+def expert_logits(
+    forward: Callable[[Tensor, Tensor], Tensor],
+    params: Tensor,
+    images: Tensor,
+    normalise: Callable[[Tensor], Tensor] | None = None,
+    batch_size: int = 1024,
+) -> Tensor:
+    """The logits [N, K] of the network at `params` on `images` (normalised, or uint8 with
+    `normalise`), in batches of `batch_size`."""
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start : start + batch_size]
+        out.append(forward(params, normalise(x) if normalise is not None else x).float())
+    return torch.cat(out)
+
+
+def correct_only_indices(
+    forward: Callable[[Tensor, Tensor], Tensor],
+    finals: Sequence[Tensor],
+    images: Tensor,
+    labels: Tensor,
+    ipc: int,
+    generator: torch.Generator,
+    normalise: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """The real images DATM starts from, class-major [classes * ipc]: `first_correct` over a
+    shuffle of each class (`generator`, on the CPU), asking the experts' last snapshots `finals`
+    in turn, only as many as some class still needs."""
+    labels = labels.long()
+    n = labels.shape[0]
+    positions = torch.empty(n, dtype=torch.long)
+    positions[torch.randperm(n, generator=generator)] = torch.arange(n)
+    device = images.device
+    counts = torch.bincount(labels).to(device)
+    rows = []
+    for params in finals:
+        logits = expert_logits(forward, params.to(device), images, normalise)
+        rows.append(logits.argmax(dim=1) == labels.to(device))
+        found = torch.bincount(labels.to(device), weights=torch.stack(rows).any(0).float())
+        if bool((found >= torch.clamp(counts, max=ipc)).all()):  # one sync an expert, at init
+            break
+    chosen = first_correct(torch.stack(rows).cpu(), labels.cpu(), positions, ipc)
+    return chosen.flatten()
+
+
 def soft_label_init(logits: Tensor, labels: Tensor) -> Tensor:
     """The initial soft labels [N, K]: for each image, the mean of the logits [E, N, K] of the
     experts whose top class is its label, unscaled (the authors' `average_logits_per_image`). A
