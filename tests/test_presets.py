@@ -92,3 +92,46 @@ def test_dsa_presets_draw_as_the_reference_trains_networks() -> None:
     # main.py scores with args.dsa_strategy, the condensation's: no flip for digits (readme.md).
     assert make_augmenter(protocol).families == ("color", "crop", "cutout", "scale", "rotate")
     assert build.augmenter(cfg).families == ("color", "crop", "cutout", "scale", "rotate")
+
+
+# MTT: the paper's appendix table of hyper-parameters (Cazenavette et al., CVPR 2022, "Dataset
+# Distillation by Matching Training Trajectories", the table its repository's README shows as an
+# image): synthetic steps, expert epochs, max start epoch, synthetic batch (None: all images), ZCA,
+# lr pixels, lr step size, starting step size. Later copies of the table (commands in other
+# repositories) differ in lr_img (100 at CIFAR-10 IPC 1) and lr_teacher (0.001 at CIFAR-10 IPC 10
+# and 50); these follow the paper. Iterations 5,000, init real, 5 evaluation networks, 1,000
+# evaluation epochs and the experts' 100 x 50 epochs are distill.py's and buffer.py's defaults.
+MTT = {
+    ("cifar10", 1): (50, 2, 2, None, True, 1000, 1e-07, 0.01),
+    ("cifar10", 10): (30, 2, 20, None, True, 100000, 1e-04, 0.01),
+    ("cifar10", 50): (30, 2, 40, None, False, 1000, 1e-05, 0.01),
+    ("cifar100", 1): (20, 3, 20, None, True, 1000, 1e-05, 0.01),
+    ("cifar100", 10): (20, 2, 20, None, False, 1000, 1e-05, 0.01),
+    ("cifar100", 50): (80, 2, 40, 125, True, 1000, 1e-05, 0.01),
+    ("tinyimagenet", 1): (10, 2, 40, None, False, 10000, 1e-04, 0.01),
+    ("tinyimagenet", 10): (20, 2, 40, 200, False, 10000, 1e-04, 0.01),
+    ("tinyimagenet", 50): (80, 2, 40, 300, False, 10000, 1e-04, 0.01),
+}
+
+
+@pytest.mark.parametrize(("data", "ipc"), sorted(MTT))
+def test_mtt_presets_hold_the_papers_values(data: str, ipc: int) -> None:
+    cfg = composed(f"experiment=mtt_{data}_ipc{ipc}")
+    steps, epochs, start, batch, zca, lr_img, lr_lr, lr_teacher = MTT[(data, ipc)]
+    m = cfg.method
+    assert m._target_ == "dmcondense.methods.mtt.TrajectoryMatching"
+    assert (m.syn_steps, m.expert_epochs, m.max_start_epoch, m.batch_syn) == (
+        steps, epochs, start, batch,
+    )  # fmt: skip
+    assert cfg.dataset.name == data and cfg.ipc == ipc and cfg.dataset.zca is zca
+    assert cfg.lr_img == lr_img and cfg.momentum == 0.5
+    assert isinstance(m.lr_lr, float) and m.lr_lr == lr_lr and m.lr_teacher == lr_teacher
+    assert m.lr_momentum == 0.5 and m.memory == "unroll"
+    assert (cfg.iterations, cfg.init, cfg.eval.protocol) == (5000, "real", "mtt")
+    assert (cfg.eval.num_models, cfg.eval.epochs) == (5, 1000)
+    e = cfg.experts  # buffer.py
+    assert (e.size, e.epochs, e.lr, e.momentum, e.weight_decay, e.batch_size) == (
+        100, 50, 0.01, 0.0, 0.0, 256,
+    )  # fmt: skip
+    assert e.augment == "color_crop_cutout_flip_scale_rotate"
+    assert cfg.augment.strategy == "color_crop_cutout_flip_scale_rotate"

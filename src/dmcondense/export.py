@@ -1,6 +1,7 @@
 """Write a synthetic set out as ordinary image files: `<out>/<class_name>/<index>.png`.
 
-Pixels are the de-normalised images (images * std + mean, clamped to [0, 1]) times 255, rounded,
+Pixels are the de-normalised images (images * std + mean, or the inverse ZCA of a whitened set,
+clamped to [0, 1]) times 255, rounded,
 saved as lossless PNG (grey for one channel, RGB for three), so any image tool or
 `torchvision.datasets.ImageFolder` can read the set. Class names become folder names made safe
 for every common file system; `index` counts the images of a class from 0, zero-padded so that
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dmcondense.data.normalise import Normaliser
+from dmcondense.data.zca import normaliser_of
 from dmcondense.io import read_synthetic
 from dmcondense.synthetic import SyntheticImages
 
@@ -62,7 +63,8 @@ def export_imagefolder(source: str | Path | dict, out_dir: str | Path) -> Path:
     record = source if isinstance(source, dict) else read_synthetic(source)
     out_dir = Path(out_dir)
     decoder = SyntheticImages.from_record(record)  # the training images, as evaluation sees them
-    pixels = Normaliser(record["mean"], record["std"]).to_uint8(decoder.decode(record["images"]))
+    normaliser = normaliser_of(record["mean"], record["std"], record.get("zca"))
+    pixels = normaliser.to_uint8(decoder.decode(record["images"]))
     pixels = pixels.permute(0, 2, 3, 1).numpy()  # [N, H, W, C] for PIL
     labels = decoder.decode_labels(record["labels"]).tolist()
     folders = class_folders(record["class_names"])

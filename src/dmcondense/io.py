@@ -11,6 +11,11 @@ synthetic.pt (format 1) is a dict saved with torch.save:
     class_names  list[str]
     method       str, the method that condensed it (dm, dc, ...; absent in older files)
     mean, std    list[float], one per channel (images * std + mean is in [0, 1])
+    zca          dict or None (absent in older files): the ZCA whitening the images are in
+                 (dataset.zca=true; data/zca.py: eps, shape, mean, eigvecs, eigvals), which
+                 replaces mean/std: unwhitening gives [0, 1] pixels
+    lr           float (method=mtt, absent otherwise): the learned step size, which
+                 eval.protocol=mtt trains the evaluation networks at
     ipc          int, stored images a class
     factor       int, multi-formation factor (absent in older files: 1); a stored image
                  decodes into factor^2 training images

@@ -27,6 +27,7 @@ import lightning as L
 # The entry points (thin: they import the job modules when a run starts).
 from dmcondense import continual as continual_entry
 from dmcondense import evaluate as evaluate_entry
+from dmcondense import experts as experts_entry
 from dmcondense import nas as nas_entry
 from dmcondense import pretrain as pretrain_entry
 from dmcondense import train as train_entry
@@ -94,6 +95,11 @@ def pretrain(*overrides: str) -> Run:
     return _call(pretrain_entry.main, "dmcondense.pretrain", list(overrides))
 
 
+def experts(*overrides: str) -> Run:
+    """`python -m dmcondense.experts <overrides>`, in this process."""
+    return _call(experts_entry.main, "dmcondense.experts", list(overrides))
+
+
 def nas(*overrides: str) -> Run:
     """`python -m dmcondense.nas <overrides>`, in this process."""
     return _call(nas_entry.main, "dmcondense.nas", list(overrides))
@@ -102,7 +108,7 @@ def nas(*overrides: str) -> Run:
 # `python -m <module>` -> the same run in this process (for drivers that start jobs by module).
 ENTRY_POINTS = {
     "dmcondense.train": train, "dmcondense.evaluate": evaluate, "dmcondense.continual": continual,
-    "dmcondense.pretrain": pretrain, "dmcondense.nas": nas,
+    "dmcondense.pretrain": pretrain, "dmcondense.nas": nas, "dmcondense.experts": experts,
 }  # fmt: skip
 
 

@@ -7,14 +7,16 @@ they come from the training split, and the config itself is never edited.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dmcondense.data.imageset import TrainingSplit
 from dmcondense.data.normalise import Normaliser
 from dmcondense.data.statistics import channel_statistics, statistics_sample
+from dmcondense.data.zca import ZCA, ZCANormaliser
 from dmcondense.errors import ConfigError
 
 
@@ -27,16 +29,35 @@ class DatasetSpec:
     class_names: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # dataset.zca=true: the whitening fitted on the training split, which replaces the
+    # per-channel normalisation as network input (data/zca.py)
+    zca: ZCA | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def normaliser(self) -> Normaliser:
         """One normaliser for the run, so its per-device constants are made once."""
+        if self.zca is not None:
+            return ZCANormaliser(self.mean, self.std, self.zca)
         return Normaliser(self.mean, self.std)
 
+    def zca_state(self) -> dict | None:
+        """What synthetic.pt keeps of the whitening (None without one)."""
+        return None if self.zca is None else self.zca.state_dict()
+
+    def whitening_key(self) -> dict | None:
+        """The whitening in a cache key (experts): its eps, None without one."""
+        return None if self.zca is None else {"eps": self.zca.eps}
+
     @classmethod
-    def from_config(cls, dataset: DictConfig | Mapping) -> DatasetSpec:
-        """The spec a resolved dataset config states in full (a saved run's config)."""
+    def from_config(cls, dataset: DictConfig | Mapping, zca: dict | None = None) -> DatasetSpec:
+        """The spec a resolved dataset config states in full (a saved run's config); `zca`: the
+        whitening's state a saved set carries (synthetic.pt), when it was condensed whitened."""
         d = dataset if isinstance(dataset, DictConfig) else OmegaConf.create(dict(dataset))
+        if d.get("zca", False) and zca is None:
+            raise ConfigError(
+                "dataset.zca=true but the saved set holds no whitening; it was written before "
+                "ZCA was recorded: condense it again"
+            )
         return cls(
             name=str(d.name),
             channels=int(d.channels),
@@ -45,6 +66,7 @@ class DatasetSpec:
             class_names=tuple(d.class_names),
             mean=tuple(float(m) for m in d.mean),
             std=tuple(float(s) for s in d.std),
+            zca=None if zca is None else ZCA.from_state(zca),
         )
 
     def facts(self) -> dict:
@@ -87,4 +109,16 @@ def resolve_spec(dataset: DictConfig | Mapping, train: TrainingSplit) -> Dataset
         class_names=tuple(class_names),
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
+        zca=fit_zca(dataset, train),
     )
+
+
+def fit_zca(dataset: DictConfig, train: TrainingSplit) -> ZCA | None:
+    """dataset.zca=true: the whitening of the whole training split (dataset.zca_eps), else
+    None."""
+    if not dataset.get("zca", False):
+        return None
+    eps = float(dataset.get("zca_eps", 0.1))
+    if not eps > 0:
+        raise ConfigError(f"dataset.zca_eps must be positive, got {eps}")
+    return ZCA.fit(train.decode(torch.arange(len(train))), eps=eps)

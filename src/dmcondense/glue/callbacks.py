@@ -52,6 +52,7 @@ class SyntheticWriter(L.Callback):
                 "factor": module.synthetic_images.factor,
                 "step": step,
                 **self.metadata,
+                **module.record_extra(),
             },
         )
         save_grid(self.run_dir / "synthetic.png", module.denormalised(), picture_columns(module))

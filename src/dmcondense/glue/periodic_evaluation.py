@@ -17,7 +17,10 @@ class PeriodicEvaluation(L.Callback):
     def evaluate(self, trainer: L.Trainer, module) -> dict[str, float]:
         if self.test is None:
             self.test = trainer.datamodule.load("test")
-        scores = self.plan.scores(
+        plan = self.plan
+        if plan.protocol_name == "mtt" and module.scoring_lr() is not None:
+            plan = plan.variant(lr=module.scoring_lr())  # the step size learned so far
+        scores = plan.scores(
             {module.name: [module.decoded()]}, self.test, module.normaliser, module.device
         )[module.name]
         metrics = {}

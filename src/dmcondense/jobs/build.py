@@ -34,12 +34,13 @@ from dmcondense.evaluation.protocol import (
 from dmcondense.evaluation.score import BACKENDS
 from dmcondense.glue.tracking import WANDB_OFFLINE_MODES, WANDB_TARGET, wandb_credentials_found
 from dmcondense.methods.base import CondensationMethod
+from dmcondense.models.experts import ExpertRecipe, ExpertStore, experts_manifest
 from dmcondense.models.pretrained import PoolRecipe, PretrainedPool, pool_folder, pool_manifest
 from dmcondense.models.registry import MODELS, build_model, default_depth, uses_batchnorm
 from dmcondense.progress import StepLines
 from dmcondense.progress import on_terminal as progress_on_terminal
 
-EVAL_PROTOCOLS = ("dsa", "dc", "idc", "ncfm")
+EVAL_PROTOCOLS = ("dsa", "dc", "idc", "ncfm", "mtt")
 EVAL_LABELS = ("hard", "soft")
 WHOLE_CHOICES = ("auto", "never")
 POOL_BUILDS = ("never", "auto")
@@ -159,6 +160,8 @@ def method(cfg: DictConfig, spec: DatasetSpec, initial_images: torch.Tensor) -> 
     extra = {}
     if uses_pool(cfg):
         extra["pool"] = ready_pool(cfg, spec).load(int(cfg.pool.size))
+    if uses_experts(cfg):
+        extra["experts"] = ready_experts(cfg, spec).trajectories(int(cfg.experts.size))
     return make(
         **extra,
         embed_net=embedding_network(cfg, spec),
@@ -180,6 +183,71 @@ def uses_pool(cfg: DictConfig) -> bool:
     return bool(getattr(get_class(cfg.method._target_), "uses_pretrained_pool", False))
 
 
+def uses_experts(cfg: DictConfig) -> bool:
+    """Whether the `method` group's module matches expert trajectories (MTT, DATM)."""
+    return bool(getattr(get_class(cfg.method._target_), "uses_experts", False))
+
+
+def expert_recipe(cfg: DictConfig) -> ExpertRecipe:
+    e = cfg.experts
+    return ExpertRecipe(
+        epochs=int(e.epochs), lr=float(e.lr), momentum=float(e.momentum),
+        weight_decay=float(e.weight_decay), batch_size=int(e.batch_size), augment=str(e.augment),
+    )  # fmt: skip
+
+
+def check_experts(cfg: DictConfig) -> None:
+    """experts.size, epochs, batch_size and build, before anything is loaded."""
+    check_cached_group(cfg, "experts")
+
+
+def dataset_key(spec: DatasetSpec) -> dict:
+    """The data set's facts in a cache key (pools, experts)."""
+    return {"name": spec.name, "channels": spec.channels, "image_size": spec.image_size,
+            "num_classes": spec.num_classes}  # fmt: skip
+
+
+def resolved_knobs(cfg: DictConfig, spec: DatasetSpec) -> dict:
+    """The model's knobs with the ConvNet's depth resolved (the key names what was built)."""
+    knobs = model_knobs(cfg)
+    if cfg.model.name in ("convnet", "convnet_bn") and knobs.get("depth") is None:
+        knobs["depth"] = default_depth(spec.image_size)
+    return knobs
+
+
+def expert_store(cfg: DictConfig, spec: DatasetSpec) -> ExpertStore:
+    """The experts of this data set (and its whitening), model (knobs resolved), recipe and
+    seed: their keyed folder under experts.root, or experts.dir when set."""
+    check_experts(cfg)
+    dataset = {**dataset_key(spec), "zca": spec.whitening_key()}
+    manifest = experts_manifest(
+        dataset, cfg.model.name, resolved_knobs(cfg, spec), expert_recipe(cfg), cfg.experts.seed
+    )
+    folder = cfg.experts.dir or pool_folder(cfg.experts.root, manifest)
+    return ExpertStore(Path(str(folder)).expanduser(), manifest)
+
+
+def experts_command(cfg: DictConfig, size: int | None = None) -> str:
+    """The experts command that makes this run's experts (`size`, default experts.size)."""
+    return cache_command(cfg, "experts", "experts", size)
+
+
+def ready_experts(cfg: DictConfig, spec: DatasetSpec, count: int | None = None) -> ExpertStore:
+    """The run's experts, with the first `count` (default experts.size) finished; otherwise one
+    line that gives the experts command (the jobs train them first under experts.build=auto)."""
+    store = expert_store(cfg, spec)
+    count = int(cfg.experts.size) if count is None else count
+    finished = set(store.check_all()) if store.folder.is_dir() else set()
+    missing = [i for i in range(count) if i not in finished]
+    if missing:
+        have = f"has {len(finished)} of {count} experts" if finished else "is missing"
+        raise ConfigError(
+            f"the expert trajectories for {spec.name} and {cfg.model.name} ({store.folder}) "
+            f"{have}; make them with: {experts_command(cfg, count)} (or add experts.build=auto)"
+        )
+    return store
+
+
 def pool_recipe(cfg: DictConfig) -> PoolRecipe:
     p = cfg.pool
     return PoolRecipe(
@@ -191,50 +259,67 @@ def pool_recipe(cfg: DictConfig) -> PoolRecipe:
 
 def check_pool(cfg: DictConfig) -> None:
     """pool.size, pool.epochs, pool.batch_size and pool.build, before anything is loaded."""
+    check_cached_group(cfg, "pool")
+
+
+def check_cached_group(cfg: DictConfig, group: str) -> None:
+    """A job-made cache's group (pool, experts): size, epochs and batch_size of 1 or more, a
+    known build."""
+    node = cfg[group]
     for key in ("size", "epochs", "batch_size"):
-        value = cfg.pool.get(key)
+        value = node.get(key)
         if value is None or int(value) < 1:
-            raise ConfigError(f"pool.{key} must be 1 or more, got {value}; set pool.{key}=N")
-    if cfg.pool.build not in POOL_BUILDS:
+            raise ConfigError(f"{group}.{key} must be 1 or more, got {value}; set {group}.{key}=N")
+    if node.build not in POOL_BUILDS:
         raise ConfigError(
-            f"unknown pool.build '{cfg.pool.build}'; choose one of {', '.join(POOL_BUILDS)}"
+            f"unknown {group}.build '{node.build}'; choose one of {', '.join(POOL_BUILDS)}"
         )
 
 
 def pretrained_pool(cfg: DictConfig, spec: DatasetSpec) -> PretrainedPool:
     """The pool of this data set, model (knobs resolved) and recipe: its keyed folder under
-    pool.root, or pool.dir when set."""
+    pool.root, or pool.dir when set. A whitened data set (dataset.zca=true) is a key of its own;
+    the key of an unwhitened one is as it always was."""
     check_pool(cfg)
-    knobs = model_knobs(cfg)
-    if cfg.model.name in ("convnet", "convnet_bn") and knobs.get("depth") is None:
-        knobs["depth"] = default_depth(spec.image_size)  # the key names what was built
-    dataset = {"name": spec.name, "channels": spec.channels, "image_size": spec.image_size,
-               "num_classes": spec.num_classes}  # fmt: skip
+    dataset = dataset_key(spec)
+    if spec.zca is not None:
+        dataset["zca"] = spec.whitening_key()
+    knobs = resolved_knobs(cfg, spec)
     manifest = pool_manifest(dataset, cfg.model.name, knobs, pool_recipe(cfg), cfg.pool.seed)
     folder = cfg.pool.dir or pool_folder(cfg.pool.root, manifest)
     return PretrainedPool(Path(str(folder)).expanduser(), manifest)
 
 
 def pretrain_command(cfg: DictConfig, size: int | None = None) -> str:
-    """The pretrain command that makes this run's pool (`size` networks, default pool.size): its
-    data set and model choices and the command line's data set, model and pool keys."""
+    """The pretrain command that makes this run's pool (`size` networks, default pool.size)."""
+    return cache_command(cfg, "pretrain", "pool", size)
+
+
+def cache_command(cfg: DictConfig, job: str, group: str, size: int | None = None) -> str:
+    """The command of `job` that makes this run's cache of `group` (pool, experts) with `size`
+    members (default <group>.size): its data set and model choices and the command line's data
+    set, model and group keys."""
     words = [f"dataset={cfg.dataset.name}", f"model={cfg.model.name}"]
     if HydraConfig.initialized():
         choices = HydraConfig.get().runtime.choices
         words = [f"dataset={choices.get('dataset')}", f"model={choices.get('model')}"]
-        if choices.get("trainer") not in (None, "cpu"):  # pretrain on the run's device
+        if choices.get("trainer") not in (None, "cpu"):  # train on the run's device
             words.append(f"trainer={choices.get('trainer')}")
         for override in HydraConfig.get().overrides.task:
             key = override.split("=", 1)[0].lstrip("+~")
-            if key.startswith(("dataset.", "model.", "pool.", "path", "data_dir")) and (
-                key != "pool.build"
+            if key.startswith(("dataset.", "model.", f"{group}.", "path", "data_dir")) and (
+                key != f"{group}.build"
             ):
                 words.append(override)
-    elif cfg.model.get("width") is not None:
-        words.append(f"model.width={cfg.model.width}")
-    words = [w for w in words if not w.startswith("pool.size=")]
-    words += [f"pool.size={size or cfg.pool.size}", f"pool.epochs={cfg.pool.epochs}"]
-    return "python -m dmcondense.pretrain " + " ".join(dict.fromkeys(words))
+    else:
+        if cfg.model.get("width") is not None:
+            words.append(f"model.width={cfg.model.width}")
+        if cfg.dataset.get("zca", False):
+            words.append("dataset.zca=true")
+    node = cfg[group]
+    words = [w for w in words if not w.startswith(f"{group}.size=")]
+    words += [f"{group}.size={size or node.size}", f"{group}.epochs={node.epochs}"]
+    return f"python -m dmcondense.{job} " + " ".join(dict.fromkeys(words))
 
 
 def ready_pool(cfg: DictConfig, spec: DatasetSpec, count: int | None = None) -> PretrainedPool:
@@ -334,6 +419,8 @@ def protocols(cfg: DictConfig, spec: DatasetSpec, epochs: int | None = None) -> 
          IDC's DSA per image over eval.dsa_strategy, CutMix with eval.cutmix_p
     ncfm NCFM's: eval.ncfm_epochs (or `epochs`), AdamW lr 1e-3, batch 128, x 0.5 at each fifth,
          IDC's DSA per image over eval.dsa_strategy without cutout, CutMix with eval.cutmix_p
+    mtt  MTT's: dsa's, with the networks trained at the set's learned step size (mtt_plan;
+         eval.lr for sets that learned none, such as the random baseline)
     """
     labels = {"labels": str(cfg.eval.get("labels", "hard")),
               "temperature": float(cfg.eval.get("temperature", 1.0))}  # fmt: skip
@@ -357,7 +444,7 @@ def protocol_choices(
     dc_epochs = e.get("dc_epochs")  # a budget in place of DC's own 300 / 1,000
     chosen = {}
     for name, knobs in architectures(cfg).items():
-        if e.protocol == "dsa":
+        if e.protocol in ("dsa", "mtt"):  # mtt: the set's learned lr replaces eval.lr (mtt_plan)
             augment = dsa_augment(e.dsa_family) if e.augment else "none"
             chosen[name] = Protocol(epochs=epochs or e.epochs, augment=augment,
                                     dsa_strategy=e.dsa_strategy, **common)  # fmt: skip
@@ -370,6 +457,19 @@ def protocol_choices(
         else:
             chosen[name] = Protocol(epochs=dc_epochs or 300, augment="none", **common)
     return chosen
+
+
+def mtt_plan(plan: EvaluationPlan, lr: float | None, what: str) -> EvaluationPlan:
+    """Under eval.protocol=mtt, `plan` with the learned step size `lr` of the set `what` as the
+    evaluation networks' learning rate (MTT's evaluation); other protocols: `plan` as it is."""
+    if plan.protocol_name != "mtt":
+        return plan
+    if lr is None:
+        raise ConfigError(
+            f"eval.protocol=mtt trains at a set's learned step size, and {what} has none; "
+            f"use eval.protocol=dsa"
+        )
+    return plan.variant(lr=float(lr))
 
 
 def wandb_logger_kwargs(cfg: DictConfig) -> dict:

@@ -42,7 +42,7 @@ from dmcondense.evaluation.plan import EvaluationPlan
 from dmcondense.evaluation.protocol import accuracy_summary
 from dmcondense.evaluation.score import LabelledImages, check_learned_labels
 from dmcondense.hostmem import reuse_freed_memory
-from dmcondense.io import load_synthetic
+from dmcondense.io import load_synthetic, read_synthetic
 from dmcondense.jobs import build, scores
 from dmcondense.jobs.checks import requested_scores
 from dmcondense.jobs.common import (
@@ -84,11 +84,23 @@ def synthetic_sets(
         if spec is not None and saved["name"] != spec.name:
             raise ConfigError(f"{path} was condensed from {saved['name']}, not {spec.name}")
         dataset = OmegaConf.merge(cfg.dataset, saved)
-        spec = DatasetSpec.from_config(dataset)
+        spec = DatasetSpec.from_config(dataset, zca=meta.get("zca"))
         ipc = meta["ipc"]
         method = method or meta.get("method", "synthetic")  # files before 0.2 do not say
         sets.append(tuple(loaded.tensors))
     return sets, dataset, spec, ipc, method
+
+
+def learned_lr(paths: list[str]) -> float | None:
+    """The learned step size the saved sets carry (method=mtt), the one eval.protocol=mtt trains
+    at; one line when the sets carry different ones (score them one at a time)."""
+    rates = {read_synthetic(path).get("lr") for path in paths}
+    if len(rates) > 1:
+        raise ConfigError(
+            "eval.protocol=mtt trains each set at its own learned step size, and these sets "
+            "carry different ones; evaluate them one condensed= at a time"
+        )
+    return rates.pop()
 
 
 def baseline_sets(
@@ -146,6 +158,13 @@ def run(cfg: DictConfig) -> Path:
     if wanted:
         named["random"] = random_subsets(cfg, dm.train_set, spec, ipc, len(sets))
     plans = {set_name: plan for set_name in named}
+    if paths is not None and plan.protocol_name == "mtt":
+        plans[name] = build.mtt_plan(plan, learned_lr(paths), ", ".join(paths))
+    elif paths is not None and learned_lr(paths) is not None:
+        print(
+            f"note: the set carries a learned step size ({learned_lr(paths):.6g}); "
+            f"eval.protocol=mtt trains at it, as its authors score it (now: {plan.protocol_name})"
+        )
     searched = {}
     if rates:
         plans, searched = search_rates(cfg, plan, named, dm.train_set, spec, rates, device)
@@ -174,6 +193,8 @@ def run(cfg: DictConfig) -> Path:
         "epochs": next(iter(epochs.values())) if len(set(epochs.values())) == 1 else epochs,
         "evaluation": plan.record(),
     }  # fmt: skip
+    if paths is not None and plan.protocol_name == "mtt":
+        summary["learned_lr"] = learned_lr(paths)  # the rate the set's networks trained at
     if rates:
         summary["lr_search"] = searched
     if "lrs" in wanted:

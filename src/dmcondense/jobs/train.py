@@ -40,6 +40,7 @@ from dmcondense.jobs.common import (
     resolved_config,
     write_results,
 )
+from dmcondense.jobs.experts import make_experts
 from dmcondense.jobs.pretrain import make_pool, teacher
 from dmcondense.methods.base import CondensationMethod
 
@@ -63,13 +64,17 @@ def run(cfg: DictConfig) -> Path:
     init, init_indices = initial_images(cfg, dm, spec, cfg.init, cfg.synthetic.factor)
     if build.uses_pool(cfg) and cfg.pool.build == "auto":
         make_pool(cfg, dm, spec)  # the missing networks of the method's pretrained pool
+    if build.uses_experts(cfg) and cfg.experts.build == "auto":
+        make_experts(cfg, dm, spec)  # the missing expert trajectories
     plan = build.evaluation_plan(cfg, spec, teacher=teacher(cfg, dm, spec))
     module = build.method(cfg, spec, init)
+    build.mtt_plan(plan, module.scoring_lr(), f"method={module.name}'s set")  # before condensing
     resolved = resolved_config(cfg, spec)
     metadata = {
         "class_names": list(spec.class_names),
         "mean": list(spec.mean),
         "std": list(spec.std),
+        "zca": spec.zca_state(),
         "init_indices": init_indices,
         "config": resolved,
     }
@@ -122,7 +127,7 @@ def print_summary(cfg: DictConfig, summary: dict, run_dir: Path, notes: list[str
     networks, epochs = summary["eval_num_models"], summary["eval_epochs"]
     trained = (
         f"{epochs} epoch{'s' * (epochs != 1)}"
-        if isinstance(epochs, int) and summary["eval_protocol"] == "dsa"
+        if isinstance(epochs, int) and summary["eval_protocol"] in ("dsa", "mtt")
         else f"the {summary['eval_protocol']} protocol"
     )
     print(
@@ -139,6 +144,8 @@ def print_summary(cfg: DictConfig, summary: dict, run_dir: Path, notes: list[str
     )
     if cfg.export:
         print(f"exported as image files: {run_dir / 'export'}")
+    if summary["eval_protocol"] == "mtt" and "learned_lr" in summary:
+        print(f"the condensed set trained at its learned step size {summary['learned_lr']:.6g}")
     for note in notes:
         print(note)
     print(f"run folder: {run_dir}")
@@ -175,7 +182,16 @@ def condense_and_score(
         module.name: [(images.cpu(), labels.cpu())],
         "random": [(random_real, module.labels.cpu())],
     }
-    results = plan.summaries(sets, test, spec.normaliser, module.device, progress=True)
+    if plan.protocol_name == "mtt":  # the condensed set trains at its learned step size
+        condensed = build.mtt_plan(plan, module.scoring_lr(), f"method={module.name}'s set")
+        results = condensed.summaries(
+            {module.name: sets[module.name]}, test, spec.normaliser, module.device, progress=True
+        )
+        results |= plan.summaries(
+            {"random": sets["random"]}, test, spec.normaliser, module.device, progress=True
+        )
+    else:
+        results = plan.summaries(sets, test, spec.normaliser, module.device, progress=True)
     return {
         "dataset": spec.name,
         "method": module.name,
@@ -188,6 +204,7 @@ def condense_and_score(
         "eval_epochs": epochs_run(plan),
         "eval_num_models": plan.num_models,
         "evaluation": plan.record(),
+        **({} if module.scoring_lr() is None else {"learned_lr": module.scoring_lr()}),
         "steps": trainer.global_step,
         "condense_seconds": round(condense_seconds, 1),
         "results": results,

@@ -245,6 +245,16 @@ class CondensationMethod(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD([self.synthetic], lr=self.lr_img, momentum=self.momentum)
 
+    # --- what the saved set and its scoring read ------------------------------------------------
+    def record_extra(self) -> dict:
+        """Fields a method adds to synthetic.pt beside the pixels (MTT: its learned step size)."""
+        return {}
+
+    def scoring_lr(self) -> float | None:
+        """The learning rate eval.protocol=mtt trains the evaluation networks at (a step size
+        the method learned), None when the method learns none."""
+        return None
+
     # --- auxiliary parts -----------------------------------------------------------------------
     def register_part(
         self,

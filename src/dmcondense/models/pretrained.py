@@ -101,30 +101,40 @@ class PretrainedPool:
     """The pool folder `folder` for `manifest`: which networks are finished, read them, add one.
 
     Every read checks what it reads: an unreadable file or a file made with another manifest is a
-    ConfigError (one line), and nothing in the folder is changed by a failed check."""
+    ConfigError (one line), and nothing in the folder is changed by a failed check.
+
+    The folder, manifest and file machinery is shared with other keyed stores of networks (the
+    experts' trajectories, models/experts.py), which change the names below."""
+
+    kind = "pool"  # what the folder holds, in messages
+    member = "network"  # one file's name stem and, in messages, what it holds
+    required = frozenset({"initial", "trained", "manifest"})  # the keys every file has
+    remake = "run the pretrain command again"  # how a deleted file is made again
+    manifest_name = MANIFEST
 
     def __init__(self, folder: str | Path, manifest: dict) -> None:
         self.folder, self.manifest = Path(folder), manifest
 
     def network_path(self, index: int) -> Path:
-        return self.folder / f"network_{index:03d}.pt"
+        return self.folder / f"{self.member}_{index:03d}.pt"
 
     def check_manifest(self) -> None:
         """The folder's pool.json, when there is one, must be this pool's."""
-        path = self.folder / MANIFEST
+        path = self.folder / self.manifest_name
+        kind, name = self.kind, self.manifest_name
         if not path.exists():
-            if any(self.folder.glob("network_*.pt")):
+            if any(self.folder.glob(f"{self.member}_*.pt")):
                 raise ConfigError(
-                    f"pool folder {self.folder} holds networks but no {MANIFEST}; it was not made "
-                    f"by this version: move it away or set pool.dir= to another folder"
+                    f"{kind} folder {self.folder} holds {self.member}s but no {name}; it was not "
+                    f"made by this version: move it away or set {kind}.dir= to another folder"
                 )
             return
         try:
             found = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise ConfigError(
-                f"pool folder {self.folder}: {MANIFEST} is unreadable ({error}); it may be "
-                f"truncated: delete the folder to retrain the pool"
+                f"{kind} folder {self.folder}: {name} is unreadable ({error}); it may be "
+                f"truncated: delete the folder to retrain the {kind}"
             ) from error
         self.check_same(found, path)
 
@@ -132,21 +142,21 @@ class PretrainedPool:
         difference = first_difference(self.manifest, found)
         if difference:
             raise ConfigError(
-                f"{path} was made for another pool: {difference}; set pool.dir= to another "
-                f"folder, or run with the pool's settings"
+                f"{path} was made for another {self.kind}: {difference}; set {self.kind}.dir= to "
+                f"another folder, or run with the {self.kind}'s settings"
             )
 
     def finished(self) -> list[int]:
         """Indices of the network files present (not yet read)."""
         found = []
-        for path in self.folder.glob("network_*.pt"):
-            stem = path.stem.removeprefix("network_")
+        for path in self.folder.glob(f"{self.member}_*.pt"):
+            stem = path.stem.removeprefix(f"{self.member}_")
             if stem.isdigit():
                 found.append(int(stem))
         return sorted(found)
 
     def read(self, index: int) -> dict:
-        """Network `index`'s record, checked: readable, this pool's, with both weight sets."""
+        """Network `index`'s record, checked: readable, this pool's, with its `required` keys."""
         path = self.network_path(index)
         try:
             record = torch.load(path, map_location="cpu", weights_only=True)
@@ -155,11 +165,14 @@ class PretrainedPool:
         except Exception as error:  # torch raises several kinds for a truncated zip
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ConfigError(
-                f"pool network {path} is unreadable ({type(error).__name__}: {first}); it may "
-                f"be truncated: delete that file and run the pretrain command again"
+                f"{self.kind} {self.member} {path} is unreadable ({type(error).__name__}: "
+                f"{first}); it may be truncated: delete that file and {self.remake}"
             ) from error
-        if not isinstance(record, dict) or not {"initial", "trained", "manifest"} <= set(record):
-            raise ConfigError(f"pool network {path} is not a network of a pool; delete it")
+        if not isinstance(record, dict) or not self.required <= set(record):
+            raise ConfigError(
+                f"{self.kind} {self.member} {path} is not a {self.member} of a {self.kind}; "
+                f"delete it"
+            )
         self.check_same(record["manifest"], path)
         return record
 
@@ -177,7 +190,8 @@ class PretrainedPool:
         missing = [i for i in range(count) if not self.network_path(i).exists()]
         if missing:
             raise FileNotFoundError(
-                f"pool {self.folder} lacks network {missing[0]} of {count} ({len(missing)} missing)"
+                f"{self.kind} {self.folder} lacks {self.member} {missing[0]} of {count} "
+                f"({len(missing)} missing)"
             )
         pairs = []
         for index in range(count):
@@ -186,9 +200,9 @@ class PretrainedPool:
         return pairs
 
     def write_manifest(self) -> None:
-        if not (self.folder / MANIFEST).exists():
+        if not (self.folder / self.manifest_name).exists():
             text = json.dumps(self.manifest, indent=2, sort_keys=True) + "\n"
-            atomic_write(self.folder / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+            atomic_write(self.folder / self.manifest_name, lambda tmp: Path(tmp).write_text(text))
 
     def save(self, index: int, initial: dict, trained: dict, test_accuracy: float | None) -> Path:
         record = {

@@ -1,0 +1,119 @@
+"""Expert trajectories (python -m dmcondense.experts): a killed run resumes with the experts it
+lacks and ends with the trajectories an unbroken run writes; a truncated file stops in one line
+naming it; finished experts are reused; the job refuses bad sizes in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.inprocess import experts
+
+from dmcondense.errors import ConfigError
+from dmcondense.models import experts as expert_module
+from dmcondense.models.experts import (
+    ExpertRecipe,
+    ExpertStore,
+    build_experts,
+    expert_bytes,
+    experts_manifest,
+)
+from dmcondense.models.registry import build_model
+
+RECIPE = ExpertRecipe(epochs=2, batch_size=8)
+DATASET = {"name": "tiny", "channels": 1, "image_size": 8, "num_classes": 4, "zca": None}
+KNOBS = {"width": 4, "depth": 1}
+
+
+def tiny_data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (24, 1, 8, 8), generator=g, dtype=torch.uint8)
+    return images, torch.arange(24) % 4
+
+
+def make_network() -> torch.nn.Module:
+    return build_model("convnet", 1, 4, 8, **KNOBS)
+
+
+def shift(images: torch.Tensor, g: torch.Generator, one_family: bool = False) -> torch.Tensor:
+    """A stand-in augmentation that draws from its generator."""
+    return images + 0.01 * torch.randn(images.shape, generator=g)
+
+
+def store_in(folder: Path) -> ExpertStore:
+    return ExpertStore(folder, experts_manifest(DATASET, "convnet", KNOBS, RECIPE, seed=0))
+
+
+def build(store: ExpertStore, size: int) -> int:
+    images, labels = tiny_data()
+    return build_experts(store, make_network, size, images, labels, lambda x: x.float() / 255,
+                         shift, RECIPE, seed=0, log=lambda line: None)  # fmt: skip
+
+
+def test_a_killed_experts_run_resumes_and_gives_the_same_trajectories(
+    tmp_path: Path, monkeypatch
+) -> None:
+    real = expert_module.train_expert
+    calls = []
+
+    def killed_in_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed while training expert 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(expert_module, "train_expert", killed_in_the_second)
+    stopped = store_in(tmp_path / "stopped")
+    with pytest.raises(KeyboardInterrupt):
+        build(stopped, 3)
+    assert stopped.finished() == [0]  # the finished expert was written as it finished
+    assert not list(stopped.folder.glob("*.tmp"))
+    monkeypatch.setattr(expert_module, "train_expert", real)
+    assert build(stopped, 3) == 2
+    whole = store_in(tmp_path / "whole")
+    build(whole, 3)
+    for a, b in zip(stopped.trajectories(3), whole.trajectories(3), strict=True):
+        assert torch.equal(a["trajectory"], b["trajectory"])
+    first = whole.trajectories(1)[0]
+    net = make_network()
+    assert first["trajectory"].shape == (
+        RECIPE.epochs + 1,
+        sum(p.numel() for p in net.parameters()),
+    )
+    assert first["names"] == [n for n, _ in net.named_parameters()]
+    assert not torch.equal(first["trajectory"][0], first["trajectory"][-1])  # it trained
+    assert expert_bytes(net, RECIPE.epochs) == first["trajectory"].numel() * 4
+    assert build(whole, 3) == 0  # finished experts are reused
+
+
+def test_a_truncated_expert_stops_with_one_line_naming_it(tmp_path: Path) -> None:
+    store = store_in(tmp_path / "experts")
+    build(store, 2)
+    path = store.network_path(1)
+    path.write_bytes(path.read_bytes()[:100])
+    before = {p.name: p.read_bytes() for p in store.folder.iterdir()}
+    with pytest.raises(ConfigError, match="expert_001.pt is unreadable") as error:
+        build(store, 3)
+    assert "\n" not in str(error.value) and "experts command" in str(error.value)
+    assert {p.name: p.read_bytes() for p in store.folder.iterdir()} == before
+
+
+def test_batchnorm_experts_keep_their_running_statistics(tmp_path: Path) -> None:
+    store = ExpertStore(tmp_path, experts_manifest(DATASET, "convnet_bn", KNOBS, RECIPE, seed=0))
+    images, labels = tiny_data()
+    bn = lambda: build_model("convnet_bn", 1, 4, 8, **KNOBS)  # noqa: E731
+    unit = lambda x: x.float() / 255  # noqa: E731
+    build_experts(store, bn, 1, images, labels, unit, None, RECIPE, seed=0, log=lambda line: None)
+    record = store.trajectories(1)[0]
+    assert record["buffers"].shape[0] == RECIPE.epochs + 1
+    assert not torch.equal(record["buffers"][0], record["buffers"][-1])
+
+
+def test_the_experts_job_refuses_a_size_of_zero_in_one_line(tmp_path: Path) -> None:
+    result = experts("experts.size=0", f"experts.root={tmp_path}",
+                     f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: experts.size must be 1 or more, got 0; set experts.size=N"
+    ]
