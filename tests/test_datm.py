@@ -3,21 +3,25 @@ the widening start-epoch window, the loss-threshold skip and the GSAM step of it
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from helpers.inprocess import tiny, train, train_killed_after
 from torch import nn
 
 from dmcondense.errors import ConfigError
+from dmcondense.io import read_synthetic
 from dmcondense.methods.datm_parts import (
     check_window,
     first_correct,
-    gsam_step,
     keep_update,
     masked_step,
     soft_cross_entropy,
     soft_label_init,
     start_epoch_bound,
 )
+from dmcondense.models.gsam import gsam_step
 
 # --- the initialisation ------------------------------------------------------------------------
 
@@ -255,3 +259,107 @@ def test_soft_labels_survive_save_load_and_the_evaluate_job(tiny_run, tmp_path) 
                    "eval.num_models=1", f"hydra.run.dir={tmp_path / 'eval'}")  # fmt: skip
     assert run.returncode == 2 and "learned soft labels" in run.stderr, run.stderr[-800:]
     assert len(run.error_lines) == 1
+
+
+# --- method=datm on the engine ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def experts_root(tmp_path_factory) -> Path:
+    """One folder of experts for the module's runs (the first run trains them)."""
+    return tmp_path_factory.mktemp("datm-experts")
+
+
+def datm_run(root: Path, *more: str) -> list[str]:
+    return tiny(
+        "method=datm", "ipc=2", "iterations=6", "save_every=2", "logger=csv",
+        f"experts.root={root}", "experts=default", "experts.size=1", "experts.epochs=2",
+        "experts.build=auto",
+        "method.syn_steps=3", "method.expert_epochs=1", "method.max_start_epoch=2",
+        "method.initial_max_start_epoch=1", "method.expansion_end=3", "lr_img=100",
+        "method.lr_lr=1e-3", "method.threshold=10", *more,
+    )  # fmt: skip
+
+
+def test_datm_stopped_after_a_checkpoint_resumes_bit_for_bit(tmp_path: Path, experts_root) -> None:
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    args = datm_run(experts_root)
+    assert train_killed_after(4, *args, f"hydra.run.dir={killed}") == [1, 2, 3, 4]
+    resumed = train(*args, "resume=last", f"hydra.run.dir={killed}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert train(*args, f"hydra.run.dir={whole}").returncode == 0
+    a, b = read_synthetic(killed), read_synthetic(whole)
+    assert torch.equal(a["images"], b["images"]) and a["lr"] == b["lr"]
+    assert torch.equal(a["soft_labels"], b["soft_labels"])
+    states = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=False)["auxiliary"]
+              for d in (killed, whole)]  # fmt: skip
+    sa, sb = (s["soft_labels"]["state"] for s in states)
+    assert torch.equal(sa["value"], sb["value"])
+    momentum = [s["optimizer"]["state"][0]["momentum_buffer"] for s in (sa, sb)]
+    assert torch.equal(*momentum) and momentum[0].abs().sum() > 0  # the labels learned
+
+
+def _experts_and_split(record: dict, root: Path):
+    """The run's experts (their trajectories) and its training split, as the run read them."""
+    from omegaconf import OmegaConf
+
+    from dmcondense.data.spec import DatasetSpec
+    from dmcondense.jobs import build
+
+    cfg = OmegaConf.create(record["config"])
+    spec = DatasetSpec.from_config(cfg.dataset)
+    folders = list(root.iterdir())
+    trajectories = [torch.load(p, weights_only=True)["trajectory"]
+                    for p in sorted(folders[0].glob("expert_*.pt"))]  # fmt: skip
+    dm = build.datamodule(cfg)
+    dm.setup("fit")
+    return cfg, spec, trajectories, dm.train_set
+
+
+def test_init_correct_starts_from_images_the_experts_classify_correctly(
+    tmp_path: Path, experts_root
+) -> None:
+    from dmcondense.jobs import build
+    from dmcondense.methods.datm import initial_soft_labels
+    from dmcondense.methods.datm_parts import flat_forward
+
+    run = tmp_path / "run"
+    # threshold -1: every loss passes it, so nothing steps and the set stays at its start
+    assert train(*datm_run(experts_root, "method.threshold=-1", "iterations=2"),
+                 f"hydra.run.dir={run}").returncode == 0  # fmt: skip
+    record = read_synthetic(run)
+    cfg, spec, trajectories, split = _experts_and_split(record, experts_root)
+    chosen = record["init_indices"]
+    assert torch.equal(split.labels[chosen], record["labels"])
+    start = spec.normaliser.to_input(split.images[chosen])
+    assert torch.equal(record["images"], start)  # no step was taken
+    net = build.embedding_network(cfg, spec).eval()
+    predicted = flat_forward(net)(trajectories[0][-1], start).argmax(1)
+    assert torch.equal(predicted, record["labels"])  # expert 0 gets every starting image right
+    assert record["lr"] == float(torch.tensor(cfg.method.lr_teacher))  # float32, unstepped
+    labels = initial_soft_labels(net, trajectories, start, record["labels"], "correct")
+    assert torch.equal(record["soft_labels"], labels)
+
+
+def test_gsam_experts_have_their_own_key_and_train_by_gsam() -> None:
+    from dmcondense.models.experts import ExpertRecipe, experts_manifest, train_expert
+
+    sgd, gsam = ExpertRecipe(), ExpertRecipe(optimizer="gsam", rho=0.01, alpha=0.3)
+    assert "optimizer" not in experts_manifest({}, "convnet", {}, sgd, 0)["recipe"]  # key kept
+    assert experts_manifest({}, "convnet", {}, gsam, 0)["recipe"]["optimizer"] == "gsam"
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.arange(4).repeat(4)
+
+    def trajectory(recipe: ExpertRecipe) -> torch.Tensor:
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+        torch.nn.init.constant_(net[1].weight, 0.01)
+        torch.nn.init.constant_(net[1].bias, 0.0)
+        return train_expert(net, images, labels, lambda x: x.float() / 255, None, recipe, 0, 0)[0]
+
+    base = dict(epochs=2, batch_size=8, augment="none")
+    plain = trajectory(ExpertRecipe(**base))
+    # rho 0: GSAM's two gradients agree, so its step is SGD's (up to rounding)
+    assert torch.allclose(trajectory(ExpertRecipe(**base, optimizer="gsam")), plain, atol=1e-6)
+    sharp = trajectory(ExpertRecipe(**base, optimizer="gsam", rho=0.5, alpha=0.3, adaptive=False))
+    assert not torch.allclose(sharp, plain, atol=1e-4)

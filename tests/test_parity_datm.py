@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from test_parity import STUB_UTILS  # the functions the adapter replaces, as DatasetCondensation's
 
@@ -37,6 +38,7 @@ for key, value in dict(dataset="CIFAR10", model="ConvNet", ipc=1, syn_steps=80, 
 STUB_DATM = """
 import argparse, json, os, sys
 sys.path.append("../")
+import pytest
 import torch
 import wandb
 from utils.cfg import CFG as cfg
@@ -162,3 +164,47 @@ def test_the_adapter_runs_their_loop_on_our_data_and_experts(tmp_path, monkeypat
     assert saved["labels"].tolist() == [0, 0, 1, 1, 2, 2] and saved["ipc"] == 2
     timing = json.loads(out.with_suffix(".json").read_text())
     assert "wandb" in timing["stand_ins"] and timing["seconds_per_step"] > 0
+
+
+def test_the_harness_end_to_end_scores_each_set_at_its_own_rate(tmp_path, monkeypatch) -> None:
+    from test_parity import ours_in_process
+
+    from dmcondense.io import read_synthetic
+
+    parity = load_benchmark("parity")
+    monkeypatch.setattr(parity, "run", ours_in_process(parity.run))
+    checkout = write_datm_stub(tmp_path / "DATM")
+    scored: list[float] = []
+    their_score = parity.parity_datm.score_each_at_its_rate
+
+    def spy(score_one, sides):
+        return their_score(lambda path, lr: scored.append(lr) or score_one(path, lr), sides)
+
+    monkeypatch.setattr(parity.parity_datm, "score_each_at_its_rate", spy)
+    for name in ("utils", "utils.cfg", "utils.utils_baseline", "wandb", "yacs", "yacs.config"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    steps = 2
+    row = parity.main([
+        "--method", "datm", "--official", str(checkout), "--dataset", "mnist_sample",
+        "--ipc", "1", "--steps", str(steps), "--width", "8", "--eval-models", "1",
+        "--eval-epochs", "1", "--syn-steps", "2", "--expert-epochs", "1",
+        "--max-start-epoch", "2", "--num-experts", "2", "--expert-train-epochs", "2",
+        "--lr-lr", "0.001", "--threshold", "10", "--score-init",
+        "--scratch", str(tmp_path / "scratch"), "--data-cache", str(tmp_path / "cache"),
+        "--results-dir", str(tmp_path / "results"),
+    ])  # fmt: skip
+    record = json.loads((tmp_path / "scratch" / "official_datm" / "stub_record.json").read_text())
+    ours = read_synthetic(tmp_path / "scratch" / "ours_0")
+    # Both sides match the same experts: ours, written as their replay buffer.
+    experts = torch.load(tmp_path / "scratch" / "experts.pt", weights_only=True)
+    assert record["experts"] == 2 and record["snapshots"] == [3, 3]
+    assert record["flat"] == [[experts[0].shape[1]]] * 2
+    assert record["args"]["syn_steps"] == 2 and record["args"]["Iteration"] == steps - 1
+    # Each set trains at its own learned rate: ours, theirs (the stub's 0.01 + 0.001 a step),
+    # then the two starts at lr_teacher.
+    assert scored == pytest.approx([ours["lr"], 0.01 + 0.001 * steps, 0.01, 0.01])
+    assert len(row["ours_accuracies"]) == len(row["theirs_accuracies"]) == 1
+    assert "ours_init_mean" in row and "syn_steps 2" in row["budget"]
+    initial = torch.load(tmp_path / "scratch" / "ours_0_init.pt", weights_only=False)
+    assert initial["soft_labels"].shape == ours["soft_labels"].shape
+    assert not torch.equal(initial["soft_labels"], ours["soft_labels"])  # ours learned labels
