@@ -4,6 +4,7 @@ hard and soft labels, and DD-Ranking's LRS and ARS, at a CPU budget.
     python benchmarks/leaderboard.py --datasets mnist_sample --ipcs 1 --budget 60
     python benchmarks/leaderboard.py --condensed dm=RUN_DIR ...   # score given sets instead
     python benchmarks/leaderboard.py --tiny                       # seconds; the suite runs it
+    python benchmarks/leaderboard.py --methods dm --outside 'dm=PATH;condensed_pixels=unit'
 
 Each set is condensed (`python -m dmcondense.train`, `--budget` seconds of condensation) or
 taken from `--condensed METHOD=PATH`, then scored by `python -m dmcondense.evaluate`:
@@ -19,6 +20,12 @@ epochs by default). CIFAR-10 is the shared JPEG copy (../shared/datasets); witho
 skipped with the reason. Writes <out>/board.md, board.csv and board.png. A rerun with the
 same --out reads back every job that finished with the same overrides (its board_job.json)
 and runs only the rest.
+
+`--outside METHOD=PATH` scores a set made elsewhere (a published set: any condensed_format of
+`python -m dmcondense.evaluate`, docs/howto/outside-sets.md) in the same table, in a row of its
+own beside ours ("METHOD (PATH's name)"), under the same jobs and METHOD's own protocol, on each
+data set of --datasets at the set's own IPC; `;KEY=VALUE` after the path adds evaluate
+overrides for that set (condensed_pixels=..., condensed_format=...).
 """
 
 from __future__ import annotations
@@ -115,8 +122,11 @@ def score_set(
     return found
 
 
-def board_row(dataset: str, ipc: int, method: str, found: dict[str, dict]) -> dict:
-    """One row: accuracies (percent) and scores (fractions) of one set."""
+def board_row(
+    dataset: str, ipc: int, method: str, found: dict[str, dict], label: str | None = None
+) -> dict:
+    """One row: accuracies (percent) and scores (fractions) of one set; `label` names a set
+    made elsewhere in the method column."""
     own = OWN_PROTOCOL[method]
 
     def acc(key: str, set_name: str | None = None) -> float:
@@ -127,7 +137,7 @@ def board_row(dataset: str, ipc: int, method: str, found: dict[str, dict]) -> di
         return found[f"{protocol} hard"]["scores"]["convnet"][name][name]
 
     return {
-        "data set": dataset, "IPC": ipc, "method": method, "own protocol": own,
+        "data set": dataset, "IPC": ipc, "method": label or method, "own protocol": own,
         "common hard": acc("dsa hard"), "common soft": acc("dsa soft"),
         "own hard": acc(f"{own} hard"), "own soft": acc(f"{own} soft"),
         "random common": acc("dsa hard", "random"), "random own": acc(f"{own} hard", "random"),
@@ -224,6 +234,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--condensed", nargs="*", default=[], metavar="METHOD=PATH",
                         help="score these sets instead (one data set and IPC)")  # fmt: skip
+    parser.add_argument("--outside", nargs="*", default=[], metavar="METHOD=PATH[;KEY=VALUE]",
+                        help="also score sets made elsewhere, in rows beside ours")  # fmt: skip
     parser.add_argument("--budget", type=int, default=60, help="condensation seconds a set")
     parser.add_argument("--batch-real", type=int, default=64)
     parser.add_argument("--width", type=int, default=32)
@@ -238,7 +250,24 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--archive", type=Path, default=ARCHIVE)
     parser.add_argument("--data", type=Path, default=Path("/tmp/dmcondense-cifar10"))
     parser.add_argument("--out", type=Path, default=REPO / "lightning_logs" / "leaderboard")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for item in args.outside:
+        method = item.split("=", 1)[0]
+        if "=" not in item or method not in OWN_PROTOCOL:
+            parser.error(
+                f"--outside {item}: give METHOD=PATH with METHOD one of {', '.join(METHODS)}"
+            )
+    return args
+
+
+def outside_sets(items: list[str]) -> list[tuple[str, Path, list[str]]]:
+    """--outside METHOD=PATH[;KEY=VALUE...] -> (method, path, evaluate overrides)."""
+    found = []
+    for item in items:
+        method, rest = item.split("=", 1)
+        path, *extra = rest.split(";")
+        found.append((method, Path(path), [f"condensed_name={method}", *extra]))
+    return found
 
 
 def main(argv: list[str] | None = None, run: Runner = run_in_child) -> list[dict]:
@@ -267,6 +296,12 @@ def main(argv: list[str] | None = None, run: Runner = run_in_child) -> list[dict
                                   cell)  # fmt: skip
                 rows.append(board_row(dataset, ipc, method, found))
                 write_board(args, rows, skipped, run.seconds)  # a stopped board keeps its rows
+        for n, (method, path, extra) in enumerate(outside_sets(args.outside)):
+            found = score_set(run, path, method, [*data, *shared, *stores, *evaluate, *extra],
+                              args.out / f"{dataset}_outside{n}_{method}")  # fmt: skip
+            ipc = found["dsa hard"]["ipc"]
+            rows.append(board_row(dataset, ipc, method, found, f"{method} ({path.name})"))
+            write_board(args, rows, skipped, run.seconds)
     write_board(args, rows, skipped, run.seconds, final=True)
     return rows
 

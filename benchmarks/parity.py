@@ -287,7 +287,7 @@ def save_initial_record(
     from dmcondense.synthetic import SyntheticImages
 
     record = read_synthetic(synthetic)
-    tensors = torch.load(data, weights_only=False)
+    tensors = torch.load(data, weights_only=True)  # real_data.pt: plain tensors and lists
     images = tensors["train_images"][record["init_indices"]]
     encoder = SyntheticImages(len(record["class_names"]), record["ipc"], record.get("factor", 1))
     resize = record["config"]["synthetic"]["init_resize"]  # NCFM and M3D pack nearest

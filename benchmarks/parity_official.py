@@ -247,10 +247,11 @@ def run_official(args: argparse.Namespace) -> dict:
     import torch
 
     from dmcondense.hostmem import reuse_freed_memory
+    from dmcondense.sets import read_dc_res
 
     torch.set_num_threads(args.threads)
     reuse_freed_memory()  # the allocator setting every dmcondense job runs with
-    data = torch.load(args.data, weights_only=False)
+    data = torch.load(args.data, weights_only=True)
     spec = OFFICIAL[args.method]
     copy = Path(args.copy).resolve()
     save_path = Path(args.out).resolve().parent / f"official_{args.method}"
@@ -290,7 +291,7 @@ def run_official(args: argparse.Namespace) -> dict:
     saved = sorted(save_path.glob("res_*.pt"))
     if not saved or not started:
         raise RuntimeError(f"{argv[0]} saved no res_*.pt in {save_path} or never started")
-    images, labels = torch.load(saved[-1], weights_only=False)["data"][-1]
+    images, labels = read_dc_res(saved[-1]).experiments[-1]  # the library's res_*.pt reader
     return {
         "images": images.float().contiguous(),
         "labels": labels.long(),
@@ -395,7 +396,7 @@ def run_ncfm(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     reuse_freed_memory()
-    data = torch.load(args.data, weights_only=False)
+    data = torch.load(args.data, weights_only=True)
     copy = Path(args.copy).resolve()
     work = Path(args.out).resolve().parent / "official_ncfm"
     work.mkdir(parents=True, exist_ok=True)
@@ -610,7 +611,7 @@ def main(argv: list[str] | None = None) -> None:
         os.chdir(here)
     import torch
 
-    data = torch.load(args.data, weights_only=False)
+    data = torch.load(args.data, weights_only=True)
     record = {
         "format": 1,
         "images": result["images"],

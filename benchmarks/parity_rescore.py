@@ -41,7 +41,9 @@ def clamped_copy(path: Path, out: Path) -> Path:
     """The saved set with its images clamped to [0, 1] pixels (in its normalised units)."""
     import torch
 
-    record = torch.load(path, weights_only=False)
+    from dmcondense.io import load_plain
+
+    record = load_plain(path, "synthetic set")
     mean = torch.tensor(record["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(record["std"]).view(1, -1, 1, 1)
     low, high = (0 - mean) / std, (1 - mean) / std

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.inprocess import tiny, train, train_killed_after
+from helpers.inprocess import evaluate, tiny, train, train_killed_after
 from torch import nn
 
 from dmcondense.errors import ConfigError
@@ -231,34 +231,11 @@ def test_a_set_trains_on_its_own_soft_labels_every_epoch() -> None:
     common = dict(num_models=1, protocol=protocol, seed=0, normaliser=normaliser,
                   backend="loop", num_classes=3)  # fmt: skip
     hard = train_networks("mlp", train, labels, images, labels, **common)
-    # Soft labels (logits) that name the next class: trained on them, the network is wrong on
-    # every image it is tested on with the true labels.
-    shifted = 20.0 * torch.nn.functional.one_hot((labels + 1) % 3, 3).float()
+    # Soft labels that name the next class: trained on them, the network is wrong on every
+    # image it is tested on with the true labels.
+    shifted = torch.nn.functional.one_hot((labels + 1) % 3, 3).float()
     soft = train_networks("mlp", train, shifted, images, labels, **common)
     assert hard.item() == 1.0 and soft.item() == 0.0
-    refused = Protocol(epochs=1, augment="none", labels="soft")
-    with pytest.raises(ConfigError, match="eval.labels=hard"):
-        train_networks("mlp", train, shifted, images, labels, **{**common, "protocol": refused})
-
-
-def test_soft_labels_survive_save_load_and_the_evaluate_job(tiny_run, tmp_path) -> None:
-    from helpers.inprocess import evaluate
-
-    from dmcondense.io import load_synthetic, read_synthetic, save_synthetic
-
-    record = read_synthetic(tiny_run.run_dir)
-    n, k = record["labels"].shape[0], len(record["class_names"])
-    soft = torch.randn(n, k, generator=torch.Generator().manual_seed(0))
-    path = save_synthetic(tmp_path / "soft" / "synthetic.pt", {**record, "soft_labels": soft})
-    dataset, meta = load_synthetic(path)
-    assert torch.equal(dataset.tensors[1], soft) and "soft_labels" not in meta
-    hard_dataset, _ = load_synthetic(tiny_run.run_dir)
-    assert hard_dataset.tensors[1].dtype == torch.int64  # sets without them keep class ids
-    # The evaluate job hands them to the networks: a teacher's labels on top are refused.
-    run = evaluate(f"condensed={path}", "eval.labels=soft", "eval.epochs=1",
-                   "eval.num_models=1", f"hydra.run.dir={tmp_path / 'eval'}")  # fmt: skip
-    assert run.returncode == 2 and "learned soft labels" in run.stderr, run.stderr[-800:]
-    assert len(run.error_lines) == 1
 
 
 # --- method=datm on the engine ------------------------------------------------------------------
@@ -339,6 +316,19 @@ def test_init_correct_starts_from_images_the_experts_classify_correctly(
     assert record["lr"] == float(torch.tensor(cfg.method.lr_teacher))  # float32, unstepped
     labels = initial_soft_labels(net, trajectories, start, record["labels"], "correct")
     assert torch.equal(record["soft_labels"], labels)
+    # The evaluate job reads them as the set's labels (probabilities), and scores the set.
+    from hydra import compose, initialize_config_dir
+
+    from dmcondense.cli import CONF_DIR
+    from dmcondense.jobs.evaluate import synthetic_sets
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        ev = compose("evaluate", [f"condensed={run}"])
+    (_, read), *_ = synthetic_sets([str(run)], ev)[0]
+    assert torch.allclose(read, labels.softmax(1))
+    scored = evaluate(f"condensed={run}", "eval.protocol=mtt", "eval.epochs=1",
+                      "eval.num_models=1", f"hydra.run.dir={tmp_path / 'ev'}")  # fmt: skip
+    assert scored.returncode == 0, scored.stderr[-3000:]
 
 
 def test_gsam_experts_have_their_own_key_and_train_by_gsam() -> None:

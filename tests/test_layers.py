@@ -24,6 +24,7 @@ ROOMS = {
     "synthetic": "synthetic",
     "io": "synthetic",
     "export": "synthetic",
+    "sets": "synthetic",
     "data": "data",
     "models": "models",
     "augment": "augment",

@@ -31,33 +31,13 @@ exec > >(tee -a "$OUT/paper_table_gpu.log") 2>&1
 export PYTHONUNBUFFERED=1
 elapsed() { echo $(($(date +%s) - started)); }
 
-# $PYTHON, else the project's .venv when it runs here, else python3 (the GPU image's, with torch)
-if [ -z "${PYTHON:-}" ]; then
-  PYTHON=python3
-  if [ -x .venv/bin/python ] && .venv/bin/python -c "" 2>/dev/null; then PYTHON=.venv/bin/python; fi
-fi
-if ! "$PYTHON" -c "import hydra, omegaconf" 2>/dev/null; then
-  if ! ls .whl/*.whl >/dev/null 2>&1; then
-    echo "paper_table_gpu: no Hydra here and no .whl/: run benchmarks/device/prepare.sh and carry .whl"
-    exit 2
-  fi
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 2
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
-"$PYTHON" -c "import hydra, omegaconf, torch, lightning, dmcondense" || exit 2
+# Python, the carried wheels and the device: the same set-up as scripts/gpu_acceptance.sh
+# shellcheck source=scripts/gpu_env.sh
+. scripts/gpu_env.sh
+gpu_env paper_table_gpu || exit $?
 
 DRY=0
 [ "${DEVICE:-cuda}" = cpu ] && DRY=1
-if [ "$DRY" = 0 ]; then
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-  if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    echo "paper_table_gpu: torch sees no CUDA device; DEVICE=cpu for a dry run"
-    exit 3
-  fi
-fi
-"$PYTHON" -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
 
 if [ "${PROBE:-1}" = 1 ]; then
   echo "== probe ($(elapsed) s)"

@@ -5,9 +5,11 @@ Kept apart from `dmcondense.io` so the data layer can use it without importing t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +30,20 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the directory `folder` (made if missing; no lock file is left
+    in it): the processes of one job (every rank of a SLURM job runs it, and so does each rank
+    Lightning's launcher starts) take turns at what must happen once, a download or a pool's
+    training; a later one waits, then finds it done. The lock goes with the process, so a
+    crashed holder never blocks the others."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

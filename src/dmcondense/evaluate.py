@@ -1,8 +1,11 @@
 """Entry point: score a saved synthetic set, or a coreset baseline, under one protocol.
 
     python -m dmcondense.evaluate condensed=RUN_DIR_OR_FILE [eval.models=[convnet,mlp]]
+    python -m dmcondense.evaluate condensed=images_best.pt condensed_pixels=normalised
     python -m dmcondense.evaluate baseline=herding dataset=cifar10 ipc=10
 
+`condensed=` also reads sets made by other tools (image folders, MTT/DATM tensor files, the DC
+repository's res_*.pt: condensed_format, docs/howto/outside-sets.md), without running their code.
 Prints a table of test accuracy (mean and std over every network of every experiment) per
 architecture and writes results.json and results.csv into the run folder.
 """

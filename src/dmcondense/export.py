@@ -1,4 +1,7 @@
-"""Write a synthetic set out as ordinary image files: `<out>/<class_name>/<index>.png`.
+"""Write a synthetic set out for other tools: image files (`export_imagefolder`) or a pair of
+tensor files (`export_tensors`).
+
+export=imagefolder: `<out>/<class_name>/<index>.png`.
 
 Pixels are the de-normalised images (images * std + mean, or the inverse ZCA of a whitened set,
 clamped to [0, 1]) times 255, rounded,
@@ -17,10 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from dmcondense.atomic import atomic_write
 from dmcondense.data.zca import normaliser_of
-from dmcondense.io import read_synthetic
+from dmcondense.io import decoded_images, read_synthetic
 from dmcondense.synthetic import SyntheticImages
 
 # Characters Windows, macOS or Linux refuse in a file name, and control characters.
@@ -90,4 +95,27 @@ def export_imagefolder(source: str | Path | dict, out_dir: str | Path) -> Path:
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+    return out_dir
+
+
+def export_tensors(source: str | Path | dict, out_dir: str | Path) -> Path:
+    """Write the synthetic set `source` (a synthetic.pt, its run folder, or its record) to
+    `out_dir` as `images.pt` and `labels.pt`, each one bare tensor saved with torch.save: the
+    form MTT and DATM save (images_best.pt, labels_best.pt) and DD-Ranking's evaluator takes
+    (`image_tensor`, `hard_labels` or `soft_labels`). Returns `out_dir`.
+
+    images.pt: float32 [N, C, H, W], the decoded training images, class-major, normalised with
+    the data set's mean and std (the record's `pixels` units where it names others);
+    labels.pt: int64 [N] class indices, or the learned soft labels float32 [N, classes]
+    (logits, as DATM saves them) where the set has them.
+    """
+    record = source if isinstance(source, dict) else read_synthetic(source)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images, labels = decoded_images(record)
+    if record.get("soft_labels") is not None:
+        labels = SyntheticImages.from_record(record).decode_labels(record["soft_labels"])
+    images, labels = images.detach().float().contiguous(), labels.detach().contiguous()
+    atomic_write(out_dir / "images.pt", lambda tmp: torch.save(images, tmp))
+    atomic_write(out_dir / "labels.pt", lambda tmp: torch.save(labels, tmp))
     return out_dir

@@ -1,13 +1,22 @@
-"""The synthetic.pt schema, pictures, exports and `load_synthetic`.
+"""The synthetic.pt schema, pictures, exports and `load_synthetic`; safe loading of files.
 
-synthetic.pt (format 1) is a dict saved with torch.save:
+synthetic.pt (format 1) is a dict of plain values (tensors, numbers, strings, lists, dicts,
+None) saved with torch.save and read with `torch.load(weights_only=True)`: reading one runs no
+code from it, and a file that needs anything else is refused in one line (`load_plain`).
     format       int, 1
-    images       float32 [classes * ipc, C, H, W], normalised with mean/std, class-major: the
-                 stored images (decoded into training images by `factor`, see synthetic.py)
-    labels       int64 [classes * ipc]
-    soft_labels  float32 [classes * ipc, classes] (method=datm; absent otherwise): the learned
-                 soft labels, as logits; every evaluation of the set trains on
-                 softmax(soft_labels), and `load_synthetic` hands them out as the labels
+    images       float32 [classes * ipc, C, H, W], class-major: the stored images (decoded into
+                 training images by `factor`, see synthetic.py), in the units `pixels` names
+    labels       int64 [classes * ipc], class indices (the hard label of each stored image)
+    pixels       str, optional: "normalised" (absent: the default; (x - mean) / std with the
+                 data set's mean and std), "unit" ([0, 1] pixels) or "zca" (ZCA-whitened, the
+                 transform described by `zca`)
+    soft_labels  float32 [classes * ipc, classes], optional: learned soft labels (logits; the
+                 training targets are softmax(soft_labels), as DATM's soft cross-entropy)
+    zca          dict, optional, with pixels "zca": the whitening, as plain values (e.g.
+                 mean float32 [D], transform and inverse float32 [D, D], eps float)
+    extra keys   tensors or plain values a method learns beside the pixels (e.g. MTT's step
+                 size `syn_lr`, a float32 scalar tensor) are kept as they are; readers ignore
+                 the keys they do not know
     class_names  list[str]
     method       str, the method that condensed it (dm, dc, ...; absent in older files)
     mean, std    list[float], one per channel (images * std + mean is in [0, 1])
@@ -22,7 +31,7 @@ synthetic.pt (format 1) is a dict saved with torch.save:
     step         int, the condensation steps done when it was written
     init_indices int64 [classes * ipc * factor^2] or None: the training-split images
                  `init=real` started from (the random-real baseline of a factor-1 run)
-    config       dict, the resolved run config
+    config       dict, the resolved run config (a plain container: OmegaConf.to_container)
 
 `load_synthetic(path)` returns it as a TensorDataset of (image, label) plus the other fields;
 `export.export_imagefolder` writes it out as PNG files, one folder per class.
@@ -37,14 +46,74 @@ from torch.utils.data import TensorDataset
 from torchvision.utils import make_grid, save_image
 
 from dmcondense.atomic import atomic_write  # also re-exported: dmcondense.io.atomic_write
+from dmcondense.errors import ConfigError
 from dmcondense.synthetic import SyntheticImages
 
 FORMAT = 1
+PLAIN = "tensors, numbers, strings, lists, dicts and None"
+
+
+class RefusedFile(ConfigError):
+    """A file that needs more than plain values to load: refused before anything of it runs."""
+
+
+def numpy_scalars() -> list:
+    """What a pickled NumPy scalar needs (its dtype and the scalar constructor): rebuilding one
+    runs no code from the file. The DC repository's res_*.pt holds its accuracies as such."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # NumPy 2 moved np.core to np._core
+    kinds = (np.float64, np.float32, np.int64, np.int32, np.bool_)
+    return [core.multiarray.scalar, np.dtype, *(type(np.dtype(kind)) for kind in kinds)]
+
+
+def load_plain(path: str | Path, what: str, numpy: bool = False):
+    """`torch.load(path, weights_only=True)`: plain values only (`PLAIN`, and NumPy scalars
+    with `numpy`). A file whose pickle names anything else (a class, a function) is refused in
+    one line naming what it needs; nothing from it runs. `what` names the file for the line."""
+    allowed = numpy_scalars() if numpy else []
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:  # a missing or unreadable file: the caller's message
+        raise
+    except Exception as error:  # noqa: BLE001  weights_only ran nothing: say what it met
+        try:  # reads the pickle's opcodes only: runs nothing
+            needs = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001  not a torch.save file at all
+            needs = []
+        if needs:
+            raise RefusedFile(
+                f"{path} is refused: a {what} holds only {PLAIN}, but this file needs "
+                f"{', '.join(needs)} to load, and unpickling that could run code from the file; "
+                f"nothing of it was run"
+            ) from None
+        first = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
+        raise RefusedFile(f"{path} is not a readable {what} ({first})") from None
 
 
 def save_synthetic(path: str | Path, record: dict) -> Path:
+    """Write `record` as synthetic.pt (format 1); its values must be plain (`PLAIN`), so that
+    `read_synthetic` loads it without unpickling anything else."""
     record = {"format": FORMAT, **record}
+    check_plain(record)
     return atomic_write(path, lambda tmp: torch.save(record, tmp))
+
+
+def check_plain(value, where: str = "synthetic.pt") -> None:
+    """TypeError naming the first value that is not plain (a DictConfig, a NumPy scalar, ...):
+    the writer refuses to write what the reader would refuse to read."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str | int):
+                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}, not plain")
+            check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_plain(item, f"{where}[{index}]")
+    elif not (value is None or type(value) in (bool, int, float, str)
+              or isinstance(value, torch.Tensor)):  # fmt: skip
+        raise TypeError(f"{where} is a {type(value).__name__}, not a plain value ({PLAIN})")
 
 
 def image_grid(images01: torch.Tensor, ipc: int) -> torch.Tensor:
@@ -69,29 +138,25 @@ def read_synthetic(path: str | Path) -> dict:
         raise FileNotFoundError(
             f"no synthetic set at {path}; pass a synthetic.pt or the run folder that holds it"
         )
-    record = torch.load(path, map_location="cpu", weights_only=False)
+    record = load_plain(path, "dmcondense synthetic.pt")
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a dmcondense synthetic.pt (format {FORMAT})")
+        raise ConfigError(f"{path} is not a dmcondense synthetic.pt (format {FORMAT})")
     return record
 
 
 def decoded_images(record: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The training images and labels of a synthetic.pt record: the stored images decoded the
-    way the run decoded them (`SyntheticImages`). The labels are the learned soft labels (float
-    logits [N, K]) where the set has them, else the class ids."""
+    way the run decoded them (`SyntheticImages`)."""
     decoder = SyntheticImages.from_record(record)
-    labels = record.get("soft_labels")
-    labels = record["labels"] if labels is None else labels.float()
-    return decoder.decode(record["images"]), decoder.decode_labels(labels)
+    return decoder.decode(record["images"]), decoder.decode_labels(record["labels"])
 
 
 def load_synthetic(path: str | Path) -> tuple[TensorDataset, dict]:
     """A condensed set as a Dataset of (normalised training image, label), plus its metadata.
 
     `path` is a synthetic.pt file or a run folder that holds one. The metadata is the record
-    without images and labels: class_names, mean, std, ipc, step, init_indices, config. A set
-    with learned soft labels gives them as its labels (float logits [K] an image).
+    without images and labels: class_names, mean, std, ipc, step, init_indices, config.
     """
     record = read_synthetic(path)
-    meta = {k: v for k, v in record.items() if k not in ("images", "labels", "soft_labels")}
+    meta = {k: v for k, v in record.items() if k not in ("images", "labels")}
     return TensorDataset(*decoded_images(record)), meta

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 LINES_PER_JOB = 20  # plain lines over a condensation run, one each 5%
 LINES_PER_BAR = 10  # plain lines over an evaluation bar, one each 10%
@@ -56,3 +57,16 @@ class StepLines(L.Callback):
             return
         loss = float(outputs["loss"]) if outputs and "loss" in outputs else float("nan")
         print(f"step {step}/{total} ({100 * step // total}%) train/loss {loss:.4g}", flush=True)
+
+
+class LossBar(TQDMProgressBar):
+    """Lightning's bar, showing train/loss read only when the bar refreshes (every
+    `refresh_rate` steps): a logged value on the bar itself is read into a number after every
+    step, a host-device sync on a GPU."""
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            metrics["train/loss"] = f"{float(loss):.4g}"
+        return metrics

@@ -22,3 +22,13 @@ def generator(seed: int, *keys: int | str, device: torch.device | str = "cpu") -
     g = torch.Generator(device=device)
     g.manual_seed(derive_seed(seed, *keys))
     return g
+
+
+def to_device(host: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A small host draw (an order, a pairing) moved to `device` without a host-device sync:
+    through pinned memory, non-blocking, on a GPU. Drawn on the host, it is the same draw on
+    every device and every GPU model."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        host = host.pin_memory()
+    return host.to(device, non_blocking=True)

@@ -31,6 +31,7 @@ from dmcondense import experts as experts_entry
 from dmcondense import nas as nas_entry
 from dmcondense import pretrain as pretrain_entry
 from dmcondense import train as train_entry
+from dmcondense.jobs import build as build_job
 from dmcondense.jobs import evaluate as evaluate_job
 from dmcondense.jobs import scores as scores_job
 
@@ -239,3 +240,39 @@ def watch_test_split(leak: bool = False) -> Iterator[dict]:
     finally:
         evaluate_job.load_test, evaluate_job.search_rates = load_test, search_rates
         scores_job.validation_set = validation_set
+
+
+@contextlib.contextmanager
+def extra_callbacks(*callbacks: L.Callback) -> Iterator[None]:
+    """The runs inside build their Trainer with `callbacks` added after the job's own."""
+    make = build_job.trainer
+
+    def trainer(cfg, run_dir, job_callbacks, plugins=None):
+        return make(cfg, run_dir, [*job_callbacks, *callbacks], plugins)
+
+    build_job.trainer = trainer
+    try:
+        yield
+    finally:
+        build_job.trainer = make
+
+
+@contextlib.contextmanager
+def evaluation_device(device: object) -> Iterator[list]:
+    """The runs inside get `device` as the job's evaluation device (build.eval_device); yields
+    the devices every scoring of an evaluation plan was handed."""
+    from dmcondense.evaluation.plan import EvaluationPlan
+
+    received: list = []
+    choose, scores = build_job.eval_device, EvaluationPlan.scores
+
+    def recorded(self, sets, test, normaliser, device=None, progress=False):
+        received.append(device)
+        return scores(self, sets, test, normaliser, device, progress)
+
+    build_job.eval_device = lambda cfg: device
+    EvaluationPlan.scores = recorded
+    try:
+        yield received
+    finally:
+        build_job.eval_device, EvaluationPlan.scores = choose, scores

@@ -85,6 +85,33 @@ class StepStream(IterableDataset):
             yield {"step": step, "classes": self.classes, "indices": self.draw(step)}
 
 
+class RoundImages:
+    """A step's real images [rounds, classes, per_class, C, H, W] (uint8), gathered from the
+    store one round at a time when a round is read: a method that matches several rounds a step
+    (gradient matching) holds one round's images at once, not every round's."""
+
+    def __init__(self, store: torch.Tensor, indices: torch.Tensor) -> None:
+        self.store, self.indices = store, indices  # indices [rounds, classes, per_class]
+
+    def __len__(self) -> int:
+        return self.indices.shape[0]
+
+    def __getitem__(self, round: int) -> torch.Tensor:
+        return self.store[self.indices[round]]
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((*self.indices.shape, *self.store.shape[1:]))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.store.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.store.device
+
+
 def sample_whole_set(num_images: int, shape: Sequence[int], g: torch.Generator) -> torch.Tensor:
     """Indices [*shape] into a set of `num_images`, on `g.device`: each row (the last dim) holds
     distinct indices, uniformly drawn; rows are independent. A row longer than the set holds
@@ -185,8 +212,10 @@ class ClassBatchDataModule(L.LightningDataModule):
         if self._store is None or self._store.device != device:
             self._store = self.train_set.images.to(device)
             self._labels = self.train_set.labels.to(device)
-        # uint8 [rounds, classes, per_class, C, H, W]
-        batch["images"] = self._store[batch["indices"]]
+        # uint8 [rounds, classes, per_class, C, H, W]; several rounds are gathered one at a time
+        indices = batch["indices"]
+        rounds = indices.shape[0]
+        batch["images"] = self._store[indices] if rounds == 1 else RoundImages(self._store, indices)
         if self.whole_set_batches:
             g = generator(self.seed, "real-whole", int(batch["step"]), device=device)
             picks = sample_whole_set(self._store.shape[0], self.whole_set_batches, g)

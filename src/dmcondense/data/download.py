@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from dmcondense.atomic import exclusive
 from dmcondense.errors import ConfigError
 
 
@@ -24,6 +25,14 @@ def downloading(name: str, url: str, folder: str | Path, expected: str) -> Itera
     created there (a partial or corrupt archive, half-extracted members) are removed and a
     DownloadError names the URL, the reason, `expected` (what to put where) and the way out."""
     folder = Path(folder).expanduser().absolute()
+    # One process downloads; the others of the job (SLURM ranks) wait, then find the files.
+    with exclusive(folder):
+        with _cleaned_up(name, url, folder, expected):
+            yield
+
+
+@contextlib.contextmanager
+def _cleaned_up(name: str, url: str, folder: Path, expected: str) -> Iterator[None]:
     before = _files(folder)
     try:
         yield

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dmcondense.rng import to_device
+
 
 @dataclass(frozen=True)
 class CutMixDraw:
@@ -68,7 +70,7 @@ def paste(images: Tensor, draw: CutMixDraw) -> Tensor:
     draw does not apply)."""
     if not draw.apply:
         return images
-    partner = draw.partner.to(images.device)
+    partner = to_device(draw.partner, images.device)
     mixed = images.clone()
     box = (..., slice(draw.top, draw.bottom), slice(draw.left, draw.right))
     mixed[box] = images[partner][box]
@@ -86,7 +88,7 @@ def mixed_targets(
     if not draw.apply:
         return own
     pasted = draw.pasted_fraction(height, width)
-    return (1.0 - pasted) * own + pasted * own[draw.partner.to(labels.device)]
+    return (1.0 - pasted) * own + pasted * own[to_device(draw.partner, labels.device)]
 
 
 def cutmix(

@@ -13,6 +13,7 @@ Every random draw is keyed by the network's index, never by the trainer that run
   order  randperm from generator(seed, "eval-order", i, epoch)                (on the CPU)
   DSA    DSA.sample(batch, generator(seed, "eval-aug", i, epoch), one_family) (on the device)
   CutMix draw_cutmix(batch, ..., generator(seed, "eval-cutmix", i, epoch))      (on the CPU)
+The draws made on the CPU reach the device without a host-device sync (rng.to_device).
 so the sequential and the batched trainers see the same networks, batches and augmentations,
 and their accuracies agree up to floating-point rounding.
 """
@@ -30,7 +31,7 @@ from dmcondense.augment import DSA, NoAugment
 from dmcondense.data.normalise import Normaliser
 from dmcondense.errors import ConfigError
 from dmcondense.models.init import reset_parameters
-from dmcondense.rng import generator
+from dmcondense.rng import generator, to_device
 
 # The training augmentations of the protocols: DSA (the DSA and DM papers) with one family a
 # batch as their reference draws it, or a family per image; none; and DC's for MNIST (crop 4 px,
@@ -165,15 +166,11 @@ def soft_epochs(protocol: Protocol) -> int:
 def epoch_targets(
     labels: Tensor, soft_targets: Tensor | None, protocol: Protocol, epoch: int
 ) -> tuple[Tensor, float]:
-    """The training targets of `epoch` (per image: `labels` [N], or probabilities
-    `soft_targets` [N, K]) and the temperature the networks' logits are divided by.
-
-    Under labels soft the probabilities are a teacher's, for all but the last epochs, at the
-    protocol's temperature; otherwise they can only be the set's own learned labels (DATM's),
-    which train every epoch at temperature 1, as their authors evaluate."""
-    if soft_targets is not None and protocol.labels != "soft":
-        return soft_targets, 1.0
-    if soft_targets is not None and epoch < soft_epochs(protocol):
+    """The training targets of `epoch` (per image: `labels` [N], or the probabilities
+    `soft_targets` [N, K]: a teacher's under soft labels, or the set's own, which train every
+    epoch) and the temperature the networks' logits are divided by."""
+    own = protocol.labels != "soft"  # soft targets under hard labels: the set's own, always
+    if soft_targets is not None and (own or epoch < soft_epochs(protocol)):
         return soft_targets, protocol.temperature
     return labels, 1.0
 
@@ -226,7 +223,7 @@ def epochs(
     CutMix). Drawn the same whichever trainer runs the networks."""
     for epoch in range(protocol.epochs):
         set_lr(optimizer, lr_at(epoch, protocol))
-        orders = torch.stack([epoch_order(seed, i, epoch, n) for i in indices]).to(device)
+        orders = to_device(torch.stack([epoch_order(seed, i, epoch, n) for i in indices]), device)
         cutmix_generators = (
             [generator(seed, "eval-cutmix", i, epoch) for i in indices]
             if protocol.cutmix_p > 0

@@ -17,12 +17,11 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dmcondense.data.imageset import ImageSet
 from dmcondense.data.normalise import Normaliser
-from dmcondense.errors import ConfigError, DmcondenseWarning
+from dmcondense.errors import DmcondenseWarning
 from dmcondense.evaluation.batched import BatchingUnsupported, train_batched
 from dmcondense.evaluation.ensemble import supports_ensemble
 from dmcondense.evaluation.protocol import Protocol, Task, fresh_network
@@ -47,16 +46,6 @@ def choose_backend(backend: str, template: torch.nn.Module, device: torch.device
     return backend
 
 
-def check_learned_labels(labels: Tensor, protocol_labels: str) -> None:
-    """One line where a set with its own learned soft labels (float labels) is to be scored
-    with a teacher's soft labels, which would replace them."""
-    if labels.is_floating_point() and protocol_labels == "soft":
-        raise ConfigError(
-            "a set carries its own learned soft labels, which eval.labels=soft would replace "
-            "with a teacher's; score it with eval.labels=hard (it then trains on its own labels)"
-        )
-
-
 def train_networks(
     model_name: str,
     images: Tensor,
@@ -77,24 +66,23 @@ def train_networks(
     teacher: torch.nn.Module | None = None,
 ) -> Tensor:
     """Accuracies [num_models] (float64, CPU, in [0, 1]) of fresh `model_name` networks trained
-    on (images, labels) and tested on uint8 test images.
+    on (images, labels) and tested on uint8 test images. `labels`: class indices [N], or the
+    set's own soft labels as probabilities [N, K] (they train every epoch; a teacher is not
+    asked).
 
     `images`: normalised float [N, C, H, W] or uint8 (normalised batch by batch). `chunk_size`
     caps the networks of one batched pass (memory); results do not depend on it.
     `num_classes` defaults to 1 + the largest label in the training or test labels.
     `progress`: show the epochs, labelled with the model name (True) or the given text.
     `teacher`: labels the set when protocol.labels is soft (evaluation/soft.py).
-    `labels` float [N, K]: the set's own learned soft labels (logits, DATM's): the networks
-    train on softmax(labels) every epoch; labels soft (a teacher's) is then refused.
     """
     if num_models < 1:
         raise ValueError(f"num_models must be positive, got {num_models}")
     device = torch.device(device) if device is not None else images.device
-    learned = None
-    if labels.is_floating_point():  # a set's own learned soft labels (logits [N, K], DATM)
-        check_learned_labels(labels, protocol.labels)
-        learned = F.softmax(labels.detach().float().to(device), dim=1)
-        labels = labels.argmax(dim=1)
+    own_soft = None
+    if labels.dim() == 2:  # the set's own soft labels (probabilities [N, K]), every epoch
+        own_soft = labels.to(device=device, dtype=torch.float32)
+        labels = own_soft.argmax(dim=1)
     images, labels = images.detach().to(device), labels.to(device=device, dtype=torch.long)
     test_labels = test_labels.long()
     if num_classes is None:
@@ -103,8 +91,8 @@ def train_networks(
     template = build_model(model_name, *shape, **dict(model_kwargs or {}))
     chosen = choose_backend(backend, template, device)
     networks = [fresh_network(template, seed, model_name, i) for i in range(num_models)]
-    soft = learned
-    if protocol.labels == "soft":
+    soft = own_soft
+    if soft is None and protocol.labels == "soft":
         if teacher is None:
             raise ValueError("protocol.labels is soft but no teacher was given")
         soft = teacher_targets(teacher.to(device), images, labels, normaliser, protocol.temperature)

@@ -37,11 +37,6 @@ class SyntheticWriter(L.Callback):
 
     def write(self, module: CondensationMethod, step: int) -> None:
         images = module.stored_normalised().detach().cpu()
-        if not torch.isfinite(images).all():
-            raise NonFiniteLossError(
-                f"the synthetic images became non-finite by step {step}, so the run stopped; "
-                f"{self.kept_set()}; try a smaller lr_img (now {module.lr_img})"
-            )
         save_synthetic(
             self.run_dir / "synthetic.pt",
             {
@@ -56,19 +51,32 @@ class SyntheticWriter(L.Callback):
             },
         )
         save_grid(self.run_dir / "synthetic.png", module.denormalised(), picture_columns(module))
-        self.last_written_step = step
+
+    def save(self, trainer: L.Trainer, module: CondensationMethod, step: int) -> None:
+        """Every rank checks the pixels and all stop together on a non-finite set (an error on
+        rank zero alone would leave the others waiting in their next collective); rank zero
+        writes."""
+        bad = (~torch.isfinite(module.stored_normalised().detach())).any().to(torch.int32)
+        if int(trainer.strategy.reduce(bad, reduce_op="max")):
+            raise NonFiniteLossError(
+                f"the synthetic images became non-finite by step {step}, so the run stopped; "
+                f"{self.kept_set()}; try a smaller lr_img (now {module.lr_img})"
+            )
+        if trainer.is_global_zero:
+            self.write(module, step)
+        self.last_written_step = step  # on every rank, so every rank decides alike at the end
 
     def writes_at(self, step: int) -> bool:
         return bool(self.every) and step % self.every == 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.writes_at(step) and trainer.is_global_zero:
-            self.write(module, step)
+        if self.writes_at(step):
+            self.save(trainer, module, step)
 
     def on_train_end(self, trainer, module) -> None:
-        if trainer.is_global_zero and self.last_written_step != trainer.global_step:
-            self.write(module, trainer.global_step)
+        if self.last_written_step != trainer.global_step:
+            self.save(trainer, module, trainer.global_step)
 
 
 class FiniteLossGuard(L.Callback):

@@ -1,11 +1,21 @@
 """Evaluation during condensation: every `every` steps, score the current synthetic set with
-the run's evaluation plan and log the accuracy curves (percent, `eval/<method>/<model>`)."""
+the run's evaluation plan and log the accuracy curves (percent, `eval/<method>/<model>`).
+
+Under DDP rank zero scores while the other ranks wait for it. They wait in a barrier of a
+process group of their own with a long timeout (`WAIT`), not in their next step's collective,
+whose timeout (Lightning's 30 minutes; NCCL's watchdog) a long evaluation would pass.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import lightning as L
+import torch.distributed as dist
 
 from dmcondense.evaluation.plan import EvaluationPlan
+
+WAIT = timedelta(days=7)  # how long the other ranks wait for rank zero's scoring
 
 
 class PeriodicEvaluation(L.Callback):
@@ -13,6 +23,13 @@ class PeriodicEvaluation(L.Callback):
         self.every, self.plan = every, plan
         self.test = None
         self.history: list[dict] = []
+        self.waiting_room = None  # the process group the ranks wait in (several ranks only)
+
+    def setup(self, trainer: L.Trainer, module, stage: str) -> None:
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            # Every rank runs setup, so every rank makes the group (a collective call). Gloo:
+            # a wait on the host, whatever the training backend.
+            self.waiting_room = dist.new_group(backend="gloo", timeout=WAIT)
 
     def evaluate(self, trainer: L.Trainer, module) -> dict[str, float]:
         if self.test is None:
@@ -35,5 +52,9 @@ class PeriodicEvaluation(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.every and step % self.every == 0 and trainer.is_global_zero:
+        if not (self.every and step % self.every == 0):
+            return
+        if trainer.is_global_zero:
             self.evaluate(trainer, module)
+        if self.waiting_room is not None:
+            dist.barrier(group=self.waiting_room)

@@ -15,7 +15,6 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from dmcondense.data.datamodule import ClassBatchDataModule
@@ -37,13 +36,14 @@ from dmcondense.methods.base import CondensationMethod
 from dmcondense.models.experts import ExpertRecipe, ExpertStore, experts_manifest
 from dmcondense.models.pretrained import PoolRecipe, PretrainedPool, pool_folder, pool_manifest
 from dmcondense.models.registry import MODELS, build_model, default_depth, uses_batchnorm
-from dmcondense.progress import StepLines
+from dmcondense.progress import LossBar, StepLines
 from dmcondense.progress import on_terminal as progress_on_terminal
 
 EVAL_PROTOCOLS = ("dsa", "dc", "idc", "ncfm", "mtt")
 EVAL_LABELS = ("hard", "soft")
 WHOLE_CHOICES = ("auto", "never")
 POOL_BUILDS = ("never", "auto")
+GPU_PROGRESS_EVERY = 50  # the progress bar's default refresh interval off the CPU
 
 
 def model_knobs(cfg: DictConfig) -> dict:
@@ -121,11 +121,78 @@ def lr_search(cfg: DictConfig) -> list[float]:
     return rates
 
 
+def on_gpu(cfg: DictConfig) -> bool:
+    """Whether the trainer group runs on a CUDA device."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def deterministic_mode(cfg: DictConfig) -> bool | str:
+    """trainer.deterministic as Lightning takes it. On a GPU `true` is Lightning's "warn":
+    every op that has a deterministic CUDA kernel uses it, and an op without one (DSA's
+    grid_sample, multi-formation's bilinear upsampling and adaptive pooling, all in their
+    backward) runs anyway with a warning that names it, where `true` alone would stop the run
+    at that op with a traceback."""
+    value = cfg.trainer.get("deterministic") or False
+    if value is True and on_gpu(cfg):
+        return "warn"
+    return value
+
+
+def set_numerics(cfg: DictConfig) -> None:
+    """The process's numerics, set by every job before its first network runs (trainer,
+    eval_device): CUDA fp32 convolutions and matmuls in TF32 under `tf32=true`, IEEE fp32 under
+    false (PyTorch's own default is TF32 for convolutions only); under trainer.deterministic
+    deterministic algorithms (deterministic_mode), cuDNN's deterministic kernels and cuBLAS's
+    fixed workspace. Only CUDA flags: the CPU's numerics are left as they are."""
+    tf32 = bool(cfg.get("tf32", True))
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    mode = deterministic_mode(cfg)
+    torch.use_deterministic_algorithms(bool(mode), warn_only=mode == "warn")
+    torch.backends.cudnn.deterministic = bool(mode)
+    if mode:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def local_rank() -> int:
+    """This process's rank on its node, before Lightning starts: LOCAL_RANK (Lightning's
+    launcher and torchrun set it) or SLURM_LOCALID (srun starts every rank of a job)."""
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        value = os.environ.get(name)
+        if value is not None and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def trainer_device_indices(devices: object) -> list[int] | None:
+    """The GPU indices trainer.devices names ([1, 3], "1,3", "1,"), or None where it gives only
+    a count ("auto", 2, -1): Lightning then uses the first GPUs in order."""
+    if OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
+        return [int(d) for d in devices]
+    if isinstance(devices, str) and "," in devices:
+        return [int(d) for d in devices.split(",") if d.strip()]
+    return None
+
+
 def eval_device(cfg: DictConfig) -> torch.device:
-    """Where the evaluation networks train: the GPU when the trainer group asks for one."""
+    """Where this process's evaluation networks (and a pool it builds) train: on a GPU run, the
+    GPU that Lightning gives this rank (trainer.devices, this process's local rank), not a bare
+    `cuda` (cuda:0, whatever trainer.devices says). Sets the run's numerics (set_numerics)
+    first."""
+    set_numerics(cfg)
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return torch.device("cuda")
+        rank = local_rank()
+        indices = trainer_device_indices(cfg.trainer.get("devices", "auto"))
+        if indices is None:
+            return torch.device("cuda", rank)
+        if rank >= len(indices):
+            raise ConfigError(
+                f"local rank {rank} has no GPU in trainer.devices={list(indices)}; "
+                "give one device a process"
+            )
+        return torch.device("cuda", indices[rank])
     if accelerator in ("gpu", "cuda"):
         raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA device is visible")
     return torch.device("cpu")
@@ -505,6 +572,15 @@ def wandb_logger_kwargs(cfg: DictConfig) -> dict:
     return {"offline": offline}
 
 
+def progress_every(cfg: DictConfig) -> int:
+    """The bar's refresh interval: progress_every, or by default each step on the CPU and every
+    GPU_PROGRESS_EVERY steps elsewhere (each refresh reads the loss: a host-device sync)."""
+    every = cfg.get("progress_every")
+    if every is not None:
+        return int(every)
+    return 1 if str(cfg.trainer.get("accelerator", "cpu")) == "cpu" else GPU_PROGRESS_EVERY
+
+
 def trainer(
     cfg: DictConfig, run_dir: Path, callbacks: list, plugins: list | None = None
 ) -> L.Trainer:
@@ -513,10 +589,12 @@ def trainer(
     logger = instantiate(cfg.logger, **wandb_logger_kwargs(cfg)) if cfg.get("logger") else False
     # The bar reads the logged loss, a host-device sync: on a GPU refresh it every N steps.
     # Off a terminal (a log file), plain lines instead of a bar's carriage-return frames.
-    progress = TQDMProgressBar(refresh_rate=cfg.get("progress_every", 1))
+    progress = LossBar(refresh_rate=progress_every(cfg))
     on_terminal = progress_on_terminal()
+    set_numerics(cfg)
     return instantiate(
         cfg.trainer,
+        deterministic=deterministic_mode(cfg),
         logger=logger,
         callbacks=[*callbacks, progress if on_terminal else StepLines()],
         enable_progress_bar=on_terminal,

@@ -11,7 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 from dmcondense import CONF_DIR
 from dmcondense.errors import ConfigError, require_positive
 
-EXPORT_FORMATS = ("imagefolder",)
+EXPORT_FORMATS = ("imagefolder", "tensors")
+# The trainer precisions a condensation can run under, and Lightning's short names for them.
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+DETERMINISTIC = (False, True, "warn", None)
 IMAGEFOLDER_LAYOUT = "<path>/train/<class>/<image> and <path>/test/<class>/<image>"
 
 
@@ -51,6 +55,7 @@ def validate(cfg: DictConfig) -> None:
     )
     check_factor(cfg)
     check_manual_optimisation(cfg)
+    check_trainer_numerics(cfg)
     if cfg.init not in ("real", "noise", "correct"):
         raise ConfigError(
             f"init must be 'real', 'noise' or 'correct' (method=datm's), got '{cfg.init}'"
@@ -72,6 +77,25 @@ def check_manual_optimisation(cfg: DictConfig) -> None:
                 f"trainer.{key}={trainer.get(key)} is not supported: the methods step their "
                 f"images by hand (manual optimisation); remove it"
             )
+
+
+def check_trainer_numerics(cfg: DictConfig) -> None:
+    """trainer.precision one of PRECISIONS: under *-true (bf16-true, 16-true, 64-true) Lightning
+    converts the pixels to that type, where an update smaller than the pixel's last bit is lost
+    (and the embedding network, no child module, stays fp32); trainer.deterministic one of
+    false, true, warn."""
+    trainer = cfg.get("trainer") or {}
+    precision = str(trainer.get("precision", "32-true"))
+    if PRECISION_ALIASES.get(precision, precision) not in PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision={precision} is not supported: the synthetic images are learned "
+            f"in fp32 and only the networks may run in lower precision; use "
+            f"{', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}"
+        )
+    if trainer.get("deterministic") not in DETERMINISTIC:
+        raise ConfigError(
+            f"trainer.deterministic must be true, false or warn, got {trainer.get('deterministic')}"
+        )
 
 
 def check_factor(cfg: DictConfig, largest: int = 8) -> None:
@@ -216,6 +240,7 @@ def check_continual_config(cfg: DictConfig) -> None:
         )
     if cfg.coreset_train_epochs is None or int(cfg.coreset_train_epochs) < 0:
         raise ConfigError(f"coreset_train_epochs must be 0 or more, got {cfg.coreset_train_epochs}")
+    check_trainer_numerics(cfg)
     trainer = cfg.trainer
     devices = trainer.get("devices", 1)
     several = (

@@ -11,8 +11,9 @@ results.json (evaluate):
     seconds                   wall time of the job
     results                   {set: {architecture: {mean, std, accuracies}}}: test accuracy in
                               percent, mean and population std over every network of every
-                              experiment; the set is the method that condensed it, or the
-                              baseline's name
+                              experiment; the set is condensed_name, else the method that
+                              condensed it (a res_*.pt: its file name's; other formats: the
+                              format's name), or the baseline's name
     labels                    hard | soft (eval.labels)
     lr_search                 with eval.lr_search: each set's chosen learning rate and every
                               candidate's accuracy on the held-out training images
@@ -34,15 +35,16 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.spec import DatasetSpec, resolve_spec
 from dmcondense.errors import ConfigError, DmcondenseWarning
 from dmcondense.evaluation.plan import EvaluationPlan
 from dmcondense.evaluation.protocol import accuracy_summary
-from dmcondense.evaluation.score import LabelledImages, check_learned_labels
+from dmcondense.evaluation.score import LabelledImages
 from dmcondense.hostmem import reuse_freed_memory
-from dmcondense.io import load_synthetic, read_synthetic
+from dmcondense.io import read_synthetic
 from dmcondense.jobs import build, scores
 from dmcondense.jobs.checks import requested_scores
 from dmcondense.jobs.common import (
@@ -54,6 +56,7 @@ from dmcondense.jobs.common import (
     write_results,
 )
 from dmcondense.jobs.pretrain import teacher
+from dmcondense.sets import detect_format, fit_set, read_set
 
 
 def condensed_paths(cfg: DictConfig) -> list[str] | None:
@@ -75,20 +78,55 @@ def condensed_paths(cfg: DictConfig) -> list[str] | None:
 def synthetic_sets(
     paths: list[str], cfg: DictConfig
 ) -> tuple[list[LabelledImages], DictConfig, DatasetSpec, int, str]:
-    """The saved sets (their training images), the data set config and facts they were condensed
-    from (they are scored on its test split), their IPC and the method that made them."""
+    """The condensed sets (their training images, normalised, and labels: class indices, or
+    soft labels as probabilities), the data set config and facts they are scored on, their IPC
+    and their name. A synthetic.pt names its data set; a set of another format
+    (`condensed_format`, dmcondense/sets.py) is scored on `dataset=`."""
     sets, dataset, spec, ipc, method = [], None, None, None, None
+    form, pixels = cfg.get("condensed_format", "auto"), cfg.get("condensed_pixels")
     for path in paths:
-        loaded, meta = load_synthetic(path)
-        saved = meta["config"]["dataset"]
-        if spec is not None and saved["name"] != spec.name:
-            raise ConfigError(f"{path} was condensed from {saved['name']}, not {spec.name}")
-        dataset = OmegaConf.merge(cfg.dataset, saved)
-        spec = DatasetSpec.from_config(dataset, zca=meta.get("zca"))
-        ipc = meta["ipc"]
-        method = method or meta.get("method", "synthetic")  # files before 0.2 do not say
-        sets.append(tuple(loaded.tensors))
-    return sets, dataset, spec, ipc, method
+        kind = detect_format(Path(path).expanduser()) if form == "auto" else form
+        zca = None
+        if kind == "dmcondense":
+            read = read_set(path, kind)
+            saved = read.record["config"]["dataset"]
+            this = OmegaConf.merge(cfg.dataset, saved)
+            zca = read.record.get("zca")  # the whitening the set was condensed in (dataset.zca)
+        else:
+            this = cfg.dataset
+        this_spec = stated_spec(cfg, this, zca)
+        if spec is not None and this_spec.name != spec.name:
+            raise ConfigError(f"{path} was condensed from {this_spec.name}, not {spec.name}")
+        dataset, spec = this, this_spec
+        if kind != "dmcondense":
+            read = read_set(path, kind, list(spec.class_names))
+        fitted = fit_set(read, spec, pixels)
+        if ipc is None:
+            ipc = read.record["ipc"] if read.record else images_per_class(fitted[0], spec)
+        method = method or read.name  # synthetic.pt before 0.2 does not say: "synthetic"
+        sets += fitted
+    return sets, dataset, spec, ipc, cfg.get("condensed_name") or method
+
+
+def stated_spec(cfg: DictConfig, dataset: DictConfig, zca: dict | None = None) -> DatasetSpec:
+    """The data set's facts as its config states them (with the set's ZCA state), or as its data
+    gives them (an image folder's class count, mean and std)."""
+    try:
+        return DatasetSpec.from_config(dataset, zca=zca)
+    except (TypeError, ValueError, MissingMandatoryValue):
+        return resolve_spec(dataset, load_data(cfg, dataset).train_set)
+
+
+def images_per_class(experiment: LabelledImages, spec: DatasetSpec) -> int:
+    """Images a class of a set that does not say (its images over the classes)."""
+    labels = experiment[1]
+    return max(1, labels.shape[0] // spec.num_classes)
+
+
+def hard_labelled(sets: list[LabelledImages]) -> list[LabelledImages]:
+    """The sets with each image's most likely class as its label (soft labels [N, K] -> [N])."""
+    return [(images, labels.argmax(dim=1) if labels.dim() == 2 else labels)
+            for images, labels in sets]  # fmt: skip
 
 
 def learned_lr(paths: list[str]) -> float | None:
@@ -134,8 +172,6 @@ def run(cfg: DictConfig) -> Path:
     build.check_evaluation(cfg)
     if paths is not None:
         sets, dataset, spec, ipc, name = synthetic_sets(paths, cfg)
-        for _, labels in sets:  # before a teacher's pool is looked for
-            check_learned_labels(labels, cfg.eval.get("labels", "hard"))
         what = f"condensed {', '.join(paths)}"
         needs_train = wanted or rates or cfg.eval.get("labels", "hard") == "soft"
         if needs_train:
@@ -171,13 +207,12 @@ def run(cfg: DictConfig) -> Path:
     raw = {n: plans[n].scores({n: named[n]}, test, spec.normaliser, device, True)[n]
            for n in named}  # fmt: skip
     if "lrs" in wanted:
-        if plan.labels == "hard":
+        if plan.labels == "hard" and all(labels.dim() == 1 for _, labels in sets):
             raw[f"{name}:hard"] = raw[name]
         else:
             hard = plans[name].variant(labels="hard")
-            raw[f"{name}:hard"] = hard.scores({name: sets}, test, spec.normaliser, device, True)[
-                name
-            ]
+            raw[f"{name}:hard"] = hard.scores({name: hard_labelled(sets)}, test, spec.normaliser,
+                                              device, True)[name]  # fmt: skip
         raw["whole:hard"] = scores.whole_accuracies(cfg, plan, dm.train_set, spec, test, device)
     if "ars" in wanted:
         for n in (name, "random"):
@@ -191,7 +226,7 @@ def run(cfg: DictConfig) -> Path:
         "eval_protocol": plan.protocol_name, "labels": plan.labels,
         "experiments": len(sets), "networks_per_experiment": plan.num_models,
         "epochs": next(iter(epochs.values())) if len(set(epochs.values())) == 1 else epochs,
-        "evaluation": plan.record(),
+        "evaluation": {**plan.record(), "device": str(device)},
     }  # fmt: skip
     if paths is not None and plan.protocol_name == "mtt":
         summary["learned_lr"] = learned_lr(paths)  # the rate the set's networks trained at

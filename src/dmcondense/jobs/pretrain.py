@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from torch import nn
 
+from dmcondense.atomic import exclusive
 from dmcondense.augment import DSA
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.spec import DatasetSpec, resolve_spec
@@ -43,19 +44,22 @@ def make_pool(
         augment = DSA(strategy=recipe.augment)
     except ValueError as error:
         raise ConfigError(f"pool.augment: {error}") from error
-    trained = build_pool(
-        pool,
-        make_network=lambda: build.embedding_network(cfg, spec),
-        size=int(cfg.pool.size) if size is None else size,
-        images=train.images,
-        labels=train.labels,
-        normalise=spec.normaliser.to_input_fused,
-        augment=augment,
-        recipe=recipe,
-        seed=int(cfg.pool.seed),
-        device=build.eval_device(cfg),
-        test=(test.images, test.labels),
-    )
+    # Every rank of a SLURM job (and each rank Lightning's launcher starts) runs the job's
+    # pre-fit code: one trains the pool on its own GPU, the others wait, then find it built.
+    with exclusive(pool.folder.parent):
+        trained = build_pool(
+            pool,
+            make_network=lambda: build.embedding_network(cfg, spec),
+            size=int(cfg.pool.size) if size is None else size,
+            images=train.images,
+            labels=train.labels,
+            normalise=spec.normaliser.to_input_fused,
+            augment=augment,
+            recipe=recipe,
+            seed=int(cfg.pool.seed),
+            device=build.eval_device(cfg),
+            test=(test.images, test.labels),
+        )
     return pool, trained
 
 

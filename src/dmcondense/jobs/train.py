@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dmcondense.data.spec import DatasetSpec, resolve_spec
 from dmcondense.evaluation.plan import EvaluationPlan
-from dmcondense.export import export_imagefolder
+from dmcondense.export import export_imagefolder, export_tensors
 from dmcondense.glue import tracking
 from dmcondense.glue.callbacks import FiniteLossGuard, ImageLogger, SyntheticWriter
 from dmcondense.glue.checkpoints import (
@@ -146,7 +146,8 @@ def print_summary(cfg: DictConfig, summary: dict, run_dir: Path, notes: list[str
         f"(condensation {summary['condense_seconds']:.0f} s)"
     )
     if cfg.export:
-        print(f"exported as image files: {run_dir / 'export'}")
+        what = "image files" if cfg.export == "imagefolder" else "images.pt and labels.pt"
+        print(f"exported as {what}: {run_dir / 'export'}")
     if summary["eval_protocol"] == "mtt" and "learned_lr" in summary:
         print(f"the condensed set trained at its learned step size {summary['learned_lr']:.6g}")
     for note in notes:
@@ -174,8 +175,9 @@ def condense_and_score(
         return None
     run_dir = Path(trainer.default_root_dir)
     tracking.log_synthetic_artifact(trainer.loggers, run_dir, spec.name)
-    if cfg.export == "imagefolder":
-        export_imagefolder(run_dir / "synthetic.pt", run_dir / "export")
+    if cfg.export:
+        exporter = {"imagefolder": export_imagefolder, "tensors": export_tensors}[cfg.export]
+        exporter(run_dir / "synthetic.pt", run_dir / "export")
 
     images, labels = module.decoded()
     # The random baseline: ipc real images a class at full size, the same stored pixels.
@@ -185,16 +187,19 @@ def condense_and_score(
         module.name: [(images.cpu(), labels.cpu())],
         "random": [(random_real, module.labels.cpu())],
     }
+    # The job's evaluation device, not module.device: Lightning's teardown moved the module to
+    # the CPU when fit ended.
+    device = build.eval_device(cfg)
     if plan.protocol_name == "mtt":  # the condensed set trains at its learned step size
         condensed = build.mtt_plan(plan, module.scoring_lr(), f"method={module.name}'s set")
         results = condensed.summaries(
-            {module.name: sets[module.name]}, test, spec.normaliser, module.device, progress=True
+            {module.name: sets[module.name]}, test, spec.normaliser, device, progress=True
         )
         results |= plan.summaries(
-            {"random": sets["random"]}, test, spec.normaliser, module.device, progress=True
+            {"random": sets["random"]}, test, spec.normaliser, device, progress=True
         )
     else:
-        results = plan.summaries(sets, test, spec.normaliser, module.device, progress=True)
+        results = plan.summaries(sets, test, spec.normaliser, device, progress=True)
     return {
         "dataset": spec.name,
         "method": module.name,
@@ -206,7 +211,7 @@ def condense_and_score(
         "eval_protocol": plan.protocol_name,
         "eval_epochs": epochs_run(plan),
         "eval_num_models": plan.num_models,
-        "evaluation": plan.record(),
+        "evaluation": {**plan.record(), "device": str(device)},
         **({} if module.scoring_lr() is None else {"learned_lr": module.scoring_lr()}),
         "steps": trainer.global_step,
         "condense_seconds": round(condense_seconds, 1),

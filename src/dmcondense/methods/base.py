@@ -16,17 +16,24 @@ iteration, however many image updates (DC's rounds, NCFM's classes) or part step
 The real images of a step arrive as uint8 [rounds, classes, per_class, C, H, W], always with the
 rounds axis (`real_batches_per_step`, 1 unless a method asks for more).
 
-GPU fast path: under precision=bf16-mixed the network runs in bf16 while the synthetic images and
-the features stay fp32; `channels_last` feeds the network NHWC tensors; `compile` wraps the
-network's `embed` in torch.compile once (the network is re-initialised in place each step, so the
-compiled code is reused); the real images arrive as uint8 on the device and a step has no
-host-device sync.
+GPU fast path: under precision=bf16-mixed (or 16-mixed) the network runs in bf16 while the
+synthetic images, the features and every loss stay fp32: `embed` hands back fp32 features, and each
+matching function is wrapped in `full_precision` (autocast off, IEEE fp32 matmuls), so the
+statistics a loss compares are never rounded to 8 bits. `channels_last` feeds the network NHWC
+tensors; `compile` wraps the network's `embed` in torch.compile once (the network is
+re-initialised in place each step, so the compiled code is reused; a method whose networks do not
+go through `embed` refuses it: `compile_refusal`); the real images arrive as uint8 on the device
+and a step has no host-device sync. Precision, compile, TF32 and determinism, method by method:
+docs/howto/gpu.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
@@ -47,6 +54,48 @@ PIXEL_SPACES = ("normalised", "unit")
 # gradients summed over the ranks before its optimiser steps (`step_part`).
 DDP_POLICIES = ("refuse", "all_reduce")
 PARTS_KEY = "auxiliary"  # the checkpoint key that holds every part's state
+# Lightning's names of fp16 mixed precision: its gradient scaler sees only `manual_backward`.
+FP16_MIXED = ("16-mixed", "16")
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+def _fp32(value: Any) -> Any:
+    """bf16/fp16 tensors (also inside lists and tuples) as fp32; anything else as it is."""
+    if torch.is_tensor(value):
+        return value.float() if value.dtype in LOW_PRECISION else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_fp32(v) for v in value)
+    return value
+
+
+@contextlib.contextmanager
+def _ieee_fp32() -> Iterator[None]:
+    """Autocast off on every device and CUDA fp32 matmuls without TF32, restored on the way
+    out (the CUDA flag only: the CPU's matmuls are left as they are)."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def full_precision(fn: Fn) -> Fn:
+    """Run a matching function (a loss of features or gradients, or a part that makes its
+    inputs) in fp32 whatever the run's precision: its low-precision tensor arguments go to fp32
+    and it runs with autocast off and TF32 matmuls off. Under bf16-mixed only the networks run
+    in bf16: a kernel (xx + yy - 2xy) or a characteristic function (cos of a matmul) computed
+    in bf16 cancels most of its 8 bits. On fp32 inputs outside autocast it changes nothing."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _ieee_fp32():
+            return fn(*map(_fp32, args), **{k: _fp32(v) for k, v in kwargs.items()})
+
+    return wrapper  # type: ignore[return-value]
 
 
 class AuxiliaryPart:
@@ -115,6 +164,9 @@ class CondensationMethod(L.LightningModule):
     # Shape of the batches drawn from the whole training set (classes mixed) that the DataModule
     # also serves each step, as batch["whole_images"] and batch["whole_labels"]; () for none.
     whole_set_batches: tuple[int, ...] = ()
+    # Why `compile=true` cannot speed this method up (its networks are not called through
+    # `embed_function`), or None: the constructor refuses compile=true in one line with it.
+    compile_refusal: str | None = None
 
     def __init__(
         self,
@@ -133,6 +185,11 @@ class CondensationMethod(L.LightningModule):
         pixels: str = "normalised",
     ) -> None:
         super().__init__()
+        if compile and self.compile_refusal:
+            raise ConfigError(
+                f"compile=true does not apply to method={self.name}: {self.compile_refusal}; "
+                "set compile=false"
+            )
         if initial_images.shape[0] % num_classes:
             raise ValueError("initial_images must hold the same number of images for every class")
         if pixels not in PIXEL_SPACES:
@@ -234,13 +291,15 @@ class CondensationMethod(L.LightningModule):
 
     def log_loss(self, loss: torch.Tensor) -> None:
         # Each rank holds its classes' share; the logged figure is the sum over all classes.
-        self.log(
-            "train/loss",
-            loss,
-            prog_bar=True,
-            reduce_fx="sum",
-            sync_dist=self.trainer.world_size > 1,
-        )
+        # Not prog_bar: Lightning reads a bar's metrics into numbers after every step (a host
+        # sync); the bar reads the loss itself when it refreshes (progress.LossBar).
+        several = self.trainer.world_size > 1
+        # Under DDP the sum is Lightning's reduce, behind a barrier that waits on the host: made
+        # on the steps the logger writes only (after the update, global_step is Lightning's
+        # count of logged batches).
+        if several and self.trainer.global_step % max(self.trainer.log_every_n_steps, 1):
+            return
+        self.log("train/loss", loss, reduce_fx="sum", sync_dist=several)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD([self.synthetic], lr=self.lr_img, momentum=self.momentum)
@@ -377,7 +436,25 @@ class CondensationMethod(L.LightningModule):
     def embed_net(self) -> nn.Module:
         return self._net[0]
 
+    def fp16_refusal(self) -> str | None:
+        """Why this run cannot train under precision=16-mixed, or None. Lightning's gradient
+        scaler scales the loss of `manual_backward` and unscales, and skips on inf, only the
+        optimiser steps it makes; a method that trains a network on its own backward passes, or
+        steps a part on the pixels' scaled gradients, says so here."""
+        return None
+
+    def check_precision(self) -> None:
+        """One line when the trainer's precision is one this run cannot train under."""
+        precision = str(getattr(self.trainer, "precision", ""))  # a stand-in trainer has none
+        why = self.fp16_refusal() if precision in FP16_MIXED else None
+        if why:
+            raise ConfigError(
+                f"trainer.precision=16-mixed does not work for method={self.name}: {why}; use "
+                "trainer.precision=bf16-mixed (or 32-true on a GPU without bf16)"
+            )
+
     def on_fit_start(self) -> None:
+        self.check_precision()
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self._net = (self.embed_net.to(self.device, memory_format=memory_format).train(),)
         for r in self._parts.values():

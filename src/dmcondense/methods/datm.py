@@ -26,7 +26,8 @@ the threshold their parameters and momenta are put back (datm_parts.restore_unle
 The soft labels are an auxiliary part with their own SGD, saved in every checkpoint and given
 back on resume; they are made at fit start on the device (the experts' logits), before a resumed
 run's saved labels replace them. They travel with the set: synthetic.pt keeps them as
-`soft_labels`, and every evaluation trains on softmax(soft_labels) (evaluation/score.py).
+`soft_labels` (logits), and every evaluation trains on softmax(soft_labels) (sets.py,
+evaluation/score.py).
 """
 
 from __future__ import annotations
@@ -155,9 +156,10 @@ class DifficultyAlignedTrajectoryMatching(TrajectoryMatching):
         return self._soft.value
 
     def decoded(self) -> tuple[Tensor, Tensor]:
-        """(training images, learned soft labels), detached: every evaluation trains on them."""
+        """(training images, softmax of the learned soft labels), detached: every evaluation
+        trains on these probabilities, as a saved set's soft labels are read (sets.py)."""
         images, _ = super().decoded()
-        return images, self.soft_labels().detach().clone()
+        return images, F.softmax(self.soft_labels().detach().float(), dim=1)
 
     def record_extra(self) -> dict:
         return {**super().record_extra(), "soft_labels": self.soft_labels().detach().cpu().clone()}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dmcondense.methods.base import CondensationMethod
+from dmcondense.methods.base import CondensationMethod, full_precision
 from dmcondense.rng import generator
 
 
@@ -25,6 +25,7 @@ def class_means(features: torch.Tensor, num_classes: int) -> torch.Tensor:
     return features.reshape(num_classes, -1, features.shape[-1]).mean(dim=1)
 
 
+@full_precision
 def matching_loss(real_means: torch.Tensor, synthetic_means: torch.Tensor) -> torch.Tensor:
     """sum over classes of ||mean real_c - mean synthetic_c||^2, both [classes, D]."""
     return (real_means.float() - synthetic_means.float()).pow(2).sum()

@@ -30,9 +30,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from dmcondense.errors import ConfigError
-from dmcondense.methods.base import CondensationMethod
+from dmcondense.methods.base import CondensationMethod, full_precision
 from dmcondense.models.registry import BATCH_NORMS, uses_batchnorm
-from dmcondense.rng import generator
+from dmcondense.rng import generator, to_device
 
 DISTANCES = ("ours", "mse", "cos")
 PER_CLASS = ("auto", "vmap", "loop")
@@ -43,6 +43,7 @@ BATCHNORM_IMAGES_PER_CLASS = 16  # real images a class that set the running stat
 EPS = 1e-6
 
 
+@full_precision
 def gradient_distance(real: Sequence[Tensor], synthetic: Sequence[Tensor], kind: str) -> Tensor:
     """Per-class distance [k] of two gradients given layer by layer as [k, *parameter shape].
 
@@ -85,6 +86,17 @@ def loops_for(ipc: int, outer_loop: int | None, inner_loop: int | None) -> tuple
 
 class GradientMatching(CondensationMethod):
     """The bilevel loop of DC; `DatasetCondensation` and `SiameseAugmentation` name it."""
+
+    compile_refusal = (
+        "its per-class gradients are differentiated again (a double backward), which "
+        "torch.compile does not support, and its network is called directly, not via embed"
+    )
+
+    def fp16_refusal(self) -> str | None:
+        return (
+            "its inner loop trains the network with backward passes the gradient scaler never "
+            "sees, where fp16 gradients underflow"
+        )
 
     def __init__(
         self,
@@ -236,7 +248,7 @@ class GradientMatching(CondensationMethod):
         optimizer = torch.optim.SGD(net.parameters(), lr=self.lr_net)
         for epoch in range(self.inner_loop):
             g = generator(self.seed, "inner", step, round, epoch)
-            order = torch.randperm(images.shape[0], generator=g).to(self.device)
+            order = to_device(torch.randperm(images.shape[0], generator=g), self.device)
             augment_g = generator(
                 self.seed, "inner-augment", step, round, epoch, device=self.device
             )

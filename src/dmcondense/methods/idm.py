@@ -130,6 +130,7 @@ class ModelQueue(AuxiliaryPart):
 
 class ImprovedDistributionMatching(DistributionMatching):
     name = "idm"
+    compile_refusal = "it matches with a different queued network each step (no graph to reuse)"
 
     def __init__(
         self,
@@ -203,8 +204,11 @@ class ImprovedDistributionMatching(DistributionMatching):
         if step % self.net_generate_interval == 0:
             self.queue.push()
 
-    def embed_function(self, net: nn.Module):
-        return net.embed  # a different network each step: nothing to compile once
+    def fp16_refusal(self) -> str | None:
+        return (
+            "its queued networks train with backward passes the gradient scaler never sees, "
+            "where fp16 gradients underflow"
+        )
 
     # --- one step ------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from dmcondense.errors import ConfigError
+from dmcondense.methods.base import full_precision
 from dmcondense.methods.dm import DistributionMatching
 
 BANDWIDTH_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -38,6 +39,7 @@ def pooled_bandwidth(distances: torch.Tensor) -> torch.Tensor:
     return mean.clamp_min(torch.finfo(distances.dtype).tiny).view(-1, 1, 1)
 
 
+@full_precision
 def kernel_mmd2(
     real: torch.Tensor,
     synthetic: torch.Tensor,

@@ -42,7 +42,12 @@ from torch import Tensor, nn
 
 from dmcondense.data.datamodule import rank_classes
 from dmcondense.errors import ConfigError
-from dmcondense.methods.base import AuxiliaryPart, CondensationMethod, LearnedNetwork
+from dmcondense.methods.base import (
+    AuxiliaryPart,
+    CondensationMethod,
+    LearnedNetwork,
+    full_precision,
+)
 from dmcondense.models.init import reset_parameters
 from dmcondense.rng import generator
 
@@ -64,6 +69,7 @@ def safe_sqrt(x: Tensor) -> Tensor:
     return torch.where(above, torch.sqrt(torch.where(above, x, torch.ones_like(x))), 0.0)
 
 
+@full_precision
 def cf_loss(
     real: Tensor,
     synthetic: Tensor,
@@ -247,6 +253,14 @@ class CharacteristicFunctionMatching(CondensationMethod):
     def sampler(self) -> SamplingNetwork | None:
         return None if self._sampler is None else self._sampler.net
 
+    def fp16_refusal(self) -> str | None:
+        if self._sampler is None:
+            return None  # every update is an image step, through the scaler
+        return (
+            "its sampling network steps on the pixels' scaled gradients, which the scaler "
+            "unscales for the image optimiser only; set method.sampling_net=false"
+        )
+
     def on_fit_start(self) -> None:
         super().on_fit_start()
         own = rank_classes(self.num_classes, self.global_rank, self.trainer.world_size)
@@ -289,6 +303,7 @@ class CharacteristicFunctionMatching(CondensationMethod):
                 target.copy_(value)
         return self.embed_net, self.calibrator
 
+    @full_precision  # the sampling network too: its frequencies enter the loss's matmul
     def frequencies(self, draws: torch.Generator, dim: int) -> Tensor:
         """One class's frequencies: Gaussian [num_freqs, D], or the sampling network's output
         for Gaussian noise [sampling_noise, D] (the authors repeat those rows 16 times, which
@@ -384,6 +399,9 @@ class CharacteristicFunctionMatching(CondensationMethod):
         self.lr_schedulers().step(loss)  # a host sync: the plateau test needs the number
         self.log("train/match", match / self.num_classes)
         self.log("train/calibration", calibration / self.num_classes)
-        self.log("train/lr_img", optimizer.optimizer.param_groups[0]["lr"])
+        # A tensor made on the device: Lightning would copy a Python number there (a sync).
+        self.log(
+            "train/lr_img", self.synthetic.new_full((), optimizer.optimizer.param_groups[0]["lr"])
+        )
         self.log_loss(own_share)  # summed over the ranks: the loss above
         return loss

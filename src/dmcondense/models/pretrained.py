@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from dmcondense.atomic import atomic_write
 from dmcondense.errors import ConfigError
 from dmcondense.models.init import reset_parameters
-from dmcondense.rng import derive_seed, generator
+from dmcondense.rng import derive_seed, generator, to_device
 
 MANIFEST = "pool.json"
 FORMAT = 1  # bump when the files' layout changes
@@ -253,7 +253,7 @@ def train_network(
         for group in optimizer.param_groups:
             group["lr"] = lr
         order = torch.randperm(n, generator=generator(seed, "pool-order", index, epoch))
-        order = order.to(device)
+        order = to_device(order, device)
         augment_g = generator(seed, "pool-augment", index, epoch, device=device)
         mix_g = generator(seed, "pool-cutmix-pairs", index, epoch)
         mix_rng = np.random.default_rng(derive_seed(seed, "pool-cutmix", index, epoch))
@@ -264,7 +264,7 @@ def train_network(
             y = labels[chosen]
             if recipe.cutmix > 0 and mix_rng.random() < recipe.cutmix:
                 area = float(mix_rng.beta(recipe.cutmix_beta, recipe.cutmix_beta))
-                partner = torch.randperm(x.shape[0], generator=mix_g).to(device)
+                partner = to_device(torch.randperm(x.shape[0], generator=mix_g), device)
                 top, bottom, left, right = cutmix_box(x.shape[2], x.shape[3], area, mix_rng)
                 x = x.clone()
                 x[:, :, top:bottom, left:right] = x[partner, :, top:bottom, left:right]
