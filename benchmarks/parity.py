@@ -17,6 +17,12 @@ defaults such as --seed or --lr-img added before the runs). `--score-init` also 
 real images each side started from (IPC 1 from real images: which images a run starts from can
 outweigh the method); `--runs N` pools N condensations a side (seeds seed..seed+N-1).
 
+`--method mtt` first makes (or reuses) our experts for the budget (`--experts-size`,
+`--experts-epochs`, `python -m dmcondense.experts`); both sides match them: ours reads them, the
+adapter writes them as their replay_buffer_0.pt. `--zca` whitens the data (ours:
+dataset.zca=true; theirs gets the same whitened tensors). Both sets are scored under
+eval.protocol=mtt, each at its own learned step size (their initial images at lr_teacher).
+
 `--method ncfm` first makes (or reuses) our pretrained pool for the budget (`--pool-size`,
 `--pool-epochs`, `python -m dmcondense.pretrain`); both sides match with it: ours reads it, the
 adapter hands it to their loop in their file format. `--sampling-net` switches the sampling
@@ -35,7 +41,6 @@ ours is if anything overstated.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -68,6 +73,7 @@ METHOD_DEFAULTS = {
     "dm": {"lr_img": 1.0, "init": "real"},
     "idm": {"lr_img": 0.2, "init": "real"},
     "ncfm": {"lr_img": 1e-3, "init": "real"},  # AdamW: their lr_img 0.01 x lr_scale_adam 0.1
+    "mtt": {"lr_img": 1000.0, "init": "real"},  # distill.py's --lr_img, --pix_init
     "datm": parity_datm.DATM_DEFAULTS,
 }
 # Their README: no flip on digits.
@@ -146,12 +152,23 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
     """Hydra overrides shared by our condensation and the evaluation of both sets."""
     overrides = [
         f"method={args.method}", f"ipc={args.ipc}", f"iterations={args.steps}",
-        f"batch_real={args.batch_real}", f"model.width={args.width}", f"lr_img={args.lr_img}",
-        f"init={args.init}", "eval.protocol=dsa",
+        f"model.width={args.width}", f"lr_img={args.lr_img}", f"init={args.init}",
+        f"eval.protocol={'mtt' if args.method == 'mtt' else 'dsa'}",
         f"eval.num_models={args.eval_models}", f"eval.epochs={args.eval_epochs}",
     ]  # fmt: skip
-    if args.method == "datm":  # reads no real images (batch_real stays its 1); eval.protocol=mtt
-        overrides = [o for o in overrides if not o.startswith(("batch_real=", "eval.protocol="))]
+    if args.method not in ("mtt", "datm"):  # MTT and DATM read no real batches while condensing
+        overrides.append(f"batch_real={args.batch_real}")
+    if args.method in ("mtt", "datm"):
+        overrides += [
+            f"experts.size={args.experts_size}", f"experts.epochs={args.experts_epochs}",
+            f"experts.root={args.data_cache / 'experts'}", f"dataset.zca={str(args.zca).lower()}",
+            f"method.syn_steps={args.syn_steps}", f"method.expert_epochs={args.expert_epochs}",
+            f"method.max_start_epoch={args.max_start_epoch}", f"method.lr_lr={args.lr_lr}",
+            f"method.lr_teacher={args.lr_teacher}",
+            f"method.batch_syn={args.batch_syn or 'null'}",
+        ]  # fmt: skip
+    if args.method == "datm":  # its own settings, its experts' recipe, and its evaluation
+        overrides = [o for o in overrides if not o.startswith("eval.protocol=")]
         overrides += parity_datm.harness_overrides(args)
     if args.method != "dc":  # DC runs with augment=none, which has no strategy
         overrides.append(f"augment.strategy={args.strategy}")
@@ -201,19 +218,28 @@ def condense_ours(args, overrides: list[str], run_dir: Path, seed: int, env) -> 
     return run_dir / "synthetic.pt", results["condense_seconds"] / results["steps"]
 
 
-def pretrain_pool(
-    overrides: list[str], run_dir: Path, env, job: str = "pretrain", prefix: str = "pool: "
-) -> Path:
+def pretrain_pool(overrides: list[str], run_dir: Path, env) -> Path:
     """NCFM: our pool for the budget (`python -m dmcondense.pretrain`, reused when it exists),
-    which both sides match with; returns its folder. DATM: our experts, the same way
-    (`python -m dmcondense.experts`, job "experts", prefix "experts: ")."""
+    which both sides match with; returns its folder."""
     log = run_dir.with_suffix(".log")
-    command = [sys.executable, "-m", f"dmcondense.{job}", *overrides, f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, "-m", "dmcondense.pretrain", *overrides, f"hydra.run.dir={run_dir}"]
     run(command, env, log)
-    lines = [line for line in log.read_text().splitlines() if line.startswith(prefix)]
+    lines = [line for line in log.read_text().splitlines() if line.startswith("pool: ")]
     if not lines:
-        raise RuntimeError(f"python -m dmcondense.{job} named no folder; log {log}")
-    return Path(lines[-1].removeprefix(prefix).strip())
+        raise RuntimeError(f"python -m dmcondense.pretrain named no pool folder; log {log}")
+    return Path(lines[-1].removeprefix("pool: ").strip())
+
+
+def make_experts(overrides: list[str], run_dir: Path, env) -> Path:
+    """MTT: our experts for the budget (`python -m dmcondense.experts`, reused when they exist),
+    which both sides match; returns their folder."""
+    log = run_dir.with_suffix(".log")
+    command = [sys.executable, "-m", "dmcondense.experts", *overrides, f"hydra.run.dir={run_dir}"]
+    run(command, env, log)
+    lines = [line for line in log.read_text().splitlines() if line.startswith("experts: ")]
+    if not lines:
+        raise RuntimeError(f"python -m dmcondense.experts named no folder; log {log}")
+    return Path(lines[-1].removeprefix("experts: ").strip())
 
 
 def save_real_data(synthetic: Path, path: Path) -> None:
@@ -227,7 +253,7 @@ def save_real_data(synthetic: Path, path: Path) -> None:
 
     record = read_synthetic(synthetic)
     cfg = OmegaConf.create(record["config"])
-    spec = DatasetSpec.from_config(cfg.dataset)
+    spec = DatasetSpec.from_config(cfg.dataset, zca=record.get("zca"))
     dm = build.datamodule(cfg)
     dm.setup("fit")
     test = dm.load("test")
@@ -241,6 +267,7 @@ def save_real_data(synthetic: Path, path: Path) -> None:
             "class_names": list(record["class_names"]),
             "mean": list(record["mean"]),
             "std": list(record["std"]),
+            "zca": record.get("zca"),
             "config": record["config"],
         },
         path,
@@ -248,7 +275,14 @@ def save_real_data(synthetic: Path, path: Path) -> None:
 
 
 def condense_theirs(
-    args, copy: Path, data: Path, out: Path, seed: int, env, pool: Path | None = None
+    args,
+    copy: Path,
+    data: Path,
+    out: Path,
+    seed: int,
+    env,
+    pool: Path | None = None,
+    experts: Path | None = None,
 ) -> float:
     """Their loop through the adapter; returns the seconds per step."""
     command = [
@@ -269,8 +303,15 @@ def condense_theirs(
         command += ["--sampling-net"] if args.sampling_net else []
         command += ["--real-batches", args.their_real_batches]
         command += ["--synthetic-batches", args.their_synthetic_batches]
-    if args.method == "datm":  # pool: the experts' trajectories, as one list
-        command += parity_datm.adapter_flags(args, pool)
+    if args.method in ("mtt", "datm"):
+        command += [
+            "--experts", str(experts), "--experts-size", str(args.experts_size),
+            "--syn-steps", str(args.syn_steps), "--expert-epochs", str(args.expert_epochs),
+            "--max-start-epoch", str(args.max_start_epoch), "--lr-lr", str(args.lr_lr),
+            "--lr-teacher", str(args.lr_teacher), "--batch-syn", str(args.batch_syn),
+        ]  # fmt: skip
+    if args.method == "datm":  # and DATM's own settings
+        command += parity_datm.adapter_flags(args)
     run(command, env, out.with_suffix(".log"))
     return json.loads(out.with_suffix(".json").read_text())["seconds_per_step"]
 
@@ -291,9 +332,12 @@ def save_initial_record(
     images = tensors["train_images"][record["init_indices"]]
     encoder = SyntheticImages(len(record["class_names"]), record["ipc"], record.get("factor", 1))
     resize = record["config"]["synthetic"]["init_resize"]  # NCFM and M3D pack nearest
-    stored = encoder.encode(images, resize)
-    extra = {} if experts is None else parity_datm.initial_fields(record, experts, stored)
-    torch.save({**record, "images": stored, "step": 0, **extra}, out)
+    initial = {**record, "images": encoder.encode(images, resize), "step": 0}
+    if "lr" in record:  # MTT: the initial images train at the step size the run started from
+        initial["lr"] = float(record["config"]["method"]["lr_teacher"])
+    if experts is not None:  # DATM: and on the soft labels it started from
+        initial.update(parity_datm.initial_fields(record, experts, initial["images"]))
+    torch.save(initial, out)
     return out
 
 
@@ -318,24 +362,37 @@ def score_sets(args, overrides: list[str], sides: dict[str, list[Path]]) -> dict
     dm = build.datamodule(cfg, dataset)
     test = dm.load("test")
     protocols = build.protocols(cfg, spec)
-
-    def accuracies(named: dict, chosen: dict) -> dict:
+    if args.method not in ("mtt", "datm"):
         scores = score(
-            named, build.architectures(cfg), chosen, test, args.seed,
+            sets, build.architectures(cfg), protocols, test, args.seed,
             num_models=args.eval_models, normaliser=spec.normaliser,
             backend=build.eval_backend(cfg), device="cpu",
         )  # fmt: skip
-        return {side: (scores[side]["convnet"] * 100).tolist() for side in named}
+        return {side: (scores[side]["convnet"] * 100).tolist() for side in sides}
+    import dataclasses
 
-    if args.method == "datm":  # each set at its own learned step size (eval.protocol=mtt)
-        return parity_datm.score_each_at_its_rate(
-            lambda path, lr: accuracies(
-                {"one": [synthetic_sets([str(path)], cfg)[0][0]]},
-                {a: dataclasses.replace(p, lr=float(lr)) for a, p in protocols.items()},
-            )["one"],
-            sides,
-        )
-    return accuracies(sets, protocols)
+    from dmcondense.io import read_synthetic
+
+    accuracies = {}  # MTT, DATM: each set trains at its own learned step size (eval.protocol=mtt)
+    for side, paths in sides.items():
+        accuracies[side] = []
+        for one, path in zip(sets[side], paths, strict=True):
+            lr = float(read_synthetic(path)["lr"])
+            scored = score(
+                {side: [one]}, build.architectures(cfg),
+                {a: dataclasses.replace(p, lr=lr) for a, p in protocols.items()}, test, args.seed,
+                num_models=args.eval_models, normaliser=spec.normaliser,
+                backend=build.eval_backend(cfg), device="cpu",
+            )  # fmt: skip
+            accuracies[side] += (scored[side]["convnet"] * 100).tolist()
+    return accuracies
+
+
+def read_lr(path: Path) -> float:
+    """A saved set's learned step size (MTT)."""
+    from dmcondense.io import read_synthetic
+
+    return read_synthetic(path)["lr"]
 
 
 def reproducible_arguments(argv: list[str] | None, args: argparse.Namespace) -> list[str]:
@@ -404,6 +461,8 @@ def changed_settings(args: argparse.Namespace) -> list[tuple[str, str]]:
         if args.net_generate_interval != idm_generate_interval(args.ipc):
             interval = args.net_generate_interval
             changed.append((f"gen{interval}", f"net_generate_interval {interval}"))
+    if args.method == "mtt" and args.zca:
+        changed.append(("zca", "ZCA"))
     if args.seed != 0:
         changed.append((f"seed{args.seed}", f"seed {args.seed}"))
     if args.method == "datm":
@@ -411,11 +470,24 @@ def changed_settings(args: argparse.Namespace) -> list[tuple[str, str]]:
     return changed
 
 
+def mtt_budget(args: argparse.Namespace) -> tuple[str, str]:
+    """MTT's settings in the budget text and the file name."""
+    text = (f"experts {args.experts_size} x {args.experts_epochs} ep, syn_steps "
+            f"{args.syn_steps}, expert_epochs {args.expert_epochs}, max_start "
+            f"{args.max_start_epoch}, lr_lr {args.lr_lr:g}, ")  # fmt: skip
+    token = (f"exp{args.experts_size}x{args.experts_epochs}_n{args.syn_steps}"
+             f"m{args.expert_epochs}t{args.max_start_epoch}")  # fmt: skip
+    return text, token
+
+
 def budget_text(args: argparse.Namespace) -> str:
     """The row's budget as parity.md shows it (and keys its rows by)."""
     return (
-        f"{args.steps} steps, batch_real {args.batch_real}, width {args.width}, "
+        f"{args.steps} steps, "
+        + (f"batch_real {args.batch_real}, " if args.method != "mtt" else "")
+        + f"width {args.width}, "
         + (f"pool {args.pool_size} x {args.pool_epochs} ep, " if args.method == "ncfm" else "")
+        + (mtt_budget(args)[0] if args.method == "mtt" else "")
         + "".join(f"{text}, " for _, text in changed_settings(args))
         + f"{args.runs} run(s) x {args.eval_models} nets x {args.eval_epochs} ep"
     )
@@ -428,6 +500,7 @@ def results_name(label: str, args: argparse.Namespace) -> str:
         f"parity_{label}_{args.dataset}_ipc{args.ipc}",
         f"{args.steps}st", f"b{args.batch_real}", f"w{args.width}",
         *([f"pool{args.pool_size}x{args.pool_epochs}"] if args.method == "ncfm" else []),
+        *([mtt_budget(args)[1]] if args.method == "mtt" else []),
         *(token for token, _ in changed_settings(args)),
         f"{args.runs}r", f"{args.eval_models}x{args.eval_epochs}ep",
     ]  # fmt: skip
@@ -465,6 +538,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--net-generate-interval", type=int, help="IDM; default 5 at IPC 1, else 30"
     )
+    parser.add_argument("--experts-size", type=int, default=4, help="MTT: experts")
+    parser.add_argument("--experts-epochs", type=int, default=4, help="MTT: epochs of each")
+    parser.add_argument("--syn-steps", type=int, default=20, help="MTT: student steps")
+    parser.add_argument("--expert-epochs", type=int, default=3, help="MTT: target epochs ahead")
+    parser.add_argument("--max-start-epoch", type=int, default=25, help="MTT")
+    parser.add_argument("--lr-lr", type=float, default=1e-5, help="MTT: step size's lr")
+    parser.add_argument("--lr-teacher", type=float, default=0.01, help="MTT: initial step size")
+    parser.add_argument("--batch-syn", type=int, default=0, help="MTT: 0: all images")
+    parser.add_argument("--zca", action="store_true", help="MTT: ZCA-whitened data, both sides")
     parser.add_argument("--pool-size", type=int, default=4, help="NCFM: pretrained networks")
     parser.add_argument("--pool-epochs", type=int, default=2, help="NCFM: epochs of each")
     parser.add_argument("--num-freqs", type=int, default=4096, help="NCFM: frequencies")
@@ -517,7 +599,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.score_init and args.init not in ("real", "correct"):
         raise UsageError("--score-init scores the real images a run starts from: use --init real")
     names = ("steps", "batch_real", "width", "eval_models", "eval_epochs", "runs", "ipc",
-             "pool_size", "pool_epochs", "num_freqs")  # fmt: skip
+             "pool_size", "pool_epochs", "num_freqs", "experts_size", "experts_epochs",
+             "syn_steps", "expert_epochs", "max_start_epoch")  # fmt: skip
     if args.sampling_net and args.method != "ncfm":
         raise UsageError("--sampling-net is NCFM's: use it with --method ncfm")
     for flag in ("their_real_batches", "their_synthetic_batches"):
@@ -537,9 +620,8 @@ def main(argv: list[str] | None = None) -> dict:
     ours, theirs, ours_seconds, theirs_seconds = [], [], [], []
     data = scratch / "real_data.pt"
     pool = pretrain_pool(overrides, scratch / "pretrain", env) if args.method == "ncfm" else None
-    if args.method == "datm":  # pool: the experts both sides match, as one list for theirs
-        folder = pretrain_pool(overrides, scratch / "experts", env, "experts", "experts: ")
-        pool = parity_datm.their_experts(folder, scratch / "experts.pt")
+    experts = (make_experts(overrides, scratch / "experts", env)
+               if args.method in ("mtt", "datm") else None)  # fmt: skip
     for r in range(args.runs):
         seed = args.seed + r
         synthetic, seconds = condense_ours(args, overrides, scratch / f"ours_{r}", seed, env)
@@ -549,15 +631,15 @@ def main(argv: list[str] | None = None) -> dict:
         if not data.is_file():
             save_real_data(synthetic, data)
         out = scratch / f"theirs_{r}.pt"
-        theirs_seconds.append(condense_theirs(args, copy, data, out, seed, env, pool))
+        theirs_seconds.append(condense_theirs(args, copy, data, out, seed, env, pool, experts))
         theirs.append(out)
         print(f"theirs run {r}: {theirs_seconds[-1]:.3f} s/step", flush=True)
 
     sides = {"ours": ours, "theirs": theirs}
     if args.score_init:
-        experts = pool if args.method == "datm" else None
+        trajectories = experts if args.method == "datm" else None
         sides["ours_init"] = [save_initial_record(p, data, scratch / f"{p.parent.name}_init.pt",
-                                                  experts) for p in ours]  # fmt: skip
+                                                  trajectories) for p in ours]  # fmt: skip
         sides["theirs_init"] = [p.with_name(f"{p.stem}_init.pt") for p in theirs]
     accuracies = score_sets(args, overrides, sides)
     budget = budget_text(args)
@@ -580,6 +662,9 @@ def main(argv: list[str] | None = None) -> dict:
             "sampling_net_change": [json.loads(p.with_suffix(".json").read_text())
                                     .get("sampling_net_change") for p in theirs]}
            if args.method == "ncfm" else {}),
+        **({"experts": str(experts), "learned_lr": {
+                side: [float(read_lr(p)) for p in sides[side]] for side in ("ours", "theirs")}}
+           if args.method in ("mtt", "datm") else {}),
         "command": command,
     }  # fmt: skip
     path = write_results(row, results_name(label, args), args.results_dir)

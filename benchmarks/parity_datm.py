@@ -221,7 +221,7 @@ def run_datm(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     reuse_freed_memory()
     data = torch.load(args.data, weights_only=False)
-    experts = torch.load(args.experts, weights_only=False)
+    experts = load_trajectories(args.experts, args.experts_size)
     copy = Path(args.copy).resolve()
     work = Path(args.out).resolve().parent / "official_datm"
     buffer_path = work / "buffers"
@@ -297,48 +297,50 @@ DATM_SETTINGS = (
 )
 
 
-def add_settings(parser: argparse.ArgumentParser) -> None:
-    """The DATM settings, flags of both parity.py and parity_official.py."""
-    for _, flag, _, default in DATM_SETTINGS:
+def add_settings(parser: argparse.ArgumentParser, own_only: bool = False) -> None:
+    """The DATM settings as flags (`own_only`: those it does not share with MTT)."""
+    for name, flag, _, default in DATM_SETTINGS:
+        if own_only and name in SHARED:
+            continue
         kind = float if isinstance(default, float) else int
         parser.add_argument(flag, type=kind, default=default, help=f"DATM (default {default})")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """parity_official.py's DATM flags."""
-    add_settings(parser)
-    parser.add_argument("--experts", help="DATM: our experts' trajectories (a list, torch.save)")
-    parser.add_argument("--zca", action="store_true", help="DATM: the data are whitened")
+    """parity_official.py's DATM flags: its own settings (MTT's flags give the shared ones and
+    --experts, our experts' folder, and --experts-size, how many of them both sides use)."""
+    add_settings(parser, own_only=True)
+    if "--zca" not in parser._option_string_actions:
+        parser.add_argument("--zca", action="store_true", help="DATM: the data are whitened")
+
+
+SHARED = ("syn_steps", "expert_epochs", "max_start_epoch", "lr_teacher", "lr_lr", "batch_syn")
 
 
 def add_harness_arguments(parser: argparse.ArgumentParser) -> None:
-    """parity.py's DATM flags: the settings both sides run with, and the experts both use."""
-    add_settings(parser)
-    parser.add_argument("--num-experts", type=int, default=4, help="DATM: experts both use")
-    parser.add_argument("--expert-train-epochs", type=int, default=4, help="DATM: their epochs")
+    """parity.py's DATM flags: DATM's own settings (the ones it shares with MTT, and the
+    experts' size and epochs, are parity.py's MTT flags) and the experts' recipe."""
+    add_settings(parser, own_only=True)
     parser.add_argument("--expert-recipe", choices=("gsam", "default"), default="gsam",
                         help="DATM: the experts group (gsam: their buffer_FTD.py)")  # fmt: skip
 
 
 def harness_overrides(args: argparse.Namespace) -> list[str]:
     """Our overrides for method=datm at the budget (the experts in the harness's data cache)."""
-    overrides = [
-        f"experts={args.expert_recipe}", f"experts.size={args.num_experts}",
-        f"experts.epochs={args.expert_train_epochs}",
-        f"experts.root={args.data_cache / 'experts'}", "eval.protocol=mtt",
-    ]  # fmt: skip
+    overrides = [f"experts={args.expert_recipe}", "eval.protocol=mtt"]
     for name, _, key, _ in DATM_SETTINGS:
-        value = getattr(args, name)
-        overrides.append(f"method.{key}={'null' if value is None else value}")
+        if name not in SHARED:
+            value = getattr(args, name)
+            overrides.append(f"method.{key}={'null' if value is None else value}")
     return overrides
 
 
-def adapter_flags(args: argparse.Namespace, experts: Path) -> list[str]:
-    """parity_official.py's DATM flags at the budget."""
-    flags = ["--experts", str(experts)]
+def adapter_flags(args: argparse.Namespace) -> list[str]:
+    """parity_official.py's flags of DATM's own settings at the budget."""
+    flags = []
     for name, flag, _, _ in DATM_SETTINGS:
         value = getattr(args, name)
-        if value is not None:
+        if name not in SHARED and value is not None:  # None: no widening, their default
             flags += [flag, str(value)]
     return flags
 
@@ -349,25 +351,22 @@ def budget_tokens(args: argparse.Namespace) -> tuple[str, str]:
               is None else f"{args.min_start_epoch}-{args.initial_max_start_epoch}>"
               f"{args.max_start_epoch}/{args.expansion_end}")  # fmt: skip
     token = (f"syn{args.syn_steps}_ee{args.expert_epochs}_st{window.replace('>', 'to')}"
-             f"_x{args.num_experts}x{args.expert_train_epochs}{args.expert_recipe}")  # fmt: skip
+             f"_x{args.experts_size}x{args.experts_epochs}{args.expert_recipe}")  # fmt: skip
     text = (
         f"syn_steps {args.syn_steps}, expert_epochs {args.expert_epochs}, start {window}, "
-        f"{args.num_experts} {args.expert_recipe} experts x {args.expert_train_epochs} ep"
+        f"{args.experts_size} {args.expert_recipe} experts x {args.experts_epochs} ep"
     )
     return token, text
 
 
-def their_experts(folder: Path, out: Path) -> Path:
-    """Our experts' trajectories (expert_<i>.pt, in order) as one list for the adapter."""
+def load_trajectories(folder: Path | str, count: int | None = None) -> list:
+    """Our experts' trajectories [epochs + 1, P] (expert_<i>.pt in `folder`, the first `count`)."""
     import torch
 
-    paths = sorted(folder.glob("expert_*.pt"))
+    paths = sorted(Path(folder).glob("expert_*.pt"))[:count]
     if not paths:
         raise RuntimeError(f"no experts in {folder}")
-    trajectories = [torch.load(p, map_location="cpu", weights_only=True)["trajectory"]
-                    for p in paths]  # fmt: skip
-    torch.save(trajectories, out)
-    return out
+    return [torch.load(p, map_location="cpu", weights_only=True)["trajectory"] for p in paths]
 
 
 def initial_fields(record: dict, experts: Path, images) -> dict:
@@ -383,17 +382,7 @@ def initial_fields(record: dict, experts: Path, images) -> dict:
     cfg = OmegaConf.create(record["config"])
     spec = DatasetSpec.from_config(cfg.dataset)
     net = build.embedding_network(cfg, spec)
-    trajectories = torch.load(experts, weights_only=True)
+    trajectories = load_trajectories(experts, int(cfg.experts.size))
     labels = torch.arange(len(record["class_names"])).repeat_interleave(record["ipc"])
     soft = initial_soft_labels(net, trajectories, images, labels, cfg.method.label_init)
     return {"soft_labels": soft, "lr": float(cfg.method.lr_teacher)}
-
-
-def score_each_at_its_rate(score_one, sides: dict[str, list[Path]]) -> dict[str, list[float]]:
-    """eval.protocol=mtt: each set trains at its own learned step size (its record's `lr`), so
-    the sets are scored one at a time; `score_one(path, lr)` gives its accuracies."""
-    import torch
-
-    return {side: [acc for path in paths
-                   for acc in score_one(path, torch.load(path, weights_only=False)["lr"])]
-            for side, paths in sides.items()}  # fmt: skip

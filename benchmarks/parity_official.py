@@ -20,6 +20,10 @@ do; where they are not installed, the adapter puts small stand-ins in `sys.modul
 `torchnet.meter.ClassErrorMeter` (top-1 accuracy in percent, the part IDM uses) and an empty
 `kornia` (ZCA whitening only).
 
+MTT (GeorgeCazenavette/mtt-distillation) runs `distill.py` as `__main__` through `run_mtt`:
+our experts written as their `replay_buffer_0.pt`, `wandb` a stand-in that records the logged
+step size, their ZCA skipped (our data arrive whitened; `kornia` a stand-in where absent).
+
 NCFM (gszfwsb/NCFM) is a torchrun script over packages: `run_ncfm` runs their
 `condense/condense_script.py` as `__main__` in one process (a gloo process group of one, on the
 CPU), with our pool written as their `premodel<i>_{init,trained}.pth.tar` files and their
@@ -80,6 +84,8 @@ OFFICIAL = {
     "datm": Official(parity_datm.DATM_REPOSITORY, parity_datm.DATM_SCRIPT,
                      parity_datm.DATM_FILES, None, data_module="utils.utils_baseline",
                      loop_module="utils.utils_baseline"),
+    "mtt": Official("GeorgeCazenavette/mtt-distillation", "distill.py",
+                    ("distill.py", "utils.py", "networks.py", "reparam_module.py"), None),
 }  # fmt: skip
 
 # (file, pattern, replacement, why): applied to the scratch copy wherever the pattern occurs.
@@ -103,6 +109,12 @@ COMPAT_EDITS: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
         r"\1\2[:] = \2[0].clone()",
         "Siamese copy `x[:] = x[0]` reads and writes one memory location when the batch holds "
         "one image (IPC 1); newer PyTorch refuses overlapping in-place copies",
+    ),
+    (
+        ("distill.py",),
+        r"image_syn\.cuda\(\)",
+        "image_syn.to(args.device)",
+        "MTT's save step moves the images to CUDA, which a CPU run has not",
     ),
     *parity_datm.DATM_EDITS,
 )
@@ -563,6 +575,174 @@ def read_synthetic_when_used(async_loader: type, condenser: type) -> None:
     async_loader.class_sample = class_sample
 
 
+class WandbStandIn:
+    """Stand-in for the `wandb` module MTT's distill.py calls: `init` keeps the config (their
+    script rebuilds its args from `wandb.config._items`), `log` keeps the logged step size by
+    step, the rest does nothing."""
+
+    def __init__(self) -> None:
+        import types
+
+        self.config = types.SimpleNamespace(_items={})
+        self.run = types.SimpleNamespace(name="parity")
+        self.step_sizes: dict[int, float] = {}
+
+    def init(self, config=None, **_) -> None:
+        self.config._items = dict(vars(config))
+
+    def log(self, values: dict, step: int | None = None) -> None:
+        if "Synthetic_LR" in values and step is not None:
+            self.step_sizes[step] = float(values["Synthetic_LR"])
+
+    def Histogram(self, *_, **__) -> None:  # noqa: N802 (their API's name)
+        return None
+
+    def Image(self, *_, **__) -> None:  # noqa: N802
+        return None
+
+    def finish(self) -> None:
+        return None
+
+
+def write_their_buffer(experts: Path, size: int, shapes: list, folder: Path) -> Path:
+    """Our first `size` experts (expert_<i>.pt: flat trajectories) as their replay_buffer_0.pt:
+    a list of trajectories, each a list (epoch) of lists of parameter tensors shaped as their
+    network's parameters (the same order: named_parameters)."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    numels = [int(torch.Size(s).numel()) for s in shapes]
+    buffer = []
+    for index in range(size):
+        record = torch.load(
+            experts / f"expert_{index:03d}.pt", map_location="cpu", weights_only=True
+        )
+        trajectory = []
+        for flat in record["trajectory"]:
+            parts = flat.split(numels)
+            trajectory.append([p.reshape(s).clone() for p, s in zip(parts, shapes, strict=True)])
+        buffer.append(trajectory)
+    path = folder / "replay_buffer_0.pt"
+    torch.save(buffer, path)
+    return path
+
+
+def run_mtt(args: argparse.Namespace) -> dict:
+    """Their distill.py on the saved data and our experts. Their loop makes Iteration + 1
+    updates and saves the images (and here, through the wandb stand-in, the step size) at the
+    evaluation iterations, before that iteration's update: with --Iteration steps and --eval_it
+    steps the set of iteration `steps` has `steps` updates, and that of iteration 0 is where the
+    loop started."""
+    import importlib
+    import importlib.util
+    import random
+    import types
+
+    import numpy as np
+    import torch
+
+    from dmcondense.hostmem import reuse_freed_memory
+
+    torch.set_num_threads(args.threads)
+    reuse_freed_memory()
+    data = torch.load(args.data, weights_only=False)
+    copy = Path(args.copy).resolve()
+    work = Path(args.out).resolve().parent / "official_mtt"
+    work.mkdir(parents=True, exist_ok=True)
+    wandb = WandbStandIn()
+    module = types.ModuleType("wandb")
+    for name in ("init", "log", "Histogram", "Image", "finish"):
+        setattr(module, name, getattr(wandb, name))
+    module.config, module.run = wandb.config, wandb.run
+    sys.modules["wandb"] = module
+    stand_ins = ["wandb"]
+    if importlib.util.find_spec("kornia") is None:
+        sys.modules["kornia"] = types.ModuleType("kornia")
+        stand_ins.append("kornia")
+    sys.path.insert(0, str(copy))
+    utils = importlib.import_module("utils")
+    channels, size = data["train_images"].shape[1], data["train_images"].shape[-1]
+    classes = len(data["class_names"])
+
+    def get_dataset(*_, **__):
+        train = utils.TensorDataset(data["train_images"], data["train_labels"])
+        test = utils.TensorDataset(data["test_images"], data["test_labels"])
+        loader = torch.utils.data.DataLoader(test, batch_size=256, shuffle=False)
+        mapping = {c: c for c in range(classes)}
+        return (channels, (size, size), classes, data["class_names"], data["mean"], data["std"],
+                train, test, loader, None, mapping, mapping)  # fmt: skip
+
+    scores = []
+
+    def evaluate_synset(it_eval, net, *_, **__):
+        scores.append(len(scores) + 1.0)  # rising: their loop saves the set at each evaluation
+        return net, [0.0], scores[-1]
+
+    default_setting = utils.get_default_convnet_setting
+
+    def get_default_convnet_setting():
+        _, depth, act, norm, pooling = default_setting()
+        return args.width, depth, act, norm, pooling
+
+    started: list[float] = []
+    their_get_time = utils.get_time
+
+    def get_time():
+        started.append(time.perf_counter())
+        return their_get_time()
+
+    utils.get_dataset = get_dataset
+    utils.evaluate_synset = evaluate_synset
+    utils.get_default_convnet_setting = get_default_convnet_setting
+    utils.get_time = get_time
+
+    net = utils.get_network("ConvNet", channels, classes, (size, size), dist=False)
+    shapes = [tuple(p.shape) for p in net.parameters()]
+    folder = args.their_dataset + (
+        "_NO_ZCA" if args.their_dataset in ("CIFAR10", "CIFAR100") else ""
+    )
+    buffer = write_their_buffer(Path(args.experts), args.experts_size, shapes,
+                                work / "buffers" / folder / "ConvNet")  # fmt: skip
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    argv = [
+        "distill.py", "--dataset", args.their_dataset, "--model", "ConvNet",
+        "--ipc", str(args.ipc), "--eval_mode", "S", "--num_eval", "1",
+        "--eval_it", str(args.steps), "--epoch_eval_train", "1", "--Iteration", str(args.steps),
+        "--lr_img", str(args.lr_img), "--lr_lr", str(args.lr_lr),
+        "--lr_teacher", str(args.lr_teacher), "--pix_init", args.init, "--dsa", "True",
+        "--dsa_strategy", args.strategy, "--data_path", str(work),
+        "--buffer_path", str(work / "buffers"), "--expert_epochs", str(args.expert_epochs),
+        "--syn_steps", str(args.syn_steps), "--max_start_epoch", str(args.max_start_epoch),
+    ]  # fmt: skip
+    if args.batch_syn:
+        argv += ["--batch_syn", str(args.batch_syn)]
+    sys.argv = argv
+    os.chdir(work)  # their images go to ./logged_files/<dataset>/<run name>/
+    runpy.run_path(str(copy / "distill.py"), run_name="__main__")
+    finished = time.perf_counter()
+
+    logged = work / "logged_files" / args.their_dataset / wandb.run.name
+    final, first = logged / f"images_{args.steps}.pt", logged / "images_0.pt"
+    if not final.is_file() or not started:
+        raise RuntimeError(f"distill.py saved no {final.name} in {logged} or never started")
+    return {
+        "images": torch.load(final, weights_only=False).float().contiguous(),
+        "labels": torch.load(logged / f"labels_{args.steps}.pt", weights_only=False).long(),
+        "initial_images": torch.load(first, weights_only=False).float().contiguous(),
+        "initial_lr": args.lr_teacher,
+        "lr": wandb.step_sizes[args.steps],
+        "factor": 1,
+        "loop_seconds": finished - started[0],
+        "seconds_per_step": (finished - started[0]) / (args.steps + 1),
+        "argv": argv,
+        "stand_ins": stand_ins,
+        "buffer": str(buffer),
+    }
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", choices=sorted(OFFICIAL), required=True)
@@ -581,6 +761,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ce-weight", type=float, default=0.5, help="IDM")
     parser.add_argument("--net-generate-interval", type=int, default=5, help="IDM")
+    parser.add_argument("--experts", help="MTT: our experts' folder (expert_<i>.pt)")
+    parser.add_argument("--experts-size", type=int, default=4, help="MTT: experts to use")
+    parser.add_argument("--syn-steps", type=int, default=20, help="MTT")
+    parser.add_argument("--expert-epochs", type=int, default=3, help="MTT")
+    parser.add_argument("--max-start-epoch", type=int, default=25, help="MTT")
+    parser.add_argument("--lr-lr", type=float, default=1e-5, help="MTT")
+    parser.add_argument("--lr-teacher", type=float, default=0.01, help="MTT")
+    parser.add_argument("--batch-syn", type=int, default=0, help="MTT; 0: all images")
     parser.add_argument("--pool", help="NCFM: our pool folder (network_<i>.pt)")
     parser.add_argument("--pool-size", type=int, default=4, help="NCFM: networks of the pool")
     parser.add_argument("--num-freqs", type=int, default=4096, help="NCFM")
@@ -605,7 +793,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     here = os.getcwd()
     try:
-        runner = {"ncfm": run_ncfm, "datm": parity_datm.run_datm}.get(args.method, run_official)
+        runner = {"ncfm": run_ncfm, "mtt": run_mtt, "datm": parity_datm.run_datm}.get(
+            args.method, run_official
+        )
         result = runner(args)
     finally:
         os.chdir(here)
@@ -624,6 +814,8 @@ def main(argv: list[str] | None = None) -> None:
         "step": args.steps,
         "init_indices": None,
         "config": data["config"],
+        **({"lr": result["lr"]} if "lr" in result else {}),  # MTT: their learned step size
+        **({"pixels": "zca", "zca": data["zca"]} if data.get("zca") is not None else {}),
         **result.get("fields", {}),  # DATM: soft_labels and lr, learned beside the images
     }
     out = Path(args.out)
@@ -631,6 +823,8 @@ def main(argv: list[str] | None = None) -> None:
     if result["initial_images"] is not None:  # where their loop started: the initial images
         initial = {**record, "images": result["initial_images"], "step": 0,
                    **result.get("initial_fields", {})}  # fmt: skip
+        if "initial_lr" in result:
+            initial["lr"] = result["initial_lr"]
         torch.save(initial, out.with_name(f"{out.stem}_init.pt"))
     keys = ("loop_seconds", "seconds_per_step", "argv", "stand_ins", "sampling_net_change")
     timing = {key: result.get(key) for key in keys}

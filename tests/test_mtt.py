@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers.inprocess import evaluate, steps_seen, tiny, train, train_killed_after
 
-from dmcondense.augment import DSA
+from dmcondense.augment import DSA, NoAugment
+from dmcondense.data.normalise import Normaliser
+from dmcondense.errors import ConfigError
 from dmcondense.io import read_synthetic
-from dmcondense.methods.mtt import checkpointed_loss_and_grads, trajectory_loss, unrolled_loss
+from dmcondense.methods.mtt import (
+    TrajectoryMatching,
+    checkpointed_loss_and_grads,
+    trajectory_loss,
+    unrolled_loss,
+)
 from dmcondense.models.registry import build_model
 from dmcondense.rng import generator
 
@@ -153,3 +161,31 @@ def test_a_method_without_a_step_size_under_eval_protocol_mtt_stops_in_one_line(
     result = train(*tiny("eval.protocol=mtt", f"hydra.run.dir={tmp_path}"))
     assert result.returncode == 2
     assert len(result.error_lines) == 1 and "learned step size" in result.error_lines[0]
+
+
+def tiny_mtt(**knobs) -> TrajectoryMatching:
+    net = build_model("convnet", 1, 2, 4, width=4, depth=1)
+    size = sum(p.numel() for p in net.parameters())
+    expert = {"trajectory": torch.zeros(3, size), "names": [n for n, _ in net.named_parameters()]}
+    return TrajectoryMatching(
+        net, NoAugment(), torch.zeros(2, 1, 4, 4), 2, Normaliser([0.5], [0.25]),
+        experts=[expert], **{"expert_epochs": 1, "max_start_epoch": 2, **knobs},
+    )  # fmt: skip
+
+
+def test_mtt_refuses_ddp_in_one_line_and_experts_too_short_for_its_window() -> None:
+    module = tiny_mtt()
+    module.trainer = SimpleNamespace(world_size=2, strategy=None)
+    with pytest.raises(ConfigError) as error:
+        module.on_fit_start()
+    assert str(error.value).startswith("method=mtt runs on one process: the unroll trains on")
+    with pytest.raises(ConfigError, match="reach epoch 3, but the experts have 2 epochs"):
+        tiny_mtt(max_start_epoch=2, expert_epochs=2)
+
+
+def test_a_start_window_beyond_the_experts_stops_before_any_expert_is_trained(tmp_path) -> None:
+    result = train(*tiny("method=mtt", f"experts.root={tmp_path / 'experts'}",
+                         "experts.build=auto", f"hydra.run.dir={tmp_path / 'run'}"))  # fmt: skip
+    assert result.returncode == 2 and len(result.error_lines) == 1
+    assert "reach expert epoch 27, but experts.epochs=4" in result.error_lines[0]
+    assert not (tmp_path / "experts").exists()

@@ -311,6 +311,7 @@ def test_rows_at_other_budgets_or_settings_get_their_own_file_and_table_row():
         ("dm", "VICO-UoE/DatasetCondensation", "main_DM.py, utils.py, networks.py"),
         ("idm", "uitrbn/IDM", "IDM_cifar10.py, utils.py, dc_utils.py, dc_networks.py"),
         ("ncfm", "gszfwsb/NCFM", "condense/condense_script.py, condenser/Condenser.py"),
+        ("mtt", "GeorgeCazenavette/mtt-distillation", "distill.py, utils.py, networks.py"),
     ],
 )
 def test_a_checkout_without_the_files_is_one_line(tmp_path, method, repository, needed):
@@ -663,3 +664,130 @@ def test_our_initial_set_is_packed_as_the_run_packed_it(tmp_path, resize) -> Non
     assert torch.equal(torch.load(out, weights_only=False)["images"], expected)
     other = "bilinear" if resize == "nearest" else "nearest"
     assert not torch.equal(expected, packer.encode(start, other))  # the two packings differ
+
+
+# --- MTT: a stub of GeorgeCazenavette/mtt-distillation ---------------------------------------
+# distill.py's flags, its wandb calls (init with the args, which it rebuilds from
+# wandb.config._items; the step size logged every iteration), the replay buffer it loads, and
+# its saves at the evaluation iterations (./logged_files/<dataset>/<run name>/images_<it>.pt);
+# its "update" multiplies the step size by 1.1 and leaves the images at the first real images.
+
+MTT_STUB_UTILS = STUB_UTILS.replace(
+    "def get_network(model, channel, num_classes, im_size=(32, 32)):\n"
+    "    width = get_default_convnet_setting()[0]\n"
+    '    RECORD["widths"].append(width)\n'
+    '    RECORD["networks"] += 1\n'
+    "    return torch.nn.Conv2d(channel, width, 3)\n",
+    "def get_network(model, channel, num_classes, im_size=(32, 32), dist=True):\n"
+    "    from dmcondense.models.registry import build_model  # stands in for their ConvNet\n"
+    "    width = get_default_convnet_setting()[0]\n"
+    '    RECORD["widths"].append(width)\n'
+    '    return build_model("convnet", channel, num_classes, im_size[0], width=width)\n',
+)
+
+MTT_STUB_DISTILL = """
+import argparse, json, os
+import numpy as np
+import torch
+import wandb
+import utils
+from utils import get_dataset, get_network, evaluate_synset, get_time
+
+parser = argparse.ArgumentParser()
+for flag in ("dataset", "model", "eval_mode", "pix_init", "dsa", "dsa_strategy", "data_path",
+             "buffer_path"):
+    parser.add_argument("--" + flag, type=str, default="")
+for flag in ("ipc", "num_eval", "eval_it", "epoch_eval_train", "Iteration", "expert_epochs",
+             "syn_steps", "max_start_epoch", "batch_syn"):
+    parser.add_argument("--" + flag, type=int, default=0)
+for flag in ("lr_img", "lr_lr", "lr_teacher"):
+    parser.add_argument("--" + flag, type=float, default=0.0)
+args = parser.parse_args()
+wandb.init(config=args)
+args = type("", (), {})()
+for key in wandb.config._items:
+    setattr(args, key, wandb.config._items[key])
+args.device = "cpu"
+channel, im_size, num_classes, names, mean, std, dst_train, dst_test, loader, _, _, _ = (
+    get_dataset(args.dataset, args.data_path, 256, None, args=args))
+buffer = torch.load(os.path.join(args.buffer_path, args.dataset, args.model, "replay_buffer_0.pt"))
+labels = dst_train.labels
+image_syn = torch.cat([dst_train.images[labels == c][: args.ipc] for c in range(num_classes)])
+label_syn = torch.arange(num_classes).repeat_interleave(args.ipc)
+syn_lr = torch.tensor(args.lr_teacher)
+eval_it_pool = np.arange(0, args.Iteration + 1, args.eval_it).tolist()
+print("%s training begins" % get_time())
+for it in range(args.Iteration + 1):
+    if it in eval_it_pool:
+        evaluate_synset(0, None, image_syn, label_syn, loader, args)
+        image_save = image_syn.cuda()
+        save_dir = os.path.join(".", "logged_files", args.dataset, wandb.run.name)
+        os.makedirs(save_dir, exist_ok=True)
+        torch.save(image_save.cpu(), os.path.join(save_dir, "images_{}.pt".format(it)))
+        torch.save(label_syn.cpu(), os.path.join(save_dir, "labels_{}.pt".format(it)))
+    wandb.log({"Synthetic_LR": syn_lr.detach().cpu()}, step=it)
+    syn_lr = syn_lr * 1.1
+with open("stub_record.json", "w") as f:
+    json.dump({"args": vars(args), "widths": utils.RECORD["widths"], "experts": len(buffer),
+               "snapshots": len(buffer[0]), "shapes": [list(p.shape) for p in buffer[0][0]]}, f)
+"""
+
+MTT_STEPS, MTT_IPC = 2, 1
+
+
+def write_mtt_stub(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "utils.py").write_text(MTT_STUB_UTILS)
+    (folder / "distill.py").write_text(MTT_STUB_DISTILL)
+    (folder / "networks.py").write_text("# the stub's network is utils.get_network's\n")
+    (folder / "reparam_module.py").write_text("# unused by the stub\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mtt_harness(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("parity_mtt")
+    official = write_mtt_stub(root / "mtt-distillation")
+    parity = load_parity()
+    parity.run = ours_in_process(parity.run)
+    row = parity.main([
+        "--method", "mtt", "--official", str(official), "--dataset", "mnist_sample",
+        "--ipc", str(MTT_IPC), "--steps", str(MTT_STEPS), "--width", str(WIDTH),
+        "--eval-models", "1", "--eval-epochs", "1", "--experts-size", "1",
+        "--experts-epochs", "2", "--syn-steps", "2", "--expert-epochs", "1",
+        "--max-start-epoch", "1", "--lr-lr", "1e-3", "--score-init",
+        "--scratch", str(root / "scratch"), "--data-cache", str(root / "cache"),
+        "--results-dir", str(root / "results"),
+    ])  # fmt: skip
+    record = json.loads((root / "scratch" / "official_mtt" / "stub_record.json").read_text())
+    return {"root": root, "row": row, "record": record, "official": official}
+
+
+def test_mtt_budget_and_experts_reach_their_script(mtt_harness):
+    record, row = mtt_harness["record"], mtt_harness["row"]
+    args = record["args"]
+    assert (args["ipc"], args["Iteration"], args["eval_it"]) == (MTT_IPC, MTT_STEPS, MTT_STEPS)
+    assert (args["syn_steps"], args["expert_epochs"], args["max_start_epoch"]) == (2, 1, 1)
+    assert (args["lr_lr"], args["lr_teacher"], args["lr_img"]) == (1e-3, 0.01, 1000.0)
+    assert args["pix_init"] == "real" and args["dsa"] == "True"
+    assert set(record["widths"]) == {WIDTH}
+    # our one expert, 2 epochs: 3 snapshots, split into their network's parameter shapes
+    assert (record["experts"], record["snapshots"]) == (1, 3)
+    ours = torch.load(Path(row["experts"]) / "expert_000.pt", weights_only=True)
+    assert sum(torch.Size(s).numel() for s in record["shapes"]) == ours["trajectory"].shape[1]
+    copy = (mtt_harness["root"] / "scratch" / "official" / "distill.py").read_text()
+    assert "image_syn.to(args.device)" in copy and ".cuda()" not in copy
+    assert ".cuda()" in (mtt_harness["official"] / "distill.py").read_text()
+
+
+def test_mtt_sets_are_scored_at_their_own_learned_step_sizes(mtt_harness):
+    row = mtt_harness["row"]
+    theirs = torch.load(mtt_harness["root"] / "scratch" / "theirs_0.pt", weights_only=False)
+    # their step size after MTT_STEPS updates (the stub's x 1.1 an update), logged through wandb
+    assert theirs["lr"] == pytest.approx(0.01 * 1.1**MTT_STEPS)
+    init = torch.load(mtt_harness["root"] / "scratch" / "theirs_0_init.pt", weights_only=False)
+    assert init["lr"] == 0.01
+    assert row["learned_lr"]["theirs"] == [theirs["lr"]] and len(row["learned_lr"]["ours"]) == 1
+    assert len(row["ours_accuracies"]) == len(row["theirs_accuracies"]) == 1
+    assert len(row["theirs_init_accuracies"]) == 1
+    assert row["ours_seconds_per_step"] > 0 and row["theirs_seconds_per_step"] > 0

@@ -122,8 +122,10 @@ def test_the_adapter_runs_their_loop_on_our_data_and_experts(tmp_path, monkeypat
                 "test_images": torch.randn(6, 1, 8, 8, generator=g),
                 "test_labels": torch.arange(3).repeat(2), "class_names": ["a", "b", "c"],
                 "mean": [0.5], "std": [0.5], "config": {}}, tmp_path / "data.pt")  # fmt: skip
-    experts = [torch.randn(6, 40, generator=g) for _ in range(12)]  # 12 experts, 5 epochs
-    torch.save(experts, tmp_path / "experts.pt")
+    folder = tmp_path / "experts"  # 12 experts of 5 epochs, as our experts job writes them
+    folder.mkdir()
+    for i in range(12):
+        torch.save({"trajectory": torch.randn(6, 40, generator=g)}, folder / f"expert_{i:03d}.pt")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     for name in ("utils", "utils.cfg", "utils.utils_baseline", "wandb", "yacs", "yacs.config"):
@@ -133,7 +135,7 @@ def test_the_adapter_runs_their_loop_on_our_data_and_experts(tmp_path, monkeypat
         "--method", "datm", "--copy", str(tmp_path / "copy"), "--data", str(tmp_path / "data.pt"),
         "--out", str(out), "--their-dataset", "MNIST", "--ipc", "2", "--steps", str(steps),
         "--batch-real", "1", "--width", "8", "--lr-img", "100", "--init", "correct",
-        "--strategy", "color_crop", "--seed", "3", "--experts", str(tmp_path / "experts.pt"),
+        "--strategy", "color_crop", "--seed", "3", "--experts", str(folder), "--experts-size", "12",
         "--syn-steps", "7", "--expert-epochs", "2", "--max-start-epoch", "3",
         "--initial-max-start-epoch", "2", "--expansion-end", "50", "--lr-y", "5.0",
         "--threshold", "1.1", "--lr-lr", "1e-07",
@@ -174,13 +176,6 @@ def test_the_harness_end_to_end_scores_each_set_at_its_own_rate(tmp_path, monkey
     parity = load_benchmark("parity")
     monkeypatch.setattr(parity, "run", ours_in_process(parity.run))
     checkout = write_datm_stub(tmp_path / "DATM")
-    scored: list[float] = []
-    their_score = parity.parity_datm.score_each_at_its_rate
-
-    def spy(score_one, sides):
-        return their_score(lambda path, lr: scored.append(lr) or score_one(path, lr), sides)
-
-    monkeypatch.setattr(parity.parity_datm, "score_each_at_its_rate", spy)
     for name in ("utils", "utils.cfg", "utils.utils_baseline", "wandb", "yacs", "yacs.config"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     steps = 2
@@ -188,23 +183,22 @@ def test_the_harness_end_to_end_scores_each_set_at_its_own_rate(tmp_path, monkey
         "--method", "datm", "--official", str(checkout), "--dataset", "mnist_sample",
         "--ipc", "1", "--steps", str(steps), "--width", "8", "--eval-models", "1",
         "--eval-epochs", "1", "--syn-steps", "2", "--expert-epochs", "1",
-        "--max-start-epoch", "2", "--num-experts", "2", "--expert-train-epochs", "2",
-        "--lr-lr", "0.001", "--threshold", "10", "--score-init",
+        "--max-start-epoch", "2", "--experts-size", "2", "--experts-epochs", "2",
+        "--lr-lr", "0.001", "--threshold", "10", "--lr-img", "100", "--score-init",
         "--scratch", str(tmp_path / "scratch"), "--data-cache", str(tmp_path / "cache"),
         "--results-dir", str(tmp_path / "results"),
     ])  # fmt: skip
     record = json.loads((tmp_path / "scratch" / "official_datm" / "stub_record.json").read_text())
     ours = read_synthetic(tmp_path / "scratch" / "ours_0")
     # Both sides match the same experts: ours, written as their replay buffer.
-    experts = torch.load(tmp_path / "scratch" / "experts.pt", weights_only=True)
     assert record["experts"] == 2 and record["snapshots"] == [3, 3]
-    assert record["flat"] == [[experts[0].shape[1]]] * 2
     assert record["args"]["syn_steps"] == 2 and record["args"]["Iteration"] == steps - 1
-    # Each set trains at its own learned rate: ours, theirs (the stub's 0.01 + 0.001 a step),
-    # then the two starts at lr_teacher.
-    assert scored == pytest.approx([ours["lr"], 0.01 + 0.001 * steps, 0.01, 0.01])
+    assert record["args"]["threshold"] == 10.0 and record["args"]["lr_y"] == 2.0
+    # Each set carries its learned rate: ours, and theirs (the stub's 0.01 + 0.001 a step).
+    assert row["learned_lr"]["ours"] == [pytest.approx(ours["lr"])]
+    assert row["learned_lr"]["theirs"] == [pytest.approx(0.01 + 0.001 * steps)]
     assert len(row["ours_accuracies"]) == len(row["theirs_accuracies"]) == 1
-    assert "ours_init_mean" in row and "syn_steps 2" in row["budget"]
+    assert "ours_init_mean" in row and "start 0-2" in row["budget"]
     initial = torch.load(tmp_path / "scratch" / "ours_0_init.pt", weights_only=False)
     assert initial["soft_labels"].shape == ours["soft_labels"].shape
     assert not torch.equal(initial["soft_labels"], ours["soft_labels"])  # ours learned labels

@@ -99,8 +99,9 @@ def test_dsa_presets_draw_as_the_reference_trains_networks() -> None:
 # image): synthetic steps, expert epochs, max start epoch, synthetic batch (None: all images), ZCA,
 # lr pixels, lr step size, starting step size. Later copies of the table (commands in other
 # repositories) differ in lr_img (100 at CIFAR-10 IPC 1) and lr_teacher (0.001 at CIFAR-10 IPC 10
-# and 50); these follow the paper. Iterations 5,000, init real, 5 evaluation networks, 1,000
-# evaluation epochs and the experts' 100 x 50 epochs are distill.py's and buffer.py's defaults.
+# and 50); these follow the paper. Iterations 5,000, init real, 1,000 evaluation epochs and the
+# experts' 100 x 50 epochs are distill.py's and buffer.py's defaults; 20 evaluation networks, as
+# every preset of the project (distill.py evaluates 5).
 MTT = {
     ("cifar10", 1): (50, 2, 2, None, True, 1000, 1e-07, 0.01),
     ("cifar10", 10): (30, 2, 20, None, True, 100000, 1e-04, 0.01),
@@ -128,7 +129,7 @@ def test_mtt_presets_hold_the_papers_values(data: str, ipc: int) -> None:
     assert isinstance(m.lr_lr, float) and m.lr_lr == lr_lr and m.lr_teacher == lr_teacher
     assert m.lr_momentum == 0.5 and m.memory == "unroll"
     assert (cfg.iterations, cfg.init, cfg.eval.protocol) == (5000, "real", "mtt")
-    assert (cfg.eval.num_models, cfg.eval.epochs) == (5, 1000)
+    assert (cfg.eval.num_models, cfg.eval.epochs) == (20, 1000)  # 20: every preset's
     e = cfg.experts  # buffer.py
     assert (e.size, e.epochs, e.lr, e.momentum, e.weight_decay, e.batch_size) == (
         100, 50, 0.01, 0.0, 0.0, 256,

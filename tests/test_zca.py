@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from helpers.inprocess import tiny, train
 from PIL import Image
 
 from dmcondense.data.normalise import Normaliser
@@ -53,3 +54,12 @@ def test_export_unwhitens_a_whitened_set(tmp_path: Path) -> None:
     first = torch.tensor(list(Image.open(out / "a" / "0.png").getdata()))  # [H W, C]
     assert torch.equal(first.T.reshape(2, 2, 2).to(torch.uint8), x[0])
     assert type(normaliser_of([0.5], [0.2], None)) is Normaliser  # a set without ZCA
+
+
+def test_unit_pixels_and_zca_stop_in_one_line(tmp_path: Path) -> None:
+    result = train(*tiny("method=m3d", "dataset.zca=true", f"hydra.run.dir={tmp_path}"))
+    assert result.returncode == 2
+    assert result.error_lines == [
+        "error: ZCA-whitened input is not a per-channel normalisation; method.pixels=unit and "
+        "dataset.zca=true do not go together"
+    ]

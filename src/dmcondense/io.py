@@ -12,19 +12,16 @@ code from it, and a file that needs anything else is refused in one line (`load_
                  transform described by `zca`)
     soft_labels  float32 [classes * ipc, classes], optional: learned soft labels (logits; the
                  training targets are softmax(soft_labels), as DATM's soft cross-entropy)
-    zca          dict, optional, with pixels "zca": the whitening, as plain values (e.g.
-                 mean float32 [D], transform and inverse float32 [D, D], eps float)
-    extra keys   tensors or plain values a method learns beside the pixels (e.g. MTT's step
-                 size `syn_lr`, a float32 scalar tensor) are kept as they are; readers ignore
-                 the keys they do not know
+    zca          dict, with pixels "zca" (dataset.zca=true): the whitening as data/zca.py's
+                 state, plain values: eps float, shape [C, H, W], mean float32 [D], eigvecs
+                 float32 [D, D], eigvals float32 [D]; unwhitening gives [0, 1] pixels
+    lr           float, method=mtt: the learned step size, which eval.protocol=mtt trains the
+                 evaluation networks at
+    extra keys   tensors or plain values a method learns beside the pixels are kept as they
+                 are; readers ignore the keys they do not know
     class_names  list[str]
     method       str, the method that condensed it (dm, dc, ...; absent in older files)
     mean, std    list[float], one per channel (images * std + mean is in [0, 1])
-    zca          dict or None (absent in older files): the ZCA whitening the images are in
-                 (dataset.zca=true; data/zca.py: eps, shape, mean, eigvecs, eigvals), which
-                 replaces mean/std: unwhitening gives [0, 1] pixels
-    lr           float (method=mtt, absent otherwise): the learned step size, which
-                 eval.protocol=mtt trains the evaluation networks at
     ipc          int, stored images a class
     factor       int, multi-formation factor (absent in older files: 1); a stored image
                  decodes into factor^2 training images

@@ -246,19 +246,23 @@ def resolve_pixels(read: ReadSet, given: str | None) -> str:
 
 
 def fit_set(read: ReadSet, spec: DatasetSpec, pixels: str | None = None) -> list[LabelledSet]:
-    """The experiments as network input (normalised with the data set's mean and std) and
+    """The experiments as network input (normalised with the data set's mean and std, or
+    ZCA-whitened as they are under the data set's whitening: dataset.zca=true) and
     labels (int64 [N], or probabilities float32 [N, K]), checked against the data set: one line
     for a wrong shape, channel count, image size, class count or pixel range."""
     units = resolve_pixels(read, pixels)
-    if units == "zca":
+    if units == "zca" and spec.zca is None:
         raise ConfigError(
-            f"{read.path}: zca pixels need the data set's ZCA whitening, which dmcondense does "
-            f"not compute yet; score the de-whitened images (MTT's images_zca_<it>.pt) instead"
+            f"{read.path}: zca pixels need the data set's ZCA whitening; score them with "
+            f"dataset.zca=true (a synthetic.pt of a dataset.zca=true run carries its own)"
         )
     out = []
     for images, labels in read.experiments:
         check_shapes(read.path, images, labels, spec)
-        unit = images if units == "unit" else to_unit(images, spec)
+        if units == "zca":  # network input as it is; the range is checked unwhitened
+            unit = spec.zca.unwhiten(images)
+        else:
+            unit = images if units == "unit" else to_unit(images, spec)
         check_range(read.path, unit, units)
         if units == "unit":
             mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))

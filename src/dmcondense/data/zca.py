@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from dmcondense.data.normalise import Normaliser
+from dmcondense.errors import ConfigError
 
 FIT_BATCH = 4096  # images a batch while accumulating the covariance
 
@@ -118,7 +119,7 @@ class ZCANormaliser(Normaliser):
         return id(self.zca)
 
     def constants(self, device: torch.device | str) -> dict[str, Tensor]:
-        raise ValueError(
+        raise ConfigError(
             "ZCA-whitened input is not a per-channel normalisation; method.pixels=unit and "
             "dataset.zca=true do not go together"
         )

@@ -228,6 +228,7 @@ def method(cfg: DictConfig, spec: DatasetSpec, initial_images: torch.Tensor) -> 
     if uses_pool(cfg):
         extra["pool"] = ready_pool(cfg, spec).load(int(cfg.pool.size))
     if uses_experts(cfg):
+        check_expert_window(cfg)
         extra["experts"] = ready_experts(cfg, spec).trajectories(int(cfg.experts.size))
     return make(
         **extra,
@@ -253,6 +254,19 @@ def uses_pool(cfg: DictConfig) -> bool:
 def uses_experts(cfg: DictConfig) -> bool:
     """Whether the `method` group's module matches expert trajectories (MTT, DATM)."""
     return bool(getattr(get_class(cfg.method._target_), "uses_experts", False))
+
+
+def check_expert_window(cfg: DictConfig) -> None:
+    """The method's start window and target (max_start_epoch - 1 + expert_epochs) within the
+    experts' epochs, before any expert is trained for it."""
+    m = cfg.method
+    reach = int(m.max_start_epoch) - 1 + int(m.expert_epochs)
+    if reach > int(cfg.experts.epochs):
+        raise ConfigError(
+            f"method.max_start_epoch={m.max_start_epoch} and method.expert_epochs="
+            f"{m.expert_epochs} reach expert epoch {reach}, but experts.epochs="
+            f"{cfg.experts.epochs}; set experts.epochs={reach} or more, or lower them"
+        )
 
 
 EXPERT_OPTIMIZERS = ("sgd", "gsam")
@@ -322,7 +336,7 @@ def ready_experts(cfg: DictConfig, spec: DatasetSpec, count: int | None = None) 
     finished = set(store.check_all()) if store.folder.is_dir() else set()
     missing = [i for i in range(count) if i not in finished]
     if missing:
-        have = f"has {len(finished)} of {count} experts" if finished else "is missing"
+        have = f"have {len(finished)} of {count} experts" if finished else "are missing"
         raise ConfigError(
             f"the expert trajectories for {spec.name} and {cfg.model.name} ({store.folder}) "
             f"{have}; make them with: {experts_command(cfg, count)} (or add experts.build=auto)"

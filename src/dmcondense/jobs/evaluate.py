@@ -86,14 +86,13 @@ def synthetic_sets(
     form, pixels = cfg.get("condensed_format", "auto"), cfg.get("condensed_pixels")
     for path in paths:
         kind = detect_format(Path(path).expanduser()) if form == "auto" else form
-        zca = None
         if kind == "dmcondense":
             read = read_set(path, kind)
             saved = read.record["config"]["dataset"]
             this = OmegaConf.merge(cfg.dataset, saved)
-            zca = read.record.get("zca")  # the whitening the set was condensed in (dataset.zca)
         else:
             this = cfg.dataset
+        zca = read.record.get("zca") if kind == "dmcondense" else None
         this_spec = stated_spec(cfg, this, zca)
         if spec is not None and this_spec.name != spec.name:
             raise ConfigError(f"{path} was condensed from {this_spec.name}, not {spec.name}")
@@ -109,8 +108,11 @@ def synthetic_sets(
 
 
 def stated_spec(cfg: DictConfig, dataset: DictConfig, zca: dict | None = None) -> DatasetSpec:
-    """The data set's facts as its config states them (with the set's ZCA state), or as its data
-    gives them (an image folder's class count, mean and std)."""
+    """The data set's facts as its config states them, or as its data gives them (an image
+    folder's class count, mean and std; dataset.zca=true without a saved whitening: its fit on
+    the training split). `zca`: the whitening a synthetic.pt carries."""
+    if dataset.get("zca", False) and zca is None:
+        return resolve_spec(dataset, load_data(cfg, dataset).train_set)
     try:
         return DatasetSpec.from_config(dataset, zca=zca)
     except (TypeError, ValueError, MissingMandatoryValue):
@@ -129,16 +131,20 @@ def hard_labelled(sets: list[LabelledImages]) -> list[LabelledImages]:
             for images, labels in sets]  # fmt: skip
 
 
-def learned_lr(paths: list[str]) -> float | None:
-    """The learned step size the saved sets carry (method=mtt), the one eval.protocol=mtt trains
-    at; one line when the sets carry different ones (score them one at a time)."""
-    rates = {read_synthetic(path).get("lr") for path in paths}
+def carried_rates(paths: list[str] | None) -> set:
+    """The learned step sizes the saved sets carry (method=mtt; None for a set without)."""
+    return set() if paths is None else {read_synthetic(path).get("lr") for path in paths}
+
+
+def learned_lr(rates: set) -> float | None:
+    """The one learned step size of the sets, which eval.protocol=mtt trains at; one line when
+    the sets carry different ones (score them one at a time)."""
     if len(rates) > 1:
         raise ConfigError(
             "eval.protocol=mtt trains each set at its own learned step size, and these sets "
             "carry different ones; evaluate them one condensed= at a time"
         )
-    return rates.pop()
+    return next(iter(rates), None)
 
 
 def baseline_sets(
@@ -194,12 +200,13 @@ def run(cfg: DictConfig) -> Path:
     if wanted:
         named["random"] = random_subsets(cfg, dm.train_set, spec, ipc, len(sets))
     plans = {set_name: plan for set_name in named}
+    carried = carried_rates(paths)
     if paths is not None and plan.protocol_name == "mtt":
-        plans[name] = build.mtt_plan(plan, learned_lr(paths), ", ".join(paths))
-    elif paths is not None and learned_lr(paths) is not None:
+        plans[name] = build.mtt_plan(plan, learned_lr(carried), ", ".join(paths))
+    elif carried - {None}:
         print(
-            f"note: the set carries a learned step size ({learned_lr(paths):.6g}); "
-            f"eval.protocol=mtt trains at it, as its authors score it (now: {plan.protocol_name})"
+            "note: the set carries a learned step size (method=mtt); eval.protocol=mtt trains "
+            f"at it, as its authors score it (now: eval.protocol={plan.protocol_name})"
         )
     searched = {}
     if rates:
@@ -229,7 +236,7 @@ def run(cfg: DictConfig) -> Path:
         "evaluation": {**plan.record(), "device": str(device)},
     }  # fmt: skip
     if paths is not None and plan.protocol_name == "mtt":
-        summary["learned_lr"] = learned_lr(paths)  # the rate the set's networks trained at
+        summary["learned_lr"] = learned_lr(carried)  # the rate the set's networks trained at
     if rates:
         summary["lr_search"] = searched
     if "lrs" in wanted:

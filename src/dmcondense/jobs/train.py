@@ -61,8 +61,10 @@ def run(cfg: DictConfig) -> Path:
     test = load_test(dm, cfg.dataset)
     spec = resolve_spec(cfg.dataset, dm.train_set)
     build.check_evaluation(cfg)
-    if build.uses_experts(cfg) and cfg.experts.build == "auto":
-        make_experts(cfg, dm, spec)  # the missing expert trajectories (init=correct reads them)
+    if build.uses_experts(cfg):
+        build.check_expert_window(cfg)  # before training experts the run could not use
+        if cfg.experts.build == "auto":
+            make_experts(cfg, dm, spec)  # the missing expert trajectories (init=correct reads them)
     if cfg.init == "correct":  # DATM's: real images the experts classify correctly
         init, init_indices = correct_initial_images(cfg, dm, spec)
     else:
@@ -77,7 +79,7 @@ def run(cfg: DictConfig) -> Path:
         "class_names": list(spec.class_names),
         "mean": list(spec.mean),
         "std": list(spec.std),
-        "zca": spec.zca_state(),
+        **({"pixels": "zca", "zca": spec.zca_state()} if spec.zca is not None else {}),
         "init_indices": init_indices,
         "config": resolved,
     }

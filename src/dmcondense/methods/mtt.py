@@ -91,8 +91,9 @@ def checkpointed_loss_and_grads(
     thetas = [start.detach()]
     for i in range(steps):
         params = thetas[-1].requires_grad_(True)
-        x, y = batch(i)
-        loss = F.cross_entropy(forward(params, x.detach()), y)
+        with torch.no_grad():  # the images' graph is rebuilt in the backward sweep
+            x, y = batch(i)
+        loss = F.cross_entropy(forward(params, x), y)
         (grad,) = torch.autograd.grad(loss, params)
         thetas[-1] = params.detach()
         thetas.append((params - lr.detach() * grad).detach())
@@ -149,6 +150,10 @@ class StepSize(AuxiliaryPart):
 class TrajectoryMatching(CondensationMethod):
     name = "mtt"
     uses_experts = True
+    compile_refusal = (
+        "its student runs through torch.func.functional_call with new parameters every inner "
+        "step, not through `embed`"
+    )
 
     def __init__(
         self,
@@ -218,6 +223,9 @@ class TrajectoryMatching(CondensationMethod):
 
     def scoring_lr(self) -> float | None:
         return self.learned_lr()
+
+    def fp16_refusal(self) -> str | None:
+        return "the learned step size steps on the gradient of the scaled loss, unscaled"
 
     # --- the step ------------------------------------------------------------------------------
     def student_forward(self) -> Forward:
