@@ -729,9 +729,10 @@ def run_mtt(args: argparse.Namespace) -> dict:
     if not final.is_file() or not started:
         raise RuntimeError(f"distill.py saved no {final.name} in {logged} or never started")
     return {
-        "images": torch.load(final, weights_only=False).float().contiguous(),
+        # their saves keep image_syn's requires_grad: detached here
+        "images": torch.load(final, weights_only=False).detach().float().contiguous(),
         "labels": torch.load(logged / f"labels_{args.steps}.pt", weights_only=False).long(),
-        "initial_images": torch.load(first, weights_only=False).float().contiguous(),
+        "initial_images": torch.load(first, weights_only=False).detach().float().contiguous(),
         "initial_lr": args.lr_teacher,
         "lr": wandb.step_sizes[args.steps],
         "factor": 1,

@@ -131,9 +131,14 @@ def hard_labelled(sets: list[LabelledImages]) -> list[LabelledImages]:
             for images, labels in sets]  # fmt: skip
 
 
-def carried_rates(paths: list[str] | None) -> set:
-    """The learned step sizes the saved sets carry (method=mtt; None for a set without)."""
-    return set() if paths is None else {read_synthetic(path).get("lr") for path in paths}
+def carried_rates(paths: list[str] | None, form: str = "auto") -> set:
+    """The learned step sizes the saved sets carry (a synthetic.pt of method=mtt; None for a
+    set without one, and for sets of other formats)."""
+    rates = set()
+    for path in paths or []:
+        kind = detect_format(Path(path).expanduser()) if form == "auto" else form
+        rates.add(read_synthetic(path).get("lr") if kind == "dmcondense" else None)
+    return rates
 
 
 def learned_lr(rates: set) -> float | None:
@@ -200,7 +205,7 @@ def run(cfg: DictConfig) -> Path:
     if wanted:
         named["random"] = random_subsets(cfg, dm.train_set, spec, ipc, len(sets))
     plans = {set_name: plan for set_name in named}
-    carried = carried_rates(paths)
+    carried = carried_rates(paths, cfg.get("condensed_format", "auto"))
     if paths is not None and plan.protocol_name == "mtt":
         plans[name] = build.mtt_plan(plan, learned_lr(carried), ", ".join(paths))
     elif carried - {None}:
