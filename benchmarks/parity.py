@@ -59,6 +59,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import parity_datm  # noqa: E402
 from parity_official import OFFICIAL, missing_files, prepare_copy  # noqa: E402
 
 CIFAR10_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
@@ -79,6 +80,7 @@ METHOD_DEFAULTS = {
     "dance": {"lr_img": None, "init": "real"},  # None: their reproduce preset's 0.01 x IPC
     "mtt": {"lr_img": 1000.0, "init": "real"},  # distill.py's --lr_img, --pix_init
     "rded": {"lr_img": 1.0, "init": "real"},  # no image optimiser: lr_img is never read
+    "datm": parity_datm.DATM_DEFAULTS,
 }
 POOL_METHODS = ("ncfm", "dance")  # both sides match with our pool; IDC-style names and aug_type
 # Their README: no flip on digits.
@@ -162,9 +164,9 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
         f"eval.protocol={'mtt' if args.method == 'mtt' else 'dsa'}",
         f"eval.num_models={args.eval_models}", f"eval.epochs={args.eval_epochs}",
     ]  # fmt: skip
-    if args.method != "mtt":  # MTT reads no real batches while condensing
+    if args.method not in ("mtt", "datm"):  # MTT and DATM read no real batches while condensing
         overrides.append(f"batch_real={args.batch_real}")
-    if args.method == "mtt":
+    if args.method in ("mtt", "datm"):
         overrides += [
             f"experts.size={args.experts_size}", f"experts.epochs={args.experts_epochs}",
             f"experts.root={args.data_cache / 'experts'}", f"dataset.zca={str(args.zca).lower()}",
@@ -173,6 +175,9 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
             f"method.lr_teacher={args.lr_teacher}",
             f"method.batch_syn={args.batch_syn or 'null'}",
         ]  # fmt: skip
+    if args.method == "datm":  # its own settings, its experts' recipe, and its evaluation
+        overrides = [o for o in overrides if not o.startswith("eval.protocol=")]
+        overrides += parity_datm.harness_overrides(args)
     if args.method not in ("dc", "rded"):  # augment=none has no strategy
         overrides.append(f"augment.strategy={args.strategy}")
     if args.method == "rded":  # the observer: network 0 of a convnet_bn pool
@@ -321,20 +326,25 @@ def condense_theirs(
         command += ["--synthetic-batches", args.their_synthetic_batches]
     if args.method == "dance":
         command += ["--pool", str(pool), "--pool-size", str(args.pool_size)]
-    if args.method == "mtt":
+    if args.method in ("mtt", "datm"):
         command += [
             "--experts", str(experts), "--experts-size", str(args.experts_size),
             "--syn-steps", str(args.syn_steps), "--expert-epochs", str(args.expert_epochs),
             "--max-start-epoch", str(args.max_start_epoch), "--lr-lr", str(args.lr_lr),
             "--lr-teacher", str(args.lr_teacher), "--batch-syn", str(args.batch_syn),
         ]  # fmt: skip
+    if args.method == "datm":  # and DATM's own settings
+        command += parity_datm.adapter_flags(args)
     run(command, env, out.with_suffix(".log"))
     return json.loads(out.with_suffix(".json").read_text())["seconds_per_step"]
 
 
-def save_initial_record(synthetic: Path, data: Path, out: Path) -> Path:
+def save_initial_record(
+    synthetic: Path, data: Path, out: Path, experts: Path | None = None
+) -> Path:
     """Our run's initial images (its `init_indices`, encoded as the run encoded them) as a
-    synthetic.pt record: the random-real start of `init=real`."""
+    synthetic.pt record: the random-real start of `init=real`. DATM (`experts`): with the soft
+    labels and step size it started from."""
     import torch
 
     from dmcondense.io import read_synthetic
@@ -348,6 +358,8 @@ def save_initial_record(synthetic: Path, data: Path, out: Path) -> Path:
     initial = {**record, "images": encoder.encode(images, resize), "step": 0}
     if "lr" in record:  # MTT: the initial images train at the step size the run started from
         initial["lr"] = float(record["config"]["method"]["lr_teacher"])
+    if experts is not None:  # DATM: and on the soft labels it started from
+        initial.update(parity_datm.initial_fields(record, experts, initial["images"]))
     torch.save(initial, out)
     return out
 
@@ -373,7 +385,7 @@ def score_sets(args, overrides: list[str], sides: dict[str, list[Path]]) -> dict
     dm = build.datamodule(cfg, dataset)
     test = dm.load("test")
     protocols = build.protocols(cfg, spec)
-    if args.method != "mtt":
+    if args.method not in ("mtt", "datm"):
         scores = score(
             sets, build.architectures(cfg), protocols, test, args.seed,
             num_models=args.eval_models, normaliser=spec.normaliser,
@@ -384,7 +396,7 @@ def score_sets(args, overrides: list[str], sides: dict[str, list[Path]]) -> dict
 
     from dmcondense.io import read_synthetic
 
-    accuracies = {}  # MTT: each set trains at its own learned step size (eval.protocol=mtt)
+    accuracies = {}  # MTT, DATM: each set trains at its own learned step size (eval.protocol=mtt)
     for side, paths in sides.items():
         accuracies[side] = []
         for one, path in zip(sets[side], paths, strict=True):
@@ -482,6 +494,8 @@ def changed_settings(args: argparse.Namespace) -> list[tuple[str, str]]:
         changed.append(("zca", "ZCA"))
     if args.seed != 0:
         changed.append((f"seed{args.seed}", f"seed {args.seed}"))
+    if args.method == "datm":
+        changed.append(parity_datm.budget_tokens(args))
     return changed
 
 
@@ -548,7 +562,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-real", type=int, default=256)
     parser.add_argument("--width", type=int, default=128, help="ConvNet width, both sides and eval")
     parser.add_argument("--lr-img", type=float, help="default: the authors' for the method")
-    parser.add_argument("--init", choices=("real", "noise"), help="default: the authors'")
+    parser.add_argument("--init", choices=("real", "noise", "correct"),
+                        help="default: the authors' (correct: DATM's)")  # fmt: skip
     parser.add_argument("--strategy", help="DSA strategy (DSA, DM); default: theirs for the data")
     parser.add_argument("--ce-weight", type=float, default=0.5, help="IDM (their IPC 1, 10)")
     parser.add_argument(
@@ -584,6 +599,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="NCFM: their loader reads a class's synthetic images ahead of use, before that "
         "class's previous step (prefetched, their code), or when they are matched (when-used)",
     )
+    parity_datm.add_harness_arguments(parser)
     parser.add_argument("--eval-models", type=int, default=3, help="networks per condensed set")
     parser.add_argument("--eval-epochs", type=int, default=300)
     parser.add_argument("--runs", type=int, default=1, help="condensations a side (seed + r)")
@@ -614,7 +630,7 @@ def main(argv: list[str] | None = None) -> dict:
     problem = missing_files(args.official, args.method)
     if problem:
         raise UsageError(problem)
-    if args.score_init and args.init != "real":
+    if args.score_init and args.init not in ("real", "correct"):
         raise UsageError("--score-init scores the real images a run starts from: use --init real")
     names = ("steps", "batch_real", "width", "eval_models", "eval_epochs", "runs", "ipc",
              "pool_size", "pool_epochs", "num_freqs", "experts_size", "experts_epochs",
@@ -638,7 +654,8 @@ def main(argv: list[str] | None = None) -> dict:
     ours, theirs, ours_seconds, theirs_seconds = [], [], [], []
     data = scratch / "real_data.pt"
     pool = pretrain_pool(overrides, scratch / "pretrain", env) if args.method in POOLED else None
-    experts = make_experts(overrides, scratch / "experts", env) if args.method == "mtt" else None
+    experts = (make_experts(overrides, scratch / "experts", env)
+               if args.method in ("mtt", "datm") else None)  # fmt: skip
     for r in range(args.runs):
         seed = args.seed + r
         synthetic, seconds = condense_ours(args, overrides, scratch / f"ours_{r}", seed, env)
@@ -654,8 +671,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     sides = {"ours": ours, "theirs": theirs}
     if args.score_init:
-        sides["ours_init"] = [save_initial_record(p, data, scratch / f"{p.parent.name}_init.pt")
-                              for p in ours]  # fmt: skip
+        trajectories = experts if args.method == "datm" else None
+        sides["ours_init"] = [save_initial_record(p, data, scratch / f"{p.parent.name}_init.pt",
+                                                  trajectories) for p in ours]  # fmt: skip
         sides["theirs_init"] = [p.with_name(f"{p.stem}_init.pt") for p in theirs]
     accuracies = score_sets(args, overrides, sides)
     budget = budget_text(args)
@@ -682,7 +700,7 @@ def main(argv: list[str] | None = None) -> dict:
            if args.method == "dance" else {}),
         **({"experts": str(experts), "learned_lr": {
                 side: [float(read_lr(p)) for p in sides[side]] for side in ("ours", "theirs")}}
-           if args.method == "mtt" else {}),
+           if args.method in ("mtt", "datm") else {}),
         "command": command,
     }  # fmt: skip
     path = write_results(row, results_name(label, args), args.results_dir)

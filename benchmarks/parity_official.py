@@ -54,6 +54,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import parity_datm
+
 
 @dataclass(frozen=True)
 class Official:
@@ -89,6 +91,9 @@ OFFICIAL = {
                        "misc/utils.py", "misc/augment.py", "models/convnet.py",
                        "arguments/arg_condense.py", "arguments/reproduce_condense.py"),
                       None, data_module="common", loop_module="DANCE"),
+    "datm": Official(parity_datm.DATM_REPOSITORY, parity_datm.DATM_SCRIPT,
+                     parity_datm.DATM_FILES, None, data_module="utils.utils_baseline",
+                     loop_module="utils.utils_baseline"),
     "mtt": Official("GeorgeCazenavette/mtt-distillation", "distill.py",
                     ("distill.py", "utils.py", "networks.py", "reparam_module.py"), None),
     # RDED: benchmarks/parity_rded.py drives their synthesize.main.init_images.
@@ -99,7 +104,7 @@ OFFICIAL = {
 # (file, pattern, replacement, why): applied to the scratch copy wherever the pattern occurs.
 COMPAT_EDITS: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
     (
-        ("utils.py", "dc_utils.py"),
+        ("utils.py", "dc_utils.py", "utils/utils_baseline.py"),
         r"from scipy\.ndimage\.interpolation import rotate",
         "from scipy.ndimage import rotate",
         "scipy.ndimage.interpolation is deprecated and goes in SciPy 2.0",
@@ -124,6 +129,7 @@ COMPAT_EDITS: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
         "image_syn.to(args.device)",
         "MTT's save step moves the images to CUDA, which a CPU run has not",
     ),
+    *parity_datm.DATM_EDITS,
 )
 
 
@@ -250,6 +256,34 @@ def install_stand_ins() -> list[str]:
     return installed
 
 
+def replace_loop_functions(loop_utils, width: int, on_start=None) -> list[float]:
+    """Replace their evaluate_synset (a no-op: both sets are scored later by ours) and
+    get_default_convnet_setting (the budget's width), and wrap their get_time: its calls' clock
+    readings go to the returned list, and its first call ("training begins") hands the calling
+    frame to `on_start`."""
+    default_setting = loop_utils.get_default_convnet_setting
+    their_get_time = loop_utils.get_time
+    started: list[float] = []
+
+    def evaluate_synset(it_eval, net, *_, **__):
+        return net, 0.0, 0.0
+
+    def get_default_convnet_setting():
+        _, depth, act, norm, pooling = default_setting()
+        return width, depth, act, norm, pooling
+
+    def get_time():
+        if not started and on_start is not None:
+            on_start(inspect.currentframe().f_back)
+        started.append(time.perf_counter())
+        return their_get_time()
+
+    loop_utils.evaluate_synset = evaluate_synset
+    loop_utils.get_default_convnet_setting = get_default_convnet_setting
+    loop_utils.get_time = get_time
+    return started
+
+
 def run_official(args: argparse.Namespace) -> dict:
     """Run their script on the saved data; returns the synthetic set and the timing."""
     import importlib
@@ -282,31 +316,15 @@ def run_official(args: argparse.Namespace) -> dict:
         # IDM's get_dataset adds loader_train_dict, class_map, class_map_inv (unused here).
         return common + (None, None, None) if args.method == "idm" else common
 
-    def evaluate_synset(it_eval, net, *_, **__):
-        return net, 0.0, 0.0
-
-    default_setting = loop_utils.get_default_convnet_setting
-
-    def get_default_convnet_setting():
-        _, depth, act, norm, pooling = default_setting()
-        return args.width, depth, act, norm, pooling
-
-    started: list[float] = []
     initial: list = []
-    their_get_time = loop_utils.get_time
 
-    def get_time():
-        if not started:  # "training begins": their image_syn holds the initial images
-            image_syn = inspect.currentframe().f_back.f_locals.get("image_syn")
-            if image_syn is not None:
-                initial.append(image_syn.detach().float().clone())
-        started.append(time.perf_counter())
-        return their_get_time()
+    def keep_initial(frame) -> None:  # "training begins": their image_syn holds the initial images
+        image_syn = frame.f_locals.get("image_syn")
+        if image_syn is not None:
+            initial.append(image_syn.detach().float().clone())
 
     data_utils.get_dataset = get_dataset
-    loop_utils.evaluate_synset = evaluate_synset
-    loop_utils.get_default_convnet_setting = get_default_convnet_setting
-    loop_utils.get_time = get_time
+    started = replace_loop_functions(loop_utils, args.width, keep_initial)
 
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -882,7 +900,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-real", type=int, required=True)
     parser.add_argument("--width", type=int, required=True)
     parser.add_argument("--lr-img", type=float, required=True)
-    parser.add_argument("--init", choices=("real", "noise"), required=True)
+    parser.add_argument("--init", choices=("real", "noise", "correct"), required=True)
     parser.add_argument("--strategy", required=True, help="their --dsa_strategy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -914,6 +932,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="prefetched",
         help="NCFM: when their loader reads the synthetic images (see read_synthetic_when_used)",
     )
+    parity_datm.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -926,7 +945,12 @@ def main(argv: list[str] | None = None) -> None:
 
             result = run_rded(args)
         else:
-            runners = {"ncfm": run_ncfm, "dance": run_dance, "mtt": run_mtt}
+            runners = {
+                "ncfm": run_ncfm,
+                "dance": run_dance,
+                "mtt": run_mtt,
+                "datm": parity_datm.run_datm,
+            }
             runner = runners.get(args.method, run_official)
             result = runner(args)
     finally:
@@ -948,11 +972,13 @@ def main(argv: list[str] | None = None) -> None:
         "config": data["config"],
         **({"lr": result["lr"]} if "lr" in result else {}),  # MTT: their learned step size
         **({"pixels": "zca", "zca": data["zca"]} if data.get("zca") is not None else {}),
+        **result.get("fields", {}),  # DATM: soft_labels and lr, learned beside the images
     }
     out = Path(args.out)
     torch.save(record, out)
     if result["initial_images"] is not None:  # where their loop started: the initial images
-        initial = {**record, "images": result["initial_images"], "step": 0}
+        initial = {**record, "images": result["initial_images"], "step": 0,
+                   **result.get("initial_fields", {})}  # fmt: skip
         if "initial_lr" in result:
             initial["lr"] = result["initial_lr"]
         torch.save(initial, out.with_name(f"{out.stem}_init.pt"))

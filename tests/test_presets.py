@@ -208,3 +208,46 @@ def test_mtt_presets_hold_the_papers_values(data: str, ipc: int) -> None:
     )  # fmt: skip
     assert e.augment == "color_crop_cutout_flip_scale_rotate"
     assert cfg.augment.strategy == "color_crop_cutout_flip_scale_rotate"
+
+
+# DATM: the authors' yacs configs, configs/<CIFAR-10|CIFAR-100|TinyImageNet>/ConvIN/IPC<n>.yaml
+# (NUS-HPC-AI-Lab/DATM): syn_steps, expert_epochs, min_start_epoch, current_max_start_epoch (None:
+# their Sequential_Generation False, a fixed window), max_start_epoch, expansion_end_epoch, lr_img,
+# lr_lr, lr_y, threshold, batch_syn, pix_init. Every one: lr_teacher 0.01, Momentum_y 0.9, ZCA,
+# 10,000 iterations, batch_train 128 (their evaluation's batch). The experts are their README's
+# buffer command (buffer_FTD.py: GSAM, rho 0.01, alpha 0.3, 100 experts x 100 epochs).
+DATM = {
+    ("cifar10", 1): (80, 2, 0, None, 4, None, 100, 1e-07, 5.0, 1.1, 10, "correct"),
+    ("cifar10", 10): (80, 2, 0, 10, 20, 1000, 100, 1e-05, 2.0, 1.0, 100, "correct"),
+    ("cifar10", 50): (80, 2, 0, 20, 40, 2000, 1000, 1e-05, 2.0, 1.0, 500, "correct"),
+    ("cifar100", 1): (40, 3, 0, 10, 20, 1000, 1000, 1e-05, 10.0, 1.0, 1000, "correct"),
+    ("cifar100", 10): (80, 2, 0, 30, 50, 2000, 1000, 1e-05, 10.0, 1.0, 1000, "correct"),
+    ("cifar100", 50): (80, 2, 20, None, 70, None, 1000, 1e-05, 10.0, 1.0, 1000, "real"),
+    ("tinyimagenet", 1): (40, 2, 0, 15, 20, 2000, 10000, 1e-04, 10.0, 1.0, 1000, "correct"),
+    ("tinyimagenet", 10): (40, 2, 10, None, 50, None, 100, 1e-04, 10.0, 1.0, 500, "correct"),
+    ("tinyimagenet", 50): (20, 2, 40, None, 70, None, 100, 1e-04, 10.0, 1.0, 1000, "correct"),
+}
+
+
+@pytest.mark.parametrize(("data", "ipc"), sorted(DATM))
+def test_datm_presets_hold_the_authors_values(data: str, ipc: int) -> None:
+    cfg = composed(f"experiment=datm_{data}_ipc{ipc}")
+    steps, epochs, low, first, high, end, lr_img, lr_lr, lr_y, threshold, batch, init = DATM[
+        (data, ipc)
+    ]
+    m = cfg.method
+    assert m._target_ == "dmcondense.methods.datm.DifficultyAlignedTrajectoryMatching"
+    assert (m.syn_steps, m.expert_epochs, m.batch_syn) == (steps, epochs, batch)
+    assert (m.min_start_epoch, m.initial_max_start_epoch, m.max_start_epoch) == (low, first, high)
+    if first is not None:
+        assert m.expansion_end == end
+    assert cfg.dataset.name == data and cfg.ipc == ipc and cfg.dataset.zca is True
+    assert cfg.lr_img == lr_img and cfg.momentum == 0.5 and cfg.iterations == 10000
+    assert isinstance(m.lr_lr, float) and m.lr_lr == lr_lr and m.lr_teacher == 0.01
+    assert (m.lr_y, m.momentum_y, m.threshold) == (lr_y, 0.9, threshold)
+    assert cfg.init == init and m.label_init == ("correct" if init == "correct" else "first")
+    assert (cfg.eval.protocol, cfg.eval.batch_size) == ("mtt", 128)
+    e = cfg.experts
+    assert (e.optimizer, e.rho, e.alpha, e.adaptive) == ("gsam", 0.01, 0.3, True)
+    assert (e.size, e.epochs, e.lr, e.momentum, e.batch_size) == (100, 100, 0.01, 0.0, 256)
+    assert build.expert_recipe(cfg).optimizer == "gsam"

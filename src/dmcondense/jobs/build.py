@@ -283,11 +283,26 @@ def check_expert_window(cfg: DictConfig) -> None:
         )
 
 
+EXPERT_OPTIMIZERS = ("sgd", "gsam")
+
+
 def expert_recipe(cfg: DictConfig) -> ExpertRecipe:
     e = cfg.experts
+    optimizer = str(e.get("optimizer", "sgd"))
+    if optimizer not in EXPERT_OPTIMIZERS:
+        raise ConfigError(
+            f"unknown experts.optimizer '{optimizer}'; choose one of {', '.join(EXPERT_OPTIMIZERS)}"
+            " (experts=gsam sets DATM's)"
+        )
+    gsam = (
+        {"rho": float(e.rho), "alpha": float(e.alpha), "adaptive": bool(e.adaptive)}
+        if optimizer == "gsam"
+        else {}
+    )
     return ExpertRecipe(
         epochs=int(e.epochs), lr=float(e.lr), momentum=float(e.momentum),
         weight_decay=float(e.weight_decay), batch_size=int(e.batch_size), augment=str(e.augment),
+        optimizer=optimizer, **gsam,
     )  # fmt: skip
 
 

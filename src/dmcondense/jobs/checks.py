@@ -56,8 +56,10 @@ def validate(cfg: DictConfig) -> None:
     check_factor(cfg)
     check_manual_optimisation(cfg)
     check_trainer_numerics(cfg)
-    if cfg.init not in ("real", "noise"):
-        raise ConfigError(f"init must be 'real' or 'noise', got '{cfg.init}'")
+    if cfg.init not in ("real", "noise", "correct"):
+        raise ConfigError(
+            f"init must be 'real', 'noise' or 'correct' (method=datm's), got '{cfg.init}'"
+        )
     if cfg.export is not None and cfg.export not in EXPORT_FORMATS:
         raise ConfigError(
             f"unknown export '{cfg.export}'; choose export=null or "

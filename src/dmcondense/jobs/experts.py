@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from dmcondense.augment import DSA
@@ -20,7 +21,9 @@ from dmcondense.errors import ConfigError
 from dmcondense.hostmem import reuse_freed_memory
 from dmcondense.jobs import build
 from dmcondense.jobs.common import load_data, load_test, quiet_library_chatter
+from dmcondense.methods.datm_parts import correct_only_indices, flat_forward
 from dmcondense.models.experts import ExpertStore, build_experts, expert_bytes
+from dmcondense.rng import generator
 
 
 def make_experts(
@@ -59,6 +62,42 @@ def make_experts(
         test=(test.images, test.labels),
     )
     return store, trained, time.time() - started
+
+
+def correct_initial_images(
+    cfg: DictConfig, dm: ClassBatchDataModule, spec: DatasetSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """init=correct (DATM's samples_predicted_correctly): the stored set starts as the first ipc
+    real images of each class, in a shuffle drawn from generator(seed, "init"), that the experts'
+    last snapshots classify correctly (expert 0 first, the next ones only where a class lacks
+    images; datm_parts.correct_only_indices); returns (normalised images, their indices)."""
+    if not build.uses_experts(cfg):
+        raise ConfigError(
+            "init=correct starts from real images the experts classify correctly: use it with a "
+            "method that has experts (method=datm or method=mtt), or init=real"
+        )
+    if int(cfg.synthetic.factor) != 1:
+        raise ConfigError(
+            "init=correct starts one real image a stored image: set synthetic.factor=1"
+        )
+    train = dm.train_set
+    if not hasattr(train, "images"):
+        raise ConfigError(
+            "init=correct reads the training split into memory; set dataset.streaming=false"
+        )
+    experts = build.ready_experts(cfg, spec).trajectories(int(cfg.experts.size))
+    device = build.eval_device(cfg)
+    net = build.embedding_network(cfg, spec).to(device).eval()  # their labelling net: eval mode
+    indices = correct_only_indices(
+        flat_forward(net),
+        [e["trajectory"][-1] for e in experts],
+        train.images.to(device),
+        train.labels,
+        int(cfg.ipc),
+        generator(cfg.seed, "init"),
+        normalise=spec.normaliser.to_input_fused,
+    )
+    return spec.normaliser.to_input(dm.real_images(indices)), indices
 
 
 def run(cfg: DictConfig) -> Path:

@@ -41,7 +41,7 @@ from dmcondense.jobs.common import (
     resolved_config,
     write_results,
 )
-from dmcondense.jobs.experts import make_experts
+from dmcondense.jobs.experts import correct_initial_images, make_experts
 from dmcondense.jobs.pretrain import make_pool, teacher
 from dmcondense.methods.base import CondensationMethod
 
@@ -62,13 +62,16 @@ def run(cfg: DictConfig) -> Path:
     test = load_test(dm, cfg.dataset)
     spec = dataset_spec(cfg, dm.train_set)
     build.check_evaluation(cfg)
-    init, init_indices = initial_images(cfg, dm, spec, cfg.init, cfg.synthetic.factor)
-    if build.uses_pool(cfg) and cfg.pool.build == "auto":
-        make_pool(cfg, dm, spec)  # the missing networks of the method's pretrained pool
     if build.uses_experts(cfg):
         build.check_expert_window(cfg)  # before training experts the run could not use
         if cfg.experts.build == "auto":
-            make_experts(cfg, dm, spec)  # the missing expert trajectories
+            make_experts(cfg, dm, spec)  # the missing expert trajectories (init=correct reads them)
+    if cfg.init == "correct":  # DATM's: real images the experts classify correctly
+        init, init_indices = correct_initial_images(cfg, dm, spec)
+    else:
+        init, init_indices = initial_images(cfg, dm, spec, cfg.init, cfg.synthetic.factor)
+    if build.uses_pool(cfg) and cfg.pool.build == "auto":
+        make_pool(cfg, dm, spec)  # the missing networks of the method's pretrained pool
     plan = build.evaluation_plan(cfg, spec, teacher=teacher(cfg, dm, spec))
     module = build.method(cfg, spec, init)
     build.mtt_plan(plan, module.scoring_lr(), f"method={module.name}'s set")  # before condensing

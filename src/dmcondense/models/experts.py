@@ -24,7 +24,8 @@ set or model, stops the run with one line and nothing is overwritten.
 
 The recipe is MTT's buffer.py: SGD at lr 0.01, no momentum, no weight decay, batch 256, a DSA
 augmentation on every batch (one family a batch, each image its own parameters), 50 epochs,
-no learning-rate decay.
+no learning-rate decay. `optimizer="gsam"` is DATM's buffer_FTD.py: each batch (augmented once)
+takes a GSAM step (models/gsam.py) around that SGD; its fields are in the key.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -39,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dmcondense.atomic import atomic_write
+from dmcondense.models.gsam import gsam_step
 from dmcondense.models.init import reset_parameters
 from dmcondense.models.pretrained import FORMAT, PretrainedPool, test_accuracy
 from dmcondense.rng import generator
@@ -56,20 +59,30 @@ class ExpertRecipe:
     weight_decay: float = 0.0
     batch_size: int = 256
     augment: str = "color_crop_cutout_flip_scale_rotate"  # DSA, one family a batch; "none": off
+    # sgd: MTT's | gsam: DATM's buffer_FTD.py, GSAM around the SGD above (rho, alpha, adaptive)
+    optimizer: str = "sgd"
+    rho: float = 0.0
+    alpha: float = 0.0
+    adaptive: bool = True
 
 
 def experts_manifest(
     dataset: dict, model: str, knobs: dict, recipe: ExpertRecipe, seed: int
 ) -> dict:
     """What makes a set of experts: the data set's facts (with its whitening), the model and its
-    knobs, the recipe, the seed."""
+    knobs, the recipe, the seed. An SGD recipe leaves out GSAM's fields, so its key is the one
+    it had before GSAM was a choice."""
+    recipe_fields = asdict(recipe)
+    if recipe.optimizer == "sgd":
+        for name in ("optimizer", "rho", "alpha", "adaptive"):
+            del recipe_fields[name]
     return {
         "format": FORMAT,
         "kind": "experts",
         "dataset": dict(dataset),
         "model": model,
         "knobs": dict(sorted(knobs.items())),
-        "recipe": asdict(recipe),
+        "recipe": recipe_fields,
         "seed": int(seed),
     }
 
@@ -140,6 +153,14 @@ def expert_bytes(net: nn.Module, epochs: int) -> int:
     return 4 * (epochs + 1) * (params + buffers)
 
 
+def _backward(net: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor) -> Tensor:
+    """Zero the gradients, then the forward and backward pass of the cross-entropy on (x, y)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(net(x), y)
+    loss.backward()
+    return loss
+
+
 def train_expert(
     net: nn.Module,
     images: Tensor,
@@ -154,8 +175,9 @@ def train_expert(
     return its trajectory [epochs + 1, P] and float buffers [epochs + 1, B] (or None), snapshots
     at initialisation and after each epoch; every draw keyed by (seed, index, epoch)."""
     device = next(net.parameters()).device
+    params = list(net.parameters())
     optimizer = torch.optim.SGD(
-        net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
     net.train()
     snapshots, buffer_snapshots = [flat_parameters(net)], [flat_buffers(net)]
@@ -170,10 +192,15 @@ def train_expert(
             if augment is not None:
                 with torch.no_grad():
                     x = augment(x, augment_g, one_family=True)
-            loss = F.cross_entropy(net(x), labels[chosen])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            y = labels[chosen]
+            if recipe.optimizer == "gsam":
+                gsam_step(
+                    params, partial(_backward, net, optimizer, x, y), optimizer,
+                    rho=recipe.rho, alpha=recipe.alpha, adaptive=recipe.adaptive, model=net,
+                )  # fmt: skip
+            else:
+                _backward(net, optimizer, x, y)
+                optimizer.step()
         snapshots.append(flat_parameters(net))
         buffer_snapshots.append(flat_buffers(net))
     buffers = None if buffer_snapshots[0] is None else torch.stack(buffer_snapshots)
