@@ -49,7 +49,8 @@ def test_every_experiment_preset_composes_and_passes_the_checks(name: str) -> No
     cfg = composed(f"experiment={name}")
     check_config(cfg)  # raises ConfigError on a bad value
     assert cfg.dataset.name in name and cfg.eval.num_models == 20
-    assert build.architectures(cfg)["convnet"]["width"] == cfg.model.width == 128
+    scoring = build.architectures(cfg)[cfg.eval.models[0]]  # convnet, or RDED's convnet_bn
+    assert scoring["width"] == cfg.model.width == 128
 
 
 def test_evaluation_architectures_have_explicit_knobs_that_follow_the_model_group() -> None:
