@@ -28,6 +28,7 @@ from dmcondense.methods.gradient_matching import (
 )
 from dmcondense.methods.idm import ImprovedDistributionMatching
 from dmcondense.methods.m3d import KernelMeanMatching, kernel_mmd2
+from dmcondense.methods.mtt import trajectory_loss
 from dmcondense.methods.ncfm import CharacteristicFunctionMatching, cf_loss
 from dmcondense.models.init import reset_parameters
 from dmcondense.models.registry import build_model
@@ -71,6 +72,8 @@ MATCHING = {
     ),
     "m3d": lambda r, s: kernel_mmd2(r, s).sum(),
     "ncfm": lambda r, s: cf_loss(r, s, FREQS).sum(),
+    # MTT (and DATM): the distance of the student's end to the expert's target, over its start's
+    "mtt": lambda r, s: trajectory_loss(s.flatten(), r.flatten() * 0.5, r.flatten()),
     "dc-ours": gradients_like(0, "ours"),
     "dc-mse": gradients_like(0, "mse"),
     "dc-cos": gradients_like(0, "cos"),

@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from dmcondense.errors import ConfigError
-from dmcondense.methods.base import AuxiliaryPart, CondensationMethod
+from dmcondense.methods.base import AuxiliaryPart, CondensationMethod, full_precision
 from dmcondense.rng import generator
 
 MEMORY_MODES = ("unroll", "checkpoint")
@@ -47,6 +47,7 @@ Forward = Callable[[Tensor, Tensor], Tensor]
 Batch = Callable[[int], tuple[Tensor, Tensor]]
 
 
+@full_precision
 def trajectory_loss(end: Tensor, start: Tensor, target: Tensor) -> Tensor:
     """MTT's normalised parameter matching: ||end - target||^2 / ||start - target||^2 (the
     authors also divide both by the parameter count, which cancels)."""
