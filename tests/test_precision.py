@@ -30,6 +30,7 @@ from dmcondense.methods.idm import ImprovedDistributionMatching
 from dmcondense.methods.m3d import KernelMeanMatching, kernel_mmd2
 from dmcondense.methods.mtt import trajectory_loss
 from dmcondense.methods.ncfm import CharacteristicFunctionMatching, cf_loss
+from dmcondense.methods.rded import RealisticDiverseSelection
 from dmcondense.models.init import reset_parameters
 from dmcondense.models.registry import build_model
 from dmcondense.rng import generator
@@ -126,6 +127,9 @@ def make(name: str, init: torch.Tensor, **knobs):
         pool = [(random_state(net, 1), random_state(net, 2))]
         common = {"num_freqs": 256, "optimizer": "sgd", "calibration_weight": 0.0, **common}
         return CharacteristicFunctionMatching(*args, pool=pool, **common)
+    if name == "rded":
+        pool = [(random_state(net, 1), random_state(net, 2))]
+        return RealisticDiverseSelection(*args, pool=pool, num_crop=2, **common)
     if name == "idm":
         common = {"queue_data": "step_batches", "model_train_steps": 1, "batch_train": 4, **common}
     if name in ("dc", "dsa"):
@@ -240,8 +244,10 @@ def test_16_mixed_runs_where_every_backward_goes_through_the_scaler(name: str) -
 
 
 @pytest.mark.parametrize(
-    ("name", "why"), [("dc", "double backward"), ("dsa", "double backward"), ("idm", "queued")]
-)
+    ("name", "why"),
+    [("dc", "double backward"), ("dsa", "double backward"), ("idm", "queued"),
+     ("rded", "no step")],
+)  # fmt: skip
 def test_compile_is_refused_in_one_line_where_it_would_do_nothing(name: str, why: str) -> None:
     init = torch.zeros(CLASSES * IPC, 3, SIZE, SIZE)
     with pytest.raises(ConfigError, match=f"compile=true does not apply to method={name}: .*{why}"):

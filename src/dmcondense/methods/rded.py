@@ -83,6 +83,7 @@ class Observer(AuxiliaryPart):
 class RealisticDiverseSelection(CondensationMethod):
     name = "rded"
     uses_pretrained_pool = True
+    compile_refusal = "it takes no step: the observer scores each class's crops once"
 
     def __init__(
         self,
