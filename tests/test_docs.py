@@ -46,6 +46,8 @@ TOY = {
     "evaluate": ["model.width=8", "eval.epochs=1", "eval.ncfm_epochs=1", "eval.num_models=1",
                  "whole_epochs=1"],
     "pretrain": ["model.width=8", "pool.size=1", "pool.epochs=1"],
+    # the sizes the pages' own MTT and DATM blocks name, so their train runs find these experts
+    "experts": ["model.width=8", "experts.size=2", "experts.epochs=2"],
     "continual": ["model.width=8", "batch_real=4", "iterations=3", "eval.epochs=1",
                   "eval.num_models=1", "steps=2", "score_steps=last"],
     "nas": ["space.sample=2", "space.width=[8]", "space.depth=[1,2]", "space.pooling=[maxpool]",
@@ -58,7 +60,7 @@ METHOD = {  # a method's own toy words, when the command names it
 }
 JOBS = {
     "train": inprocess.train, "evaluate": inprocess.evaluate, "pretrain": inprocess.pretrain,
-    "continual": inprocess.continual, "nas": inprocess.nas,
+    "continual": inprocess.continual, "nas": inprocess.nas, "experts": inprocess.experts,
 }  # fmt: skip
 
 
