@@ -54,6 +54,17 @@ METHODS: dict[str, list[str]] = {
     "idm": ["method=idm"],
     "ncfm": ["method=ncfm", "pool.size=2", "pool.epochs=2", f"pool.root={POOL}",
              "pool.build=auto"],
+    "dance": ["method=dance", "pool.size=2", "pool.epochs=2", f"pool.root={POOL}",
+              "pool.build=auto"],
+    "rded": ["method=rded", "pool.size=1", "pool.epochs=2", f"pool.root={POOL}",
+             "pool.build=auto"],
+    "mtt": ["method=mtt", "experts.size=2", "experts.epochs=3", f"experts.root={POOL}/experts",
+            "experts.build=auto", "method.syn_steps=10", "method.expert_epochs=1",
+            "method.max_start_epoch=2"],
+    "datm": ["method=datm", "experts.size=2", "experts.epochs=3", f"experts.root={POOL}/experts",
+             "experts.build=auto", "method.syn_steps=10", "method.expert_epochs=1",
+             "method.max_start_epoch=2", "method.initial_max_start_epoch=1",
+             "method.expansion_end=2"],
 }  # fmt: skip
 # Under DEVICE=cpu: what each method needs on top to stay a toy.
 TOY: dict[str, list[str]] = {
@@ -61,6 +72,10 @@ TOY: dict[str, list[str]] = {
     "dsa": ["method.outer_loop=2", "method.inner_loop=1"],
     "idm": ["method.initial_networks=2", "method.model_train_steps=1", "method.batch_train=8"],
     "ncfm": ["method.num_freqs=16", "pool.size=1", "pool.epochs=1"],
+    "dance": ["pool.size=1", "pool.epochs=1"],
+    "rded": ["pool.epochs=1"],
+    "mtt": ["method.syn_steps=3"],
+    "datm": ["method.syn_steps=3"],
 }
 PRECISIONS = ("32-true", "bf16-mixed")
 SYNC_STEP = 2  # the step whose host syncs are counted (past the first steps' one-off work)

@@ -175,6 +175,28 @@ def test_datm_soft_labels_stay_soft(tiny_run, tmp_path, monkeypatch) -> None:
     assert len(summary["results"]["tensors"]["convnet"]["accuracies"]) == 1
 
 
+def test_whitened_tensor_files_score_under_the_data_sets_zca_as_the_run_did(tmp_path) -> None:
+    """images_best.pt of an MTT --zca run holds network inputs, whitened: with
+    condensed_pixels=zca and dataset.zca=true (the whitening fitted on the training split, as
+    the run's was) they score as the run that made them; without dataset.zca, one line."""
+    run_dir = tmp_path / "run"
+    made = train(*tiny("ipc=1", "iterations=2", "logger=csv", "dataset.zca=true"),
+                 f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    stored = torch.load(run_dir / "synthetic.pt", weights_only=True)
+    assert stored["pixels"] == "zca"
+    folder = save_like_mtt(tmp_path / "logged_files", stored["images"], stored["labels"])
+    result, _ = scored(tmp_path, "unwhitened", f"condensed={folder}", "condensed_pixels=zca",
+                       *TINY_EVAL)  # fmt: skip
+    assert result.returncode == 2 and len(result.error_lines) == 1
+    assert "dataset.zca=true" in result.error_lines[0]
+    result, summary = scored(tmp_path, "eval", f"condensed={folder}", "condensed_pixels=zca",
+                             "dataset.zca=true", *TINY_EVAL)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert summary["results"]["tensors"]["convnet"] == json.loads(
+        (run_dir / "results.json").read_text())["results"]["dm"]["convnet"]  # fmt: skip
+
+
 def test_dc_res_file_scores_each_experiment_and_pools_them(tiny_run, tmp_path) -> None:
     """VICO-UoE/DatasetCondensation @ 53f63a6, main.py lines 224-225 (main_DM.py 203-204 alike),
     wrapped here:
