@@ -38,6 +38,7 @@ ROOMS = {
     "evaluate": "entry",
     "continual": "entry",
     "pretrain": "entry",
+    "experts": "entry",
     "nas": "entry",
     "__main__": "entry",
 }
