@@ -104,6 +104,30 @@ def test_pool_is_built_by_one_process_at_a_time(tmp_path: Path, monkeypatch) -> 
     assert seen == [True]
 
 
+def test_experts_are_built_by_one_process_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """The experts, the pools' twin: under experts.build=auto every rank runs the pre-fit code,
+    and one trains the experts while the others wait, then find them built."""
+    from dmcondense.jobs import experts as experts_job
+
+    seen = []
+
+    def build_experts(store, **kwargs):
+        seen.append(store.folder.parent.is_dir() and locked_by_another(store.folder.parent))
+        raise Stop  # the rest of the run is not this test's
+
+    monkeypatch.setattr(experts_job, "build_experts", build_experts)
+    with pytest.raises(Stop):
+        train(
+            *tiny(
+                "method=mtt", "experts.size=1", "experts.epochs=2", "experts.build=auto",
+                f"experts.root={tmp_path / 'experts'}", "method.max_start_epoch=1",
+                "method.expert_epochs=1",
+            ),
+            f"hydra.run.dir={tmp_path / 'run'}",
+        )  # fmt: skip
+    assert seen == [True]
+
+
 def test_download_is_made_by_one_process_at_a_time(tmp_path: Path) -> None:
     from dmcondense.data.download import downloading
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from dmcondense.atomic import exclusive
 from dmcondense.augment import DSA
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.spec import DatasetSpec, resolve_spec
@@ -48,19 +49,22 @@ def make_experts(
             raise ConfigError(f"experts.augment: {error}") from error
     test = load_test(dm, cfg.dataset)
     started = time.time()
-    trained = build_experts(
-        store,
-        make_network=lambda: build.embedding_network(cfg, spec),
-        size=int(cfg.experts.size) if size is None else size,
-        images=train.images,
-        labels=train.labels,
-        normalise=spec.normaliser.to_input_fused,
-        augment=augment,
-        recipe=recipe,
-        seed=int(cfg.experts.seed),
-        device=build.eval_device(cfg),
-        test=(test.images, test.labels),
-    )
+    # As for pools: every rank of a SLURM job runs the pre-fit code; one trains the experts on
+    # its own GPU, the others wait, then find them built.
+    with exclusive(store.folder.parent):
+        trained = build_experts(
+            store,
+            make_network=lambda: build.embedding_network(cfg, spec),
+            size=int(cfg.experts.size) if size is None else size,
+            images=train.images,
+            labels=train.labels,
+            normalise=spec.normaliser.to_input_fused,
+            augment=augment,
+            recipe=recipe,
+            seed=int(cfg.experts.seed),
+            device=build.eval_device(cfg),
+            test=(test.images, test.labels),
+        )
     return store, trained, time.time() - started
 
 
