@@ -1,4 +1,5 @@
-"""DC, DSA, DM, DM x factor 2, M3D, IDM and NCFM side by side at one CPU budget, one protocol.
+"""DC, DSA, DM, DM x factor 2, M3D, IDM, NCFM, MTT and DATM side by side at one CPU budget, one
+protocol.
 
     python benchmarks/compare_methods.py          # seconds=60, mnist_sample and CIFAR-10, IPC 1, 10
     python benchmarks/compare_methods.py --budget steps=50 --datasets mnist_sample --ipcs 1
@@ -16,26 +17,44 @@ same pixels. The random real images of each run (IPC full-size real images a cla
 floor. NCFM matches with a pool of pretrained networks, trained once per data set before the
 runs (`--pool-size` networks x `--pool-epochs` epochs, under `--pool-root`) and reused.
 
+MTT and DATM match expert trajectories (trajectory.py): before a data set's runs, the experts job
+(`python -m dmcondense.experts`) makes each method's experts (MTT's SGD recipe, DATM's GSAM one;
+`--experts-size` x `--experts-epochs`, under `--experts-root`, by default <out>/experts), with
+their seconds and peak memory measured; an invocation into the same --out reads that cost back
+from <out>/<data set>_experts_<method>.json instead of running the job again. Making the experts
+is outside the budget: under `--budget seconds=S` each run still condenses for S seconds, and
+the experts' seconds and memory are shown beside the run's, in their own columns, not inside S.
+Both read no real batch (they keep their batch_real of 1) and are scored by the same DSA protocol
+as the rest (`eval.protocol=dsa`, not their own, which trains at the learned step size: the
+board, leaderboard.py, has it); DATM's set trains on its learned soft labels, as every
+evaluation of it does (docs/methods/datm.md).
+
 Each run goes through benchmarks/clocked_train.py (the train job with a clock on the fit): its
 seconds an iteration (median over the fit, the first iteration left out) and its peak resident
 memory at the end of the fit, each also as a ratio to DM's in the same data set and IPC, which
-ran in the same invocation. CIFAR-10 is the shared JPEG copy (../shared/datasets); without it
-only mnist_sample runs. Prints a Markdown table and writes it to <out>/table.md, the rows to
-<out>/rows.json.
+ran in the same invocation; for MTT and DATM, the experts' seconds and peak memory beside them.
+CIFAR-10 is the shared JPEG copy (../shared/datasets); without it only mnist_sample runs. Prints
+a Markdown table and writes it to <out>/table.md, the rows to <out>/rows.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from cifar10 import ARCHIVE, REPO, unpack
+from measured import run_job
+from trajectory import (
+    EXPERTS_MODULE,
+    METHOD_OVERRIDES,
+    MIN_EXPERT_EPOCHS,
+    experts_overrides,
+    uses_experts,
+)
 
 CLOCKED = Path(__file__).resolve().parent / "clocked_train.py"
 
@@ -48,6 +67,8 @@ METHODS = {
     "m3d": ["method=m3d"],
     "idm": ["method=idm"],
     "ncfm": ["method=ncfm"],
+    "mtt": ["method=mtt", *METHOD_OVERRIDES["mtt"], "eval.protocol=dsa"],
+    "datm": ["method=datm", *METHOD_OVERRIDES["datm"], "eval.protocol=dsa"],
 }
 LABELS = {"dm_x2": "DM x2"}
 BUDGET_KINDS = ("seconds", "steps")
@@ -69,24 +90,6 @@ def budget_overrides(kind: str, value: int) -> list[str]:
         return [f"iterations={value}"]
     clock = f"00:{value // 3600:02d}:{value % 3600 // 60:02d}:{value % 60:02d}"
     return ["iterations=1000000", f"+trainer.max_time={clock}"]
-
-
-def child_env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}  # fmt: skip
-
-
-def run_job(command: list[str], log: Path) -> float:
-    """Run a job; its own peak RSS in MiB. A failure stops the comparison with the log's tail."""
-    print("$", " ".join(command), flush=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(command, cwd=REPO, env=child_env(),
-                                   stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
-        _, status, usage = os.wait4(process.pid, 0)  # the child's own peak RSS
-    if os.waitstatus_to_exitcode(status):
-        sys.exit(f"error: the run failed, see {log}:\n{log.read_text()[-2000:]}")
-    return usage.ru_maxrss / 1024
 
 
 def train(overrides: list[str], run_dir: Path) -> dict:
@@ -117,17 +120,40 @@ def pretrain_pool(data: list[str], common: list[str], pool: list[str], log: Path
     run_job(command, log)
 
 
+def make_experts(overrides: list[str], record: Path) -> dict:
+    """The experts of one data set and method, made by the experts job with `overrides`; their
+    cost ({"experts s", "experts MiB"}: wall seconds and the job's peak RSS). The cost is kept
+    in `record` and read back, without running the job, when it was made with the same
+    overrides."""
+    if record.is_file():
+        done = json.loads(record.read_text())
+        if done["overrides"] == overrides:
+            print(f"reusing the experts (and their cost) recorded in {record}", flush=True)
+            return done["cost"]
+    started = time.time()
+    peak = run_job([sys.executable, "-m", EXPERTS_MODULE, *overrides],
+                   record.with_suffix(".stderr"))  # fmt: skip
+    cost = {"experts s": time.time() - started, "experts MiB": peak}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"overrides": overrides, "cost": cost}) + "\n")
+    return cost
+
+
 def ratio(value: float, reference: float | None) -> str:
     return f"{value / reference:.2f}" if reference else "-"
 
 
 def table(rows: list[dict]) -> list[str]:
     """Markdown rows; the ratios are to DM's run of the same data set and IPC. "fit added": the
-    peak at the end of the fit less the peak when it started (what the fit itself added)."""
+    peak at the end of the fit less the peak when it started (what the fit itself added).
+    "experts s", "experts MiB": the experts job's wall seconds and peak RSS, for the methods
+    that match experts (- for the rest)."""
     lines = [
         "| data set | IPC | method | decoded a class | accuracy % | random real % | steps | "
-        "s/it | s/it / DM's | fit peak MiB | / DM's | fit added MiB | condense s | wall s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "s/it | s/it / DM's | fit peak MiB | / DM's | fit added MiB | condense s | wall s | "
+        "experts s | experts MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | "
+        "--- | --- |",
     ]
     dm = {(r["data set"], r["IPC"]): r for r in rows if r["method"] == "dm"}
     for r in rows:
@@ -139,12 +165,16 @@ def table(rows: list[dict]) -> list[str]:
             f"{r['steps']} | {r['s/it']:.3f} | {ratio(r['s/it'], ref and ref['s/it'])} | "
             f"{r['fit MiB']:.0f} | {ratio(r['fit MiB'], ref and ref['fit MiB'])} | "
             f"{r['fit MiB'] - r['before fit MiB']:.0f} | {r['condense s']:.0f} | "
-            f"{r['wall s']:.0f} |"
+            f"{r['wall s']:.0f} | {figure(r.get('experts s'))} | {figure(r.get('experts MiB'))} |"
         )
     return lines
 
 
-def main() -> None:
+def figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="seconds=60", help="seconds=S or steps=N a run")
     parser.add_argument("--datasets", nargs="+", default=["mnist_sample", "cifar10"])
@@ -157,28 +187,50 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=4)
     parser.add_argument("--pool-epochs", type=int, default=2)
     parser.add_argument("--pool-root", type=Path, default=REPO / "lightning_logs" / "pools")
+    parser.add_argument("--experts-size", type=int, default=4, help="MTT's and DATM's experts")
+    parser.add_argument("--experts-epochs", type=int, default=4,
+                        help=f"epochs of each expert, at least {MIN_EXPERT_EPOCHS}")  # fmt: skip
+    parser.add_argument("--experts-root", type=Path,
+                        help="where the experts live (default <out>/experts); experts already "
+                        "there are reused, and the cost shown is then that of checking "
+                        "them")  # fmt: skip
     parser.add_argument("--tiny", action="store_true",
-                        help="toy size (mnist_sample, IPC 1, width 8, 1 network x 1 epoch); "
-                        "figures mean nothing")  # fmt: skip
+                        help="toy size (mnist_sample, IPC 1, width 8, 1 network x 1 epoch, 1 "
+                        "expert x 3 epochs); figures mean nothing")  # fmt: skip
     parser.add_argument("--archive", type=Path, default=ARCHIVE)
     parser.add_argument("--data", type=Path, default=Path("/tmp/dmcondense-cifar10"))
     parser.add_argument("--out", type=Path, default=REPO / "lightning_logs" / "compare_methods")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
-        kind, value = parse_budget(args.budget)
+        args.budget_kind, args.budget_value = parse_budget(args.budget)
     except ValueError as error:
         sys.exit(f"error: {error}")
+    if args.experts_epochs < MIN_EXPERT_EPOCHS:
+        sys.exit(
+            f"error: --experts-epochs {args.experts_epochs}: MTT's and DATM's start window "
+            f"reaches expert epoch {MIN_EXPERT_EPOCHS}; give {MIN_EXPERT_EPOCHS} or more"
+        )
     if args.tiny:
         args.datasets, args.ipcs, args.batch_real, args.width = ["mnist_sample"], [1], 8, 8
         args.epochs, args.num_models, args.pool_size, args.pool_epochs = 1, 1, 1, 1
+        args.experts_size, args.experts_epochs = 1, MIN_EXPERT_EPOCHS
+    args.experts_root = args.experts_root or args.out / "experts"
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse(argv)
     started = time.time()
     common = [f"model.width={args.width}", "seed=0", "logger=csv", "save_every=1000000"]
     runs = [
         f"batch_real={args.batch_real}", f"eval.epochs={args.epochs}",
-        f"eval.num_models={args.num_models}", *budget_overrides(kind, value),
+        f"eval.num_models={args.num_models}",
+        *budget_overrides(args.budget_kind, args.budget_value),
     ]  # fmt: skip
     pool = [f"pool.root={args.pool_root}", f"pool.size={args.pool_size}",
             f"pool.epochs={args.pool_epochs}"]  # fmt: skip
+    experts = experts_overrides(args.experts_size, args.experts_epochs, args.experts_root)
+    trajectory = ["method.syn_steps=2"] if args.tiny else []
     rows = []
     for dataset in args.datasets:
         if dataset == "cifar10":
@@ -191,27 +243,46 @@ def main() -> None:
             data = [f"dataset={dataset}"]
         if "ncfm" in args.methods:
             pretrain_pool(data, common, pool, args.out / f"pretrain_{dataset}.stderr")
+        costs = {method: make_experts([*data, *common, f"method={method}", *experts],
+                                      args.out / f"{dataset}_experts_{method}.json")
+                 for method in args.methods if uses_experts(method)}  # fmt: skip
         for ipc in args.ipcs:
             for method in args.methods:
                 run_dir = args.out / f"{dataset}_ipc{ipc}_{method}"
                 extra = pool if method == "ncfm" else []
+                if uses_experts(method):
+                    extra = [*experts, *trajectory]
                 figures = train([*data, *common, *runs, *METHODS[method], *extra, f"ipc={ipc}"],
                                 run_dir)  # fmt: skip
-                rows.append({"data set": dataset, "IPC": ipc, "method": method, **figures})
-                write(args, f"{value} {kind}", rows, started)  # a stopped comparison keeps its rows
-    print(write(args, f"{value} {kind}", rows, started))
+                rows.append({"data set": dataset, "IPC": ipc, "method": method, **figures,
+                             **costs.get(method, {})})  # fmt: skip
+                write(args, rows, started)  # a stopped comparison keeps its rows
+    print(write(args, rows, started))
+    return rows
 
 
-def write(args: argparse.Namespace, budget: str, rows: list[dict], started: float) -> str:
-    """The table so far into <out>/table.md and the rows into <out>/rows.json; the table."""
-    lines = [
-        f"{budget} of condensation a run; ConvNet width {args.width}, batch_real "
+def header(args: argparse.Namespace, minutes: float) -> str:
+    """What the runs shared, and where the experts' cost stands against the budget."""
+    value, kind = args.budget_value, args.budget_kind
+    trajectory = [m.upper() for m in args.methods if uses_experts(m)]
+    experts = (
+        f"; {' and '.join(trajectory)} experts {args.experts_size} x {args.experts_epochs} "
+        f"epochs, made once a data set before the runs and outside the budget of {value} "
+        f"{kind}: their seconds and peak memory are the experts columns, beside the run's"
+        if trajectory
+        else ""
+    )
+    return (
+        f"{value} {kind} of condensation a run; ConvNet width {args.width}, batch_real "
         f"{args.batch_real}; {args.num_models} networks x {args.epochs} epochs (DSA protocol, "
-        f"last epoch); NCFM pool {args.pool_size} networks x {args.pool_epochs} epochs; "
-        f"{(time.time() - started) / 60:.0f} min in all",
-        "",
-        *table(rows),
-    ]
+        f"last epoch); NCFM pool {args.pool_size} networks x {args.pool_epochs} epochs"
+        f"{experts}; {minutes:.0f} min in all"
+    )
+
+
+def write(args: argparse.Namespace, rows: list[dict], started: float) -> str:
+    """The table so far into <out>/table.md and the rows into <out>/rows.json; the table."""
+    lines = [header(args, (time.time() - started) / 60), "", *table(rows)]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     (args.out / "rows.json").write_text(json.dumps(rows, indent=1))

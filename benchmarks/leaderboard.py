@@ -16,9 +16,25 @@ taken from `--condensed METHOD=PATH`, then scored by `python -m dmcondense.evalu
             soft column is the labels computed once, as every other method's
   scores    scores=[lrs,ars] under both protocols with hard labels; their whole-data accuracy
             is trained once per data set, model and protocol and cached under <out>/whole
+  cost      a table of its own: the iterations each condensation made, its seconds (the fit,
+            which --budget bounds) and the train job's peak resident memory, and for MTT and
+            DATM the seconds and peak resident memory of the experts job, beside them and
+            outside the budget
 Soft labels come from network 0 of the data set's pretrained pool (<out>/pools, built when
 missing; --pool-size and --pool-epochs set its budget, which on CIFAR-10 is 20 networks x 60
-epochs by default). CIFAR-10 is the shared JPEG copy (../shared/datasets); without it its rows are
+epochs by default).
+
+MTT and DATM match expert trajectories (trajectory.py): before a data set's first MTT (DATM)
+condensation the experts job (`python -m dmcondense.experts`) makes that method's experts under
+<out>/experts (MTT's SGD recipe, DATM's GSAM one; --experts-size and --experts-epochs set their
+budget, by default the data set's: mnist_sample 4 experts x 4 epochs, else MTT's 100 x 50);
+the method's later sets on that data set reuse them, and each of its rows shows their cost.
+Both are scored under their own protocol `mtt` (networks trained at the set's learned step
+size). DATM's set carries its learned soft labels, which every evaluation trains on, never a
+teacher's (docs/methods/datm.md): its hard columns train on them every epoch, its soft columns
+for all but the last twentieth of the epochs (on their argmax there); board.md says so.
+
+CIFAR-10 is the shared JPEG copy (../shared/datasets); without it its rows are
 skipped with the reason. Writes <out>/board.md, board.csv and board.png. A rerun with the
 same --out reads back every job that finished with the same overrides (its board_job.json)
 and runs only the rest.
@@ -27,7 +43,9 @@ and runs only the rest.
 `python -m dmcondense.evaluate`, docs/howto/outside-sets.md) in the same table, in a row of its
 own beside ours ("METHOD (PATH's name)"), under the same jobs and METHOD's own protocol, on each
 data set of --datasets at the set's own IPC; `;KEY=VALUE` after the path adds evaluate
-overrides for that set (condensed_pixels=..., condensed_format=...).
+overrides for that set (condensed_pixels=..., condensed_format=...). An MTT or DATM set is
+scored under `mtt` only where it carries its learned step size (a synthetic.pt); the authors'
+tensor files do not, and its evaluate job stops the board in one line.
 """
 
 from __future__ import annotations
@@ -41,20 +59,49 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cifar10 import ARCHIVE, REPO, run_folder, unpack
-from cifar10 import run as run_in_child
+from measured import run_job
+from trajectory import (
+    EXPERTS_MODULE,
+    METHOD_OVERRIDES,
+    MIN_EXPERT_EPOCHS,
+    experts_overrides,
+    uses_experts,
+)
 
-METHODS = ("dm", "dc", "dsa", "m3d", "idm", "ncfm", "rded", "dance")
+METHODS = ("dm", "dc", "dsa", "m3d", "idm", "ncfm", "rded", "dance", "mtt", "datm")
 # The protocol each method's paper scored with (METHODS.md): IDM's code scores with DM's,
-# DANCE's with IDC's.
+# DANCE's with IDC's; MTT and DATM train the networks at the set's learned step size.
 OWN_PROTOCOL = {"dm": "dsa", "dc": "dc", "dsa": "dsa", "m3d": "idc", "idm": "dsa", "ncfm": "ncfm",
-                "rded": "rded", "dance": "idc"}  # fmt: skip
+                "rded": "rded", "dance": "idc", "mtt": "mtt", "datm": "mtt"}  # fmt: skip
 # The teacher's labels of the "soft" columns under a protocol: computed once (NCFM's), or, under
 # RDED's, relabelled every batch by its observer (a convnet_bn pool's network 0).
 SOFT_LABELS = {"rded": ("relabel", ["model=convnet_bn"])}
-# What a method's condensation adds: RDED draws its crops from 300 real images a class (mipc).
-CONDENSE_EXTRA = {"rded": ["batch_real=300"]}
+# What a method's condensation adds: RDED draws its crops from 300 real images a class (mipc);
+# MTT and DATM the start window their experts hold at the board's budget.
+CONDENSE_EXTRA = {"rded": ["batch_real=300"], **METHOD_OVERRIDES}
+# Sets that carry their own learned soft labels, which every evaluation trains on: what their
+# label columns mean instead of a teacher's labels.
+OWN_LABELS = {
+    "datm": "its set carries learned soft labels, and every evaluation trains on them "
+    "(docs/methods/datm.md), never a teacher's: its hard columns train on them every epoch, its "
+    "soft columns on them for all but the last twentieth of the epochs (on their argmax there); "
+    "LRS's hard-label term trains on their argmax"
+}
 COLUMNS = ("common hard", "common soft", "own hard", "own soft")
+COST = ("steps", "condense s", "condense MiB", "experts s", "experts MiB")
+# A runner returns the job's results.json ({} for a job that writes none, the experts job); one
+# that measures the job adds its own peak resident memory under PEAK.
 Runner = Callable[[str, list[str]], dict]
+PEAK = "job peak MiB"
+
+
+def run_in_child(module: str, overrides: list[str]) -> dict:
+    """The job as `python -m module overrides`, its stderr in <run folder>.stderr beside it."""
+    run_dir = run_folder(overrides)
+    peak = run_job([sys.executable, "-m", module, *overrides],
+                   run_dir.parent / f"{run_dir.name}.stderr")  # fmt: skip
+    results = run_dir / "results.json"
+    return {**(json.loads(results.read_text()) if results.is_file() else {}), PEAK: peak}
 
 
 def dataset_overrides(dataset: str, args: argparse.Namespace) -> list[str] | str:
@@ -91,29 +138,42 @@ def budget_overrides(args: argparse.Namespace) -> tuple[list[str], list[str], li
 
 class ReusingFinished:
     """`run`, but a job whose folder already holds its results.json from the same module and
-    overrides is read back instead of run again: a stopped board resumes where it stopped.
-    `seconds` adds up the wall time of every job of the board, run now or in an earlier
-    invocation (as its board_job.json recorded it)."""
+    overrides (or, for a job that writes none, its record) is read back instead of run again: a
+    stopped board resumes where it stopped. `seconds` adds up the wall time of every job of the
+    board, run now or in an earlier invocation (as its board_job.json recorded it); `cost` gives
+    one job's recorded seconds and peak memory."""
 
     def __init__(self, run: Runner) -> None:
-        self.run, self.seconds = run, 0.0
+        self.run, self.seconds, self.jobs = run, 0.0, {}
 
     def __call__(self, module: str, overrides: list[str]) -> dict:
         run_dir = run_folder(overrides)
         record, results = run_dir / "board_job.json", run_dir / "results.json"
         job = {"module": module, "overrides": overrides}
-        if record.is_file() and results.is_file():
+        if record.is_file():
             done = json.loads(record.read_text())
-            if {key: done.get(key) for key in job} == job:
+            if {key: done.get(key) for key in job} == job and (
+                results.is_file() or not done.get("results", True)
+            ):
                 print(f"reusing the finished job in {run_dir}", flush=True)
                 self.seconds += done.get("seconds", 0.0)
-                return json.loads(results.read_text())
+                self.jobs[run_dir] = done
+                return json.loads(results.read_text()) if results.is_file() else {}
         started = time.time()
-        found = self.run(module, overrides)
+        found = dict(self.run(module, overrides))
         job["seconds"] = round(time.time() - started, 1)
+        job["peak_mib"] = found.pop(PEAK, None)
+        job["results"] = results.is_file()
         self.seconds += job["seconds"]
+        self.jobs[run_dir] = job
         record.write_text(json.dumps(job) + "\n")
         return found
+
+    def cost(self, overrides: list[str]) -> tuple[float, float | None]:
+        """(wall seconds, peak resident MiB or None where the runner did not measure it) of the
+        job these overrides ran, now or in an earlier invocation."""
+        job = self.jobs[run_folder(overrides)]
+        return job["seconds"], job.get("peak_mib")
 
 
 def score_set(
@@ -135,10 +195,16 @@ def score_set(
 
 
 def board_row(
-    dataset: str, ipc: int, method: str, found: dict[str, dict], label: str | None = None
+    dataset: str,
+    ipc: int,
+    method: str,
+    found: dict[str, dict],
+    label: str | None = None,
+    cost: dict | None = None,
 ) -> dict:
-    """One row: accuracies (percent) and scores (fractions) of one set; `label` names a set
-    made elsewhere in the method column."""
+    """One row: accuracies (percent) and scores (fractions) of one set, and what making it cost
+    (COST; None where the board did not make it); `label` names a set made elsewhere in the
+    method column."""
     own = OWN_PROTOCOL[method]
 
     def acc(key: str, set_name: str | None = None) -> float:
@@ -156,23 +222,44 @@ def board_row(
         "whole common": acc("dsa hard", "whole:hard"),
         "LRS common": score("dsa", "lrs"), "ARS common": score("dsa", "ars"),
         "LRS own": score(own, "lrs"), "ARS own": score(own, "ars"),
+        **{key: (cost or {}).get(key) for key in COST},
     }  # fmt: skip
 
 
 def cell(key: str, value: object) -> str:
+    if value is None:
+        return "-"
     if key.startswith(("LRS", "ARS")):
         return f"{value:.4f}"
+    if key.endswith(" MiB"):
+        return f"{value:.0f}"
+    if key.endswith(" s"):
+        return f"{value:.1f}"
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def table(rows: list[dict], keys: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
+    return lines + ["| " + " | ".join(cell(k, row[k]) for k in keys) + " |" for row in rows]
+
+
+COST_NOTE = (
+    "What each set cost: the iterations its condensation made, its seconds (the fit, which the "
+    "budget bounds) and the train job's peak resident memory; for MTT and DATM, the seconds and "
+    "peak resident memory of the experts job that made the experts they match, outside the "
+    "budget (made once per data set and method, shown in each row that matches them); - where "
+    "the board did not make it."
+)
+
+
 def markdown(rows: list[dict], skipped: list[str], note: str) -> str:
-    keys = list(rows[0]) if rows else []
     lines = [note, ""]
     if rows:
-        lines += ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
-        for row in rows:
-            cells = [cell(k, v) for k, v in row.items()]
-            lines.append("| " + " | ".join(cells) + " |")
+        lines += table(rows, [key for key in rows[0] if key not in COST])
+        lines += ["", COST_NOTE, "", *table(rows, ["data set", "IPC", "method", *COST])]
+        shown = dict.fromkeys(row["method"].split(" ")[0] for row in rows)
+        notes = [f"- {method}: {OWN_LABELS[method]}" for method in shown if method in OWN_LABELS]
+        lines += ["", *notes] if notes else []
     lines += [f"- not run: {reason}" for reason in skipped]
     return "\n".join(lines) + "\n"
 
@@ -221,7 +308,9 @@ def write_board(
         f"{args.batch_real}; {args.num_models} networks x {args.epochs} evaluation epochs, "
         f"whole data {args.whole_epochs} epochs"
         + (f"; pool {args.pool_size or 'default'} networks x {args.pool_epochs or 'default'} "
-           "epochs" if args.pool_size or args.pool_epochs else ""))  # fmt: skip
+           "epochs" if args.pool_size or args.pool_epochs else "")
+        + (f"; experts {args.experts_size or 'default'} x {args.experts_epochs or 'default'} "
+           "epochs" if args.experts_size or args.experts_epochs else ""))  # fmt: skip
     note = (f"Accuracies in percent (last epoch, mean over networks); LRS and ARS as fractions "
             f"(DD-Ranking's formulas on fractional accuracies); {budget}; {minutes:.0f} min "
             f"of jobs in all, earlier invocations' included.")  # fmt: skip
@@ -258,11 +347,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "the data set's (mnist_sample 4, else the authors' 20)")  # fmt: skip
     parser.add_argument("--pool-epochs", type=int, help="epochs of each pool network; default: "
                         "the data set's (mnist_sample 2, else the authors' 60)")  # fmt: skip
+    parser.add_argument("--experts-size", type=int, help="MTT's and DATM's experts (each "
+                        "method its own); default: the data set's (mnist_sample 4, else "
+                        "100)")  # fmt: skip
+    parser.add_argument("--experts-epochs", type=int, help="epochs of each expert, at least "
+                        f"{MIN_EXPERT_EPOCHS}; default: the data set's (mnist_sample 4, else "
+                        "50)")  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="the suite's smoke run")
     parser.add_argument("--archive", type=Path, default=ARCHIVE)
     parser.add_argument("--data", type=Path, default=Path("/tmp/dmcondense-cifar10"))
     parser.add_argument("--out", type=Path, default=REPO / "lightning_logs" / "leaderboard")
     args = parser.parse_args(argv)
+    if args.experts_epochs is not None and args.experts_epochs < MIN_EXPERT_EPOCHS:
+        parser.error(f"--experts-epochs {args.experts_epochs}: MTT's and DATM's start window on "
+                     f"the board reaches expert epoch {MIN_EXPERT_EPOCHS}; give "
+                     f"{MIN_EXPERT_EPOCHS} or more")  # fmt: skip
     for item in args.outside:
         method = item.split("=", 1)[0]
         if "=" not in item or method not in OWN_PROTOCOL:
@@ -282,10 +381,48 @@ def outside_sets(items: list[str]) -> list[tuple[str, Path, list[str]]]:
     return found
 
 
+def trajectory_overrides(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(the experts' budget and folder, shared by the experts job and the condensation; what
+    the condensation of MTT and DATM adds at the board's size)."""
+    root = args.out / "experts"
+    if args.tiny:
+        return experts_overrides(1, MIN_EXPERT_EPOCHS, root), ["method.syn_steps=2"]
+    return experts_overrides(args.experts_size, args.experts_epochs, root), []
+
+
+def condense(
+    run: ReusingFinished,
+    args: argparse.Namespace,
+    dataset: str,
+    ipc: int,
+    method: str,
+    common: list[str],
+    condense_only: list[str],
+    run_dir: Path,
+) -> dict:
+    """Condense one set into `run_dir` (`common`: the data set's, the budget's and the stores'
+    overrides; `condense_only`: the condensation's), after the experts job for MTT and DATM
+    (made once per data set and method, then read back); the set's COST cells."""
+    matched, experts_job = [], None
+    if uses_experts(method):
+        experts, trajectory = trajectory_overrides(args)
+        matched = [*experts, *trajectory]
+        experts_job = [*common, f"method={method}", *experts,
+                       f"hydra.run.dir={args.out / f'{dataset}_experts_{method}'}"]  # fmt: skip
+        run(EXPERTS_MODULE, experts_job)
+    train = [*common, *condense_only, f"method={method}", f"ipc={ipc}",
+             *CONDENSE_EXTRA.get(method, []), *matched, f"hydra.run.dir={run_dir}"]  # fmt: skip
+    results = run("dmcondense.train", train)
+    cost = {"steps": results.get("steps"), "condense s": results.get("condense_seconds"),
+            "condense MiB": run.cost(train)[1]}  # fmt: skip
+    seconds, peak = run.cost(experts_job) if experts_job else (None, None)
+    return {**cost, "experts s": seconds, "experts MiB": peak}
+
+
 def main(argv: list[str] | None = None, run: Runner = run_in_child) -> list[dict]:
     args = parse(argv)
     run = ReusingFinished(run)
-    shared, condense, evaluate = budget_overrides(args)
+    shared, condense_only, evaluate = budget_overrides(args)
     stores = [f"pool.root={args.out / 'pools'}", "pool.build=auto",
               f"eval.whole_root={args.out / 'whole'}"]  # fmt: skip
     given = dict(item.split("=", 1) for item in args.condensed)
@@ -300,14 +437,13 @@ def main(argv: list[str] | None = None, run: Runner = run_in_child) -> list[dict
             for method in args.methods:
                 cell = args.out / f"{dataset}_ipc{ipc}_{method}"
                 condensed = Path(given[method]) if method in given else cell / "condense"
+                cost = None
                 if method not in given:
-                    run("dmcondense.train", [*data, *shared, *stores, *condense,
-                                             f"method={method}", f"ipc={ipc}",
-                                             *CONDENSE_EXTRA.get(method, []),
-                                             f"hydra.run.dir={condensed}"])  # fmt: skip
+                    cost = condense(run, args, dataset, ipc, method, [*data, *shared, *stores],
+                                    condense_only, condensed)  # fmt: skip
                 found = score_set(run, condensed, method, [*data, *shared, *stores, *evaluate],
                                   cell)  # fmt: skip
-                rows.append(board_row(dataset, ipc, method, found))
+                rows.append(board_row(dataset, ipc, method, found, cost=cost))
                 write_board(args, rows, skipped, run.seconds)  # a stopped board keeps its rows
         for n, (method, path, extra) in enumerate(outside_sets(args.outside)):
             found = score_set(run, path, method, [*data, *shared, *stores, *evaluate, *extra],

@@ -1,8 +1,10 @@
 """benchmarks/compare_methods.py: its budget (`seconds=S` or `steps=N`, a malformed one answered
-in one line before anything runs) and the ratios to DM in its table."""
+in one line before anything runs), the ratios to DM in its table, and MTT's and DATM's rows with
+the cost of their experts beside the run's, outside the budget."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +71,58 @@ def test_ratios_are_to_dm_of_the_same_group():
     assert (dm[8], dm[10]) == ("1.00", "1.00")
     m3d = by_method[("cifar10", "1", "M3D")]
     assert (m3d[8], m3d[10]) == ("-", "-")
+
+
+def test_the_experts_cost_stands_beside_a_seconds_budget_not_inside_it():
+    args = compare_methods.parse(["--budget", "seconds=30", "--methods", "dm", "mtt", "datm"])
+    text = compare_methods.header(args, 0.0)
+    assert text.startswith("30 seconds of condensation a run")
+    assert "MTT and DATM experts 4 x 4 epochs" in text
+    assert "outside the budget of 30 seconds" in text
+    assert "experts" not in compare_methods.header(compare_methods.parse(["--methods", "dm"]), 0)
+
+
+def test_too_short_experts_are_refused_in_one_line():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--experts-epochs", "2", "--out", "/nonexistent/never"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: --experts-epochs 2: MTT's and DATM's start window reaches expert epoch 3; "
+        "give 3 or more"
+    ]
+
+
+@pytest.mark.slow  # three condensations and two experts jobs, each a fresh interpreter
+def test_tiny_comparison_shows_mtt_and_datm_with_their_experts_cost(tmp_path, monkeypatch):
+    out = tmp_path / "compare"
+    rows = compare_methods.main(
+        ["--tiny", "--budget", "steps=2", "--methods", "dm", "mtt", "datm", "--out", str(out)]
+    )
+    assert [r["method"] for r in rows] == ["dm", "mtt", "datm"]
+    for r in rows:
+        assert r["steps"] == 2 and r["peak MiB"] > 0
+    dm, mtt, datm = rows
+    assert "experts s" not in dm
+    for r in (mtt, datm):
+        assert r["experts s"] > 0 and r["experts MiB"] > 0
+    assert len(list((out / "experts").iterdir())) == 2  # each method its own (SGD, GSAM)
+    lines = (out / "table.md").read_text().splitlines()
+    assert "outside the budget of 2 steps" in lines[0]
+    assert lines[2].endswith("| experts s | experts MiB |")
+    cells = {line.split(" | ")[2]: line.split(" | ") for line in lines[4:]}
+    assert cells["DM"][-2:] == ["-", "- |"]
+    for name, r in (("MTT", mtt), ("DATM", datm)):
+        assert cells[name][-2:] == [f"{r['experts s']:.0f}", f"{r['experts MiB']:.0f} |"]
+    # the experts are made once: a later invocation into the same folder reads their cost back
+    overrides = json.loads((out / "mnist_sample_experts_mtt.json").read_text())["overrides"]
+
+    def must_not_run(command, log):
+        raise AssertionError(f"ran {command} again")
+
+    monkeypatch.setattr(compare_methods, "run_job", must_not_run)
+    again = compare_methods.make_experts(overrides, out / "mnist_sample_experts_mtt.json")
+    assert again == {"experts s": mtt["experts s"], "experts MiB": mtt["experts MiB"]}

@@ -1,13 +1,15 @@
-"""benchmarks/leaderboard.py --tiny: every method condensed, scored under the common and its own
-protocol, hard and soft labels, with LRS and ARS, and the table, CSV and figure written; then
-rerun into the same folder, where it reads every finished job back. The jobs run in this
-process (helpers.inprocess)."""
+"""benchmarks/leaderboard.py --tiny: every method condensed (MTT and DATM after their experts
+job), scored under the common and its own protocol, hard and soft labels, with LRS and ARS, what
+each set and its experts cost, and the table, CSV and figure written; then rerun into the same
+folder, where it reads every finished job back. The jobs run in this process
+(helpers.inprocess)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import re
+import resource
 import sys
 from pathlib import Path
 
@@ -17,13 +19,17 @@ from helpers.inprocess import ENTRY_POINTS
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import leaderboard  # noqa: E402
 
-pytestmark = pytest.mark.slow  # six methods condensed, 18 evaluate jobs
+pytestmark = pytest.mark.slow  # ten methods condensed, two experts jobs, 34 evaluate jobs
 
 
 def in_process(module: str, overrides: list[str]) -> dict:
+    """The job in this process: its results.json ({} for the experts job, which writes none),
+    and as its peak memory this process's peak so far (a child runner measures the job's own)."""
     result = ENTRY_POINTS[module](*overrides)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((leaderboard.run_folder(overrides) / "results.json").read_text())
+    results = leaderboard.run_folder(overrides) / "results.json"
+    found = json.loads(results.read_text()) if results.is_file() else {}
+    return {**found, leaderboard.PEAK: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def minutes_of_jobs(out: Path) -> str:
@@ -44,6 +50,26 @@ def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_
             assert 0 <= row[key] <= 1
         if row["own protocol"] == "dsa":  # the same evaluation twice
             assert row["own hard"] == row["common hard"] and row["LRS own"] == row["LRS common"]
+        # what the set cost; the experts' seconds and memory beside it, for MTT and DATM only
+        assert row["steps"] >= 1 and row["condense s"] >= 0 and row["condense MiB"] > 0
+        if row["method"] in ("mtt", "datm"):
+            assert row["own protocol"] == "mtt"
+            assert (row["experts s"] or 0) > 0 and (row["experts MiB"] or 0) > 0, row
+        else:
+            assert row["experts s"] is None and row["experts MiB"] is None
+    # MTT and DATM: each method's experts made once by the experts job, under the board's folder
+    assert len(list((out / "experts").iterdir())) == 2  # MTT's SGD recipe, DATM's GSAM one
+    experts_jobs = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/board_job.json")}
+    assert {name: job["module"] for name, job in experts_jobs.items()} == {
+        "mnist_sample_experts_mtt": "dmcondense.experts",
+        "mnist_sample_experts_datm": "dmcondense.experts",
+    }
+    # their own protocol trains at the set's learned step size, and says which
+    for method in ("mtt", "datm"):
+        own = json.loads(
+            (out / f"mnist_sample_ipc1_{method}" / "mtt_hard" / "results.json").read_text()
+        )
+        assert own["eval_protocol"] == "mtt" and own["learned_lr"] > 0
     # each evaluation records its protocol and labels
     ncfm = out / "mnist_sample_ipc1_ncfm"
     summary = json.loads((ncfm / "ncfm_soft" / "results.json").read_text())
@@ -53,7 +79,17 @@ def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_
     assert (rded["eval_protocol"], rded["labels"]) == ("rded", "relabel")
     board = (out / "board.md").read_text()
     assert f"- not run: cifar10: {missing} not found" in board
-    assert board.count("| mnist_sample | 1 |") == len(leaderboard.METHODS)
+    # a row a method in the accuracy table and in the cost table beside it
+    assert board.count("| mnist_sample | 1 |") == 2 * len(leaderboard.METHODS)
+    cost_row = r"^\| mnist_sample \| 1 \| (\w+) \| \d+ \| [\d.]+ \| \d+ \| (\S+) \| (\S+) \|$"
+    cost_rows = re.findall(cost_row, board, re.M)
+    experts_cells = {method: (seconds, mib) for method, seconds, mib in cost_rows}
+    assert list(experts_cells) == list(leaderboard.METHODS)
+    for method, (seconds, mib) in experts_cells.items():
+        shown = method in ("mtt", "datm")
+        assert (seconds != "-", mib != "-") == (shown, shown), (method, seconds, mib)
+    # what DATM's label columns mean: its own learned soft labels, not a teacher's
+    assert "- datm: its set carries learned soft labels" in board
     with open(out / "board.csv") as f:
         assert len(list(csv.DictReader(f))) == len(leaderboard.METHODS)
     assert (out / "board.png").stat().st_size > 10_000
