@@ -15,9 +15,6 @@ the folder, its checks, the resumable build), whose key always names the data se
 statistics) or None when the model has none. That is all MTT reads, so an expert costs
 4 (epochs + 1) (P + B) bytes on disk, plus a few hundred for the names and manifest.
 
-Expert i's initialisation, batch order and augmentation are keyed by (seed, i, epoch), so 20
-experts extend 5.
-
 The recipe is MTT's buffer.py: SGD at lr 0.01, no momentum, no weight decay, batch 256, a DSA
 augmentation on every batch (one family a batch, each image its own parameters), 50 epochs,
 no learning-rate decay. `optimizer="gsam"` is DATM's buffer_FTD.py: each batch (augmented once)
@@ -75,10 +72,22 @@ class ExpertStore(NetworkStore):
     kind = "experts"
     member = "expert"
     title = "expert"
+    draws = "expert"
     required = frozenset({"trajectory", "manifest", "names"})
     remake = "run the experts command again"
     manifest_name = "experts.json"
     trajectories = NetworkStore.records  # the records of experts 0..count-1, checked
+
+    def train_member(
+        self, net: nn.Module, images: Tensor, labels: Tensor, normalise: Callable,
+        augment: Callable | None, recipe: ExpertRecipe, seed: int, index: int,
+    ) -> dict:  # fmt: skip
+        """Its parameters' names and its snapshots (`train_expert`)."""
+        names = [name for name, _ in net.named_parameters()]
+        trajectory, buffers = train_expert(
+            net, images, labels, normalise, augment, recipe, seed, index
+        )
+        return {"names": names, "trajectory": trajectory, "buffers": buffers}
 
 
 def flat_parameters(net: nn.Module) -> Tensor:
@@ -160,29 +169,6 @@ def train_expert(
     return torch.stack(snapshots), buffers
 
 
-def build_experts(
-    store: ExpertStore,
-    make_network: Callable[[], nn.Module],
-    size: int,
-    images: Tensor,
-    labels: Tensor,
-    normalise: Callable[[Tensor], Tensor],
-    augment: Callable[..., Tensor] | None,
-    recipe: ExpertRecipe,
-    seed: int,
-    device: torch.device | str = "cpu",
-    test: tuple[Tensor, Tensor] | None = None,
-    log: Callable[[str], None] = print,
-) -> int:
-    """Train the experts 0..size-1 the folder lacks (each written when it finishes) after
-    checking every one it holds; returns how many were trained."""
-
-    def train(net: nn.Module, images: Tensor, labels: Tensor, index: int) -> dict:
-        names = [name for name, _ in net.named_parameters()]
-        trajectory, buffers = train_expert(
-            net, images, labels, normalise, augment, recipe, seed, index
-        )
-        return {"names": names, "trajectory": trajectory, "buffers": buffers}
-
-    return build_members(store, make_network, size, images, labels, normalise, train, seed,
-                         device, test, log, draws="expert", epochs=recipe.epochs)  # fmt: skip
+# The experts 0..size-1 the folder lacks, trained by the experts' recipe (every one it holds
+# checked first); returns how many were trained.
+build_experts = build_members

@@ -1,20 +1,16 @@
 """A keyed folder of networks trained on the real training set, and the build that fills it.
 
-The pretrained pools (models/pretrained.py) and the expert trajectories (models/experts.py) are
-its two kinds; each says only what one member stores and how its network trains.
-
-    <root>/<data set>-<model>-<digest>/
-        <manifest>.json    what made the members (the manifest); written before the first member
-        <member>_000.pt    {"manifest", "index", ...what the kind stores..., "test_accuracy"}
-        <member>_001.pt    ...
-
-The folder is keyed by what made its members (data set, model and its knobs, the training
-recipe, the seed), so a second run finds and reuses it. Member i is the same whatever the
-folder's size: its initialisation and every draw of its training are keyed by (seed, i, epoch),
-so 20 members extend 5 and a stopped build resumes with its first missing member. Each member's
-file is written atomically when its training ends: a killed build loses at most the member in
-progress; a file that cannot be read, or one made with another manifest, stops the build with
-one line and nothing is overwritten.
+Its two kinds, the pretrained pools (models/pretrained.py) and the expert trajectories
+(models/experts.py), each say what one member's file stores and how its network trains. The
+folder is keyed by what made its members (data set, model and its knobs, the training recipe,
+the seed), so a second run finds and reuses it; its manifest file says what made it and is
+written before the first member. Member i is the same whatever the folder's size: its
+initialisation and every draw of its training are keyed by (seed, i, epoch), so 20 members
+extend 5 and a stopped build resumes with its first missing member. Each member's file,
+{"manifest", "index", ...what the kind stores..., "test_accuracy"}, is written atomically when
+its training ends: a killed build loses at most the member in progress; a file that cannot be
+read, or one made with another manifest, stops the build with one line and nothing is
+overwritten.
 """
 
 from __future__ import annotations
@@ -24,6 +20,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -78,17 +75,26 @@ class NetworkStore:
 
     Every read checks what it reads: an unreadable file or a file made with another manifest is a
     ConfigError (one line), and nothing in the folder is changed by a failed check. A kind names
-    itself with the class attributes below."""
+    itself with the class attributes below and trains its members with `train_member`."""
 
     kind: str  # what the folder holds, in messages; also its config group (`<kind>.dir=`)
     member: str  # one file's name stem and, in messages, what it holds
     title: str  # one member in the build's log lines
+    draws: str  # the prefix of the names of its members' draws
     required: frozenset[str]  # the keys every file has
     remake: str  # how a deleted file is made again
     manifest_name: str
 
     def __init__(self, folder: str | Path, manifest: dict) -> None:
         self.folder, self.manifest = Path(folder), manifest
+
+    def train_member(
+        self, net: nn.Module, images: Tensor, labels: Tensor, normalise: Callable,
+        augment: Any, recipe: Any, seed: int, index: int,
+    ) -> dict:  # fmt: skip
+        """Train member `index`'s `net` (initialised, on the data's device); returns what its
+        file stores besides the manifest, its index and the test accuracy."""
+        raise NotImplementedError
 
     def network_path(self, index: int) -> Path:
         return self.folder / f"{self.member}_{index:03d}.pt"
@@ -197,10 +203,6 @@ def test_accuracy(
     return 100.0 * correct / max(images.shape[0], 1)
 
 
-# train(net, images, labels, index) -> what member `index` stores besides its test accuracy
-TrainMember = Callable[[nn.Module, Tensor, Tensor, int], dict]
-
-
 def build_members(
     store: NetworkStore,
     make_network: Callable[[], nn.Module],
@@ -208,21 +210,18 @@ def build_members(
     images: Tensor,
     labels: Tensor,
     normalise: Callable[[Tensor], Tensor],
-    train: TrainMember,
+    augment: Any,
+    recipe: Any,
     seed: int,
-    device: torch.device | str,
-    test: tuple[Tensor, Tensor] | None,
-    log: Callable[[str], None],
-    *,
-    draws: str,
-    epochs: int,
+    device: torch.device | str = "cpu",
+    test: tuple[Tensor, Tensor] | None = None,
+    log: Callable[[str], None] = print,
 ) -> int:
     """Train the members 0..size-1 the folder lacks (each written when it finishes) after
-    checking every one it holds; returns how many were trained.
-
-    Member i's network is initialised from generator(seed, f"{draws}-init", i), moved to
-    `device` and handed to `train` with the data (moved there once) and i; what `train` returns,
-    with the test accuracy when `test` is given, is the member's record."""
+    checking every one it holds; returns how many were trained. Member i's network is
+    initialised from generator(seed, f"{store.draws}-init", i) and trained on `device` by
+    `store.train_member` with `normalise`, `augment` (the kind's augmentation), `recipe` and
+    `seed`; the test accuracy is measured when `test` is given."""
     finished = set(store.check_all())
     todo = [i for i in range(size) if i not in finished]
     if not todo:
@@ -232,14 +231,15 @@ def build_members(
     for index in todo:
         started = time.time()
         net = make_network()
-        reset_parameters(net, generator(seed, f"{draws}-init", index))  # on the CPU: any device
+        # Initialised on the CPU, so member i is the same on any device.
+        reset_parameters(net, generator(seed, f"{store.draws}-init", index))
         net = net.to(device).requires_grad_(True)
-        fields = train(net, images, labels, index)
+        fields = store.train_member(net, images, labels, normalise, augment, recipe, seed, index)
         accuracy = None if test is None else test_accuracy(net, *test, normalise)
         path = store.save(index, {**fields, "test_accuracy": accuracy})
         scored = "" if accuracy is None else f", test accuracy {accuracy:.2f}%"
         log(
-            f"{store.title} {index + 1}/{size}: {epochs} epochs{scored} "
+            f"{store.title} {index + 1}/{size}: {recipe.epochs} epochs{scored} "
             f"({time.time() - started:.0f} s) -> {path}"
         )
     return len(todo)

@@ -9,9 +9,6 @@ resumable build); one network's file holds its weights before and after training
         network_000.pt     {"manifest", "index", "initial", "trained", "test_accuracy"}
         network_001.pt     ...
 
-Network i's initialisation, batch order, augmentation and CutMix draws are keyed by (seed, i,
-epoch), so a pool of 20 extends a pool of 5.
-
 The recipe is the NCFM authors' pretraining: SGD (lr 0.01, momentum 0.9, weight decay 5e-4),
 batch 128, the learning rate x 0.2 at 2/3 and 5/6 of the epochs, a DSA augmentation per image and
 CutMix (probability 0.5, Beta(1, 1) area) on the training batches.
@@ -60,6 +57,7 @@ class PretrainedPool(NetworkStore):
     kind = "pool"
     member = "network"
     title = "pool network"
+    draws = "pool"
     required = frozenset({"initial", "trained", "manifest"})
     remake = "run the pretrain command again"
     manifest_name = "pool.json"
@@ -67,6 +65,15 @@ class PretrainedPool(NetworkStore):
     def load(self, count: int) -> list[tuple[dict, dict]]:
         """(initial, trained) state dicts of networks 0..count-1."""
         return [(record["initial"], record["trained"]) for record in self.records(count)]
+
+    def train_member(
+        self, net: nn.Module, images: Tensor, labels: Tensor, normalise: Callable,
+        augment: Callable, recipe: PoolRecipe, seed: int, index: int,
+    ) -> dict:  # fmt: skip
+        """Its initial and its trained weights (`train_network`)."""
+        initial = cpu_state(net)
+        train_network(net, images, labels, normalise, augment, recipe, seed, index)
+        return {"initial": initial, "trained": cpu_state(net)}
 
 
 def cpu_state(net: nn.Module) -> dict[str, Tensor]:
@@ -134,27 +141,6 @@ def train_network(
             optimizer.step()
 
 
-def build_pool(
-    pool: PretrainedPool,
-    make_network: Callable[[], nn.Module],
-    size: int,
-    images: Tensor,
-    labels: Tensor,
-    normalise: Callable[[Tensor], Tensor],
-    augment: Callable[[Tensor, torch.Generator], Tensor],
-    recipe: PoolRecipe,
-    seed: int,
-    device: torch.device | str = "cpu",
-    test: tuple[Tensor, Tensor] | None = None,
-    log: Callable[[str], None] = print,
-) -> int:
-    """Train the networks 0..size-1 the folder lacks (each written when it finishes) after
-    checking every one it holds; returns how many were trained."""
-
-    def train(net: nn.Module, images: Tensor, labels: Tensor, index: int) -> dict:
-        initial = cpu_state(net)
-        train_network(net, images, labels, normalise, augment, recipe, seed, index)
-        return {"initial": initial, "trained": cpu_state(net)}
-
-    return build_members(pool, make_network, size, images, labels, normalise, train, seed,
-                         device, test, log, draws="pool", epochs=recipe.epochs)  # fmt: skip
+# The networks 0..size-1 the pool's folder lacks, trained by the pool's recipe (every one it
+# holds checked first); returns how many were trained.
+build_pool = build_members
