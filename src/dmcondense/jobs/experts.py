@@ -1,9 +1,6 @@
-"""The experts job: train (or finish, or reuse) the expert trajectories of a data set and model,
-and say where they are (the job's shape: jobs/network_store.py); and DATM's start from the real
-images the experts classify correctly.
-
-The folder is keyed by what made the experts (jobs/build.py: expert_store).
-"""
+"""The experts job: train (or finish, or reuse) the expert trajectories of a data set and model
+(jobs/network_store.py), and say where they are; and DATM's start from the real images the
+experts classify correctly."""
 
 from __future__ import annotations
 
@@ -52,11 +49,7 @@ def correct_initial_images(
         raise ConfigError(
             "init=correct starts one real image a stored image: set synthetic.factor=1"
         )
-    train = dm.train_set
-    if not hasattr(train, "images"):
-        raise ConfigError(
-            "init=correct reads the training split into memory; set dataset.streaming=false"
-        )
+    train = network_store.training_split(dm, "init=correct")
     experts = build.ready_experts(cfg, spec).trajectories(int(cfg.experts.size))
     device = build.eval_device(cfg)
     net = build.embedding_network(cfg, spec).to(device).eval()  # their labelling net: eval mode

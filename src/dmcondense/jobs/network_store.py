@@ -1,10 +1,6 @@
 """What the pretrain and experts jobs share: fill a keyed folder of trained networks
-(models/network_store.py) from the run's config, and the job around it.
-
-Every member already in the folder is read and checked before any is trained, so a truncated
-file or a folder made for another data set or model stops the job with one line and nothing is
-overwritten.
-"""
+(models/network_store.py) from the run's config, every member already there checked first, and
+the job around it."""
 
 from __future__ import annotations
 
@@ -17,6 +13,7 @@ from omegaconf import DictConfig
 from dmcondense.atomic import exclusive
 from dmcondense.augment import DSA
 from dmcondense.data.datamodule import ClassBatchDataModule
+from dmcondense.data.imageset import ImageSet
 from dmcondense.data.spec import DatasetSpec, resolve_spec
 from dmcondense.errors import ConfigError
 from dmcondense.hostmem import reuse_freed_memory
@@ -26,27 +23,16 @@ from dmcondense.models.network_store import NetworkStore
 
 
 def fill(
-    cfg: DictConfig,
-    dm: ClassBatchDataModule,
-    spec: DatasetSpec,
-    store: NetworkStore,
-    build_members: Callable[..., int],
-    recipe: object,
-    augment: str | None,
-    size: int | None,
+    cfg: DictConfig, dm: ClassBatchDataModule, spec: DatasetSpec, store: NetworkStore,
+    build_members: Callable[..., int], recipe: object, augment: str | None, size: int | None,
     doing: str,
-) -> int:
+) -> int:  # fmt: skip
     """Train with `build_members` (build_pool, build_experts) the members 0..size-1 (default
     <group>.size) that `store` lacks on the data module's training split, on the evaluation
-    device, with the DSA strategy `augment` (None: none); returns how many it trained. `doing`
-    names the training in the message that refuses a streamed data set."""
+    device, with the DSA strategy `augment` (None: none); returns how many it trained."""
     group = store.kind
     store.check_all()  # before reading the test split: a bad folder answers at once
-    train = dm.train_set
-    if not hasattr(train, "images"):
-        raise ConfigError(
-            f"{doing} reads the training split into memory; set dataset.streaming=false"
-        )
+    train = training_split(dm, doing)
     try:
         dsa = None if augment is None else DSA(strategy=augment)
     except ValueError as error:
@@ -68,6 +54,15 @@ def fill(
             device=build.eval_device(cfg),
             test=(test.images, test.labels),
         )
+
+
+def training_split(dm: ClassBatchDataModule, doing: str) -> ImageSet:
+    """The training split, in memory (`doing` names what reads it when it is streamed)."""
+    if not hasattr(dm.train_set, "images"):
+        raise ConfigError(
+            f"{doing} reads the training split into memory; set dataset.streaming=false"
+        )
+    return dm.train_set
 
 
 def run(

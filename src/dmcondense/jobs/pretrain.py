@@ -1,9 +1,6 @@
 """The pretrain job: train (or finish, or reuse) the pool of pretrained networks of a data set
-and model, and say where it is (the job's shape: jobs/network_store.py); and the teacher that
-soft labels read from the pool.
-
-The pool's folder is keyed by what made it (jobs/build.py: pretrained_pool).
-"""
+and model (jobs/network_store.py), and say where it is; and the teacher soft labels read from
+the pool."""
 
 from __future__ import annotations
 
