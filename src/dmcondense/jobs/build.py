@@ -36,7 +36,8 @@ from dmcondense.evaluation.score import BACKENDS
 from dmcondense.glue.tracking import WANDB_OFFLINE_MODES, WANDB_TARGET, wandb_credentials_found
 from dmcondense.methods.base import CondensationMethod
 from dmcondense.models.experts import ExpertRecipe, ExpertStore, experts_manifest
-from dmcondense.models.pretrained import PoolRecipe, PretrainedPool, pool_folder, pool_manifest
+from dmcondense.models.network_store import keyed_folder
+from dmcondense.models.pretrained import PoolRecipe, PretrainedPool, pool_manifest
 from dmcondense.models.registry import MODELS, build_model, default_depth, uses_batchnorm
 from dmcondense.progress import LossBar, StepLines
 from dmcondense.progress import on_terminal as progress_on_terminal
@@ -333,7 +334,7 @@ def expert_store(cfg: DictConfig, spec: DatasetSpec) -> ExpertStore:
     manifest = experts_manifest(
         dataset, cfg.model.name, resolved_knobs(cfg, spec), expert_recipe(cfg), cfg.experts.seed
     )
-    folder = cfg.experts.dir or pool_folder(cfg.experts.root, manifest)
+    folder = cfg.experts.dir or keyed_folder(cfg.experts.root, manifest)
     return ExpertStore(Path(str(folder)).expanduser(), manifest)
 
 
@@ -396,7 +397,7 @@ def pretrained_pool(cfg: DictConfig, spec: DatasetSpec) -> PretrainedPool:
         dataset["zca"] = spec.whitening_key()
     knobs = resolved_knobs(cfg, spec)
     manifest = pool_manifest(dataset, cfg.model.name, knobs, pool_recipe(cfg), cfg.pool.seed)
-    folder = cfg.pool.dir or pool_folder(cfg.pool.root, manifest)
+    folder = cfg.pool.dir or keyed_folder(cfg.pool.root, manifest)
     return PretrainedPool(Path(str(folder)).expanduser(), manifest)
 
 

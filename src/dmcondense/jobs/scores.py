@@ -26,7 +26,7 @@ from dmcondense.errors import ConfigError
 from dmcondense.evaluation.plan import EvaluationPlan
 from dmcondense.evaluation.robust import augmentation_robust_score, label_robust_score
 from dmcondense.evaluation.score import LabelledImages
-from dmcondense.models.pretrained import manifest_digest, pool_folder
+from dmcondense.models.network_store import keyed_folder, manifest_digest
 from dmcondense.rng import generator
 
 WHOLE_FILE = "whole.json"
@@ -105,7 +105,7 @@ def whole_accuracies(
     images = labels = None
     for arch in whole.architectures:
         manifest = whole_manifest(whole, arch, spec, len(train))
-        folder = pool_folder(cfg.eval.whole_root, manifest)
+        folder = keyed_folder(cfg.eval.whole_root, manifest)
         path = folder / WHOLE_FILE
         record = read_record(path, manifest)
         if record is not None:

@@ -1,9 +1,8 @@
 """Expert trajectories: networks trained on the real training set with every parameter kept
 after every epoch, for the methods that match training trajectories (MTT, DATM).
 
-Experts live in one folder, keyed by what made them (data set and its whitening, model and its
-knobs, the training recipe, the seed), as the pretrained pools are (models/pretrained.py, whose
-folder machinery this reuses):
+The experts are a keyed folder of networks, as a pretrained pool is (models/network_store.py:
+the folder, its checks, the resumable build), whose key always names the data set's whitening:
 
     <root>/<data set>-<model>-<digest>/
         experts.json      what made the experts (the manifest); written before the first expert
@@ -16,12 +15,6 @@ folder machinery this reuses):
 statistics) or None when the model has none. That is all MTT reads, so an expert costs
 4 (epochs + 1) (P + B) bytes on disk, plus a few hundred for the names and manifest.
 
-Expert i is the same whatever the number of experts: its initialisation, batch order and
-augmentation are keyed by (seed, i, epoch), so 20 experts extend 5 and a stopped run resumes with
-its first missing expert. Each file is written atomically when its expert finishes: a killed run
-loses at most the expert in progress; a file that cannot be read, or one made for another data
-set or model, stops the run with one line and nothing is overwritten.
-
 The recipe is MTT's buffer.py: SGD at lr 0.01, no momentum, no weight decay, batch 256, a DSA
 augmentation on every batch (one family a batch, each image its own parameters), 50 epochs,
 no learning-rate decay. `optimizer="gsam"` is DATM's buffer_FTD.py: each batch (augmented once)
@@ -30,23 +23,17 @@ takes a GSAM step (models/gsam.py) around that SGD; its fields are in the key.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dmcondense.atomic import atomic_write
 from dmcondense.models.gsam import gsam_step
-from dmcondense.models.init import reset_parameters
-from dmcondense.models.pretrained import FORMAT, PretrainedPool, test_accuracy
+from dmcondense.models.network_store import NetworkStore, build_members, manifest
 from dmcondense.rng import generator
-
-EXPERTS_MANIFEST = "experts.json"
 
 
 @dataclass(frozen=True)
@@ -76,56 +63,31 @@ def experts_manifest(
     if recipe.optimizer == "sgd":
         for name in ("optimizer", "rho", "alpha", "adaptive"):
             del recipe_fields[name]
-    return {
-        "format": FORMAT,
-        "kind": "experts",
-        "dataset": dict(dataset),
-        "model": model,
-        "knobs": dict(sorted(knobs.items())),
-        "recipe": recipe_fields,
-        "seed": int(seed),
-    }
+    return {**manifest(dataset, model, knobs, recipe_fields, seed), "kind": "experts"}
 
 
-class ExpertStore(PretrainedPool):
-    """The experts' folder: which experts are finished, read them, add one (every read checked,
-    as for pools)."""
+class ExpertStore(NetworkStore):
+    """The experts' folder (every read checked: models/network_store.py)."""
 
     kind = "experts"
     member = "expert"
+    title = "expert"
+    draws = "expert"
     required = frozenset({"trajectory", "manifest", "names"})
     remake = "run the experts command again"
-    manifest_name = EXPERTS_MANIFEST
+    manifest_name = "experts.json"
+    trajectories = NetworkStore.records  # the records of experts 0..count-1, checked
 
-    def save_expert(
-        self,
-        index: int,
-        names: list[str],
-        trajectory: Tensor,
-        buffers: Tensor | None,
-        test_accuracy: float | None,
-    ) -> Path:
-        record = {
-            "manifest": self.manifest,
-            "index": index,
-            "names": list(names),
-            "trajectory": trajectory,
-            "buffers": buffers,
-            "test_accuracy": test_accuracy,
-        }
-        return atomic_write(self.network_path(index), lambda tmp: torch.save(record, tmp))
-
-    def trajectories(self, count: int) -> list[dict]:
-        """The records of experts 0..count-1, checked (FileNotFoundError names the first
-        missing one)."""
-        self.check_manifest()
-        missing = [i for i in range(count) if not self.network_path(i).exists()]
-        if missing:
-            raise FileNotFoundError(
-                f"experts {self.folder} lacks expert {missing[0]} of {count} "
-                f"({len(missing)} missing)"
-            )
-        return [self.read(i) for i in range(count)]
+    def train_member(
+        self, net: nn.Module, images: Tensor, labels: Tensor, normalise: Callable,
+        augment: Callable | None, recipe: ExpertRecipe, seed: int, index: int,
+    ) -> dict:  # fmt: skip
+        """Its parameters' names and its snapshots (`train_expert`)."""
+        names = [name for name, _ in net.named_parameters()]
+        trajectory, buffers = train_expert(
+            net, images, labels, normalise, augment, recipe, seed, index
+        )
+        return {"names": names, "trajectory": trajectory, "buffers": buffers}
 
 
 def flat_parameters(net: nn.Module) -> Tensor:
@@ -207,42 +169,6 @@ def train_expert(
     return torch.stack(snapshots), buffers
 
 
-def build_experts(
-    store: ExpertStore,
-    make_network: Callable[[], nn.Module],
-    size: int,
-    images: Tensor,
-    labels: Tensor,
-    normalise: Callable[[Tensor], Tensor],
-    augment: Callable[..., Tensor] | None,
-    recipe: ExpertRecipe,
-    seed: int,
-    device: torch.device | str = "cpu",
-    test: tuple[Tensor, Tensor] | None = None,
-    log: Callable[[str], None] = print,
-) -> int:
-    """Train the experts 0..size-1 the folder lacks (each written when it finishes) after
-    checking every one it holds; returns how many were trained."""
-    finished = set(store.check_all())
-    todo = [i for i in range(size) if i not in finished]
-    if not todo:
-        return 0
-    store.write_manifest()
-    images, labels = images.to(device), labels.to(device)
-    for index in todo:
-        started = time.time()
-        net = make_network()
-        reset_parameters(net, generator(seed, "expert-init", index))  # on the CPU: any device
-        net = net.to(device).requires_grad_(True)
-        names = [name for name, _ in net.named_parameters()]
-        trajectory, buffers = train_expert(
-            net, images, labels, normalise, augment, recipe, seed, index
-        )
-        accuracy = None if test is None else test_accuracy(net, *test, normalise)
-        path = store.save_expert(index, names, trajectory, buffers, accuracy)
-        scored = "" if accuracy is None else f", test accuracy {accuracy:.2f}%"
-        log(
-            f"expert {index + 1}/{size}: {recipe.epochs} epochs{scored} "
-            f"({time.time() - started:.0f} s) -> {path}"
-        )
-    return len(todo)
+# The experts 0..size-1 the folder lacks, trained by the experts' recipe (every one it holds
+# checked first); returns how many were trained.
+build_experts = build_members
