@@ -31,8 +31,8 @@ budget, by default the data set's: mnist_sample 4 experts x 4 epochs, else MTT's
 the method's later sets on that data set reuse them, and each of its rows shows their cost.
 Both are scored under their own protocol `mtt` (networks trained at the set's learned step
 size). DATM's set carries its learned soft labels, which every evaluation trains on, never a
-teacher's (docs/methods/datm.md): its hard columns train on them every epoch, its soft columns
-for all but the last twentieth of the epochs (on their argmax there); board.md says so.
+teacher's (docs/methods/datm.md): its hard and soft columns both train on them every epoch;
+board.md says so.
 
 CIFAR-10 is the shared JPEG copy (../shared/datasets); without it its rows are
 skipped with the reason. Writes <out>/board.md, board.csv and board.png. A rerun with the
@@ -83,9 +83,8 @@ CONDENSE_EXTRA = {"rded": ["batch_real=300"], **METHOD_OVERRIDES}
 # label columns mean instead of a teacher's labels.
 OWN_LABELS = {
     "datm": "its set carries learned soft labels, and every evaluation trains on them "
-    "(docs/methods/datm.md), never a teacher's: its hard columns train on them every epoch, its "
-    "soft columns on them for all but the last twentieth of the epochs (on their argmax there); "
-    "LRS's hard-label term trains on their argmax"
+    "(docs/methods/datm.md), never a teacher's: its hard and soft columns both train on them "
+    "every epoch; LRS's hard-label term trains on their argmax"
 }
 COLUMNS = ("common hard", "common soft", "own hard", "own soft")
 COST = ("steps", "condense s", "condense MiB", "experts s", "experts MiB")

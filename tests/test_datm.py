@@ -238,6 +238,34 @@ def test_a_set_trains_on_its_own_soft_labels_every_epoch() -> None:
     assert hard.item() == 1.0 and soft.item() == 0.0
 
 
+def test_own_soft_labels_keep_every_epoch_under_the_soft_protocol(monkeypatch) -> None:
+    # eval.labels=soft ends a teacher's labels with hard ones (protocol.HARD_TAIL); a set's own
+    # soft labels are its labels and train every epoch under either setting.
+    from dmcondense.data.normalise import Normaliser
+    from dmcondense.evaluation import sequential
+    from dmcondense.evaluation.protocol import Protocol
+    from dmcondense.evaluation.score import train_networks
+
+    targets_of_epochs = []
+
+    def recording(labels, soft_targets, protocol, epoch):
+        targets, temperature = epoch_targets(labels, soft_targets, protocol, epoch)
+        targets_of_epochs.append(targets.dim())
+        return targets, temperature
+
+    epoch_targets = sequential.epoch_targets
+    monkeypatch.setattr(sequential, "epoch_targets", recording)
+    images, labels = _pattern_set()
+    normaliser = Normaliser([0.5], [0.5])
+    own = torch.nn.functional.one_hot(labels, 3).float() * 0.7 + 0.1
+    for kind in ("hard", "soft"):
+        protocol = Protocol(epochs=40, lr=0.1, batch_size=12, augment="none", labels=kind)
+        train_networks("mlp", normaliser.to_input(images), own, images, labels, num_models=1,
+                       protocol=protocol, seed=0, normaliser=normaliser, backend="loop",
+                       num_classes=3)  # fmt: skip
+    assert targets_of_epochs == [2] * 80
+
+
 # --- method=datm on the engine ------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -83,6 +84,10 @@ def train_networks(
     if labels.dim() == 2:  # the set's own soft labels (probabilities [N, K]), every epoch
         own_soft = labels.to(device=device, dtype=torch.float32)
         labels = own_soft.argmax(dim=1)
+        if protocol.labels == "soft":
+            # Soft labels' hard tail (protocol.HARD_TAIL) is for a teacher's labels; the set's
+            # own are its labels, which hard labels keep every epoch.
+            protocol = replace(protocol, labels="hard")
     images, labels = images.detach().to(device), labels.to(device=device, dtype=torch.long)
     test_labels = test_labels.long()
     if num_classes is None:
