@@ -722,7 +722,9 @@ def read_synthetic_when_used(async_loader: type, condenser: type) -> None:
 class WandbStandIn:
     """Stand-in for the `wandb` module MTT's distill.py calls: `init` keeps the config (their
     script rebuilds its args from `wandb.config._items`), `log` keeps the logged step size by
-    step, the rest does nothing."""
+    step and, as the clock of their loop, the wall and CPU time and the peak resident memory
+    when each iteration logs it (after that iteration's evaluation and saves, before its update);
+    the rest does nothing."""
 
     def __init__(self) -> None:
         import types
@@ -730,12 +732,14 @@ class WandbStandIn:
         self.config = types.SimpleNamespace(_items={})
         self.run = types.SimpleNamespace(name="parity")
         self.step_sizes: dict[int, float] = {}
+        self.marks: list[tuple[float, float, float]] = []  # (wall, cpu, peak MiB) by iteration
 
     def init(self, config=None, **_) -> None:
         self.config._items = dict(vars(config))
 
     def log(self, values: dict, step: int | None = None) -> None:
         if "Synthetic_LR" in values and step is not None:
+            self.marks.append(clock_mark())
             self.step_sizes[step] = float(values["Synthetic_LR"])
 
     def Histogram(self, *_, **__) -> None:  # noqa: N802 (their API's name)
@@ -746,6 +750,27 @@ class WandbStandIn:
 
     def finish(self) -> None:
         return None
+
+
+def clock_mark() -> tuple[float, float, float]:
+    """Wall seconds, this process's CPU seconds and its peak resident memory (MiB), now."""
+    from dmcondense.hostmem import peak_resident_mib
+
+    return time.perf_counter(), time.process_time(), peak_resident_mib()
+
+
+def iteration_clock(marks: list[tuple[float, float, float]]) -> dict:
+    """Their loop's iterations from its marks (one when each iteration logs its step size, one
+    after the loop): the wall and CPU seconds of each iteration but the first, which pays the
+    one-off costs (as benchmarks/clocked_train.py times ours), and the peak resident memory
+    before the first update and after the last."""
+    pairs = list(zip(marks[1:-1], marks[2:], strict=True))
+    return {
+        "iteration_seconds": [b[0] - a[0] for a, b in pairs],
+        "iteration_cpu_seconds": [b[1] - a[1] for a, b in pairs],
+        "rss_before_loop_mib": marks[0][2],
+        "rss_after_loop_mib": marks[-1][2],
+    }
 
 
 def write_their_buffer(experts: Path, size: int, shapes: list, folder: Path) -> Path:
@@ -867,6 +892,7 @@ def run_mtt(args: argparse.Namespace) -> dict:
     os.chdir(work)  # their images go to ./logged_files/<dataset>/<run name>/
     runpy.run_path(str(copy / "distill.py"), run_name="__main__")
     finished = time.perf_counter()
+    wandb.marks.append(clock_mark())
 
     logged = work / "logged_files" / args.their_dataset / wandb.run.name
     final, first = logged / f"images_{args.steps}.pt", logged / "images_0.pt"
@@ -882,6 +908,7 @@ def run_mtt(args: argparse.Namespace) -> dict:
         "factor": 1,
         "loop_seconds": finished - started[0],
         "seconds_per_step": (finished - started[0]) / (args.steps + 1),
+        **iteration_clock(wandb.marks),
         "argv": argv,
         "stand_ins": stand_ins,
         "buffer": str(buffer),
@@ -983,7 +1010,9 @@ def main(argv: list[str] | None = None) -> None:
             initial["lr"] = result["initial_lr"]
         torch.save(initial, out.with_name(f"{out.stem}_init.pt"))
     keys = ("loop_seconds", "seconds_per_step", "argv", "stand_ins", "sampling_net_change")
-    timing = {key: result.get(key) for key in keys}
+    clock = ("iteration_seconds", "iteration_cpu_seconds", "rss_before_loop_mib",
+             "rss_after_loop_mib")  # fmt: skip
+    timing = {key: result.get(key) for key in keys} | {k: result[k] for k in clock if k in result}
     out.with_suffix(".json").write_text(json.dumps(timing, indent=2) + "\n")
 
 

@@ -42,3 +42,18 @@ def test_reuse_keeps_freed_memory_and_default_returns_it():
     pages, default, reused = int(out[0]), float(out[1]), float(out[2])
     assert default > 0.5 * pages, f"glibc default: {default:.0f} faults of {pages} pages"
     assert reused < 0.25 * pages, f"reuse: {reused:.0f} faults of {pages} pages"
+
+
+CHILD_PEAK = "from dmcondense.hostmem import peak_resident_mib; print(peak_resident_mib())"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the carry-over is Linux's")
+def test_peak_resident_memory_is_the_childs_own_not_its_parents():
+    held = bytearray(512 * 2**20)  # this process's peak: at least 512 MiB, every page touched
+    held[::4096] = b"\x01" * len(held[::4096])
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD_PEAK], capture_output=True, text=True, check=True
+    )
+    del held
+    # a bare interpreter importing one small module: tens of MiB, whatever its parent held
+    assert 0 < float(child.stdout) < 256

@@ -1091,3 +1091,11 @@ def test_mtt_sets_are_scored_at_their_own_learned_step_sizes(mtt_harness):
     assert len(row["ours_accuracies"]) == len(row["theirs_accuracies"]) == 1
     assert len(row["theirs_init_accuracies"]) == 1
     assert row["ours_seconds_per_step"] > 0 and row["theirs_seconds_per_step"] > 0
+
+
+def test_mtt_adapter_clocks_each_of_their_iterations(mtt_harness):
+    timing = json.loads((mtt_harness["root"] / "scratch" / "theirs_0.json").read_text())
+    # their loop makes MTT_STEPS + 1 updates; the first, with its one-off costs, is left out
+    assert len(timing["iteration_seconds"]) == len(timing["iteration_cpu_seconds"]) == MTT_STEPS
+    assert min(timing["iteration_seconds"]) > 0 and min(timing["iteration_cpu_seconds"]) >= 0
+    assert timing["rss_after_loop_mib"] >= timing["rss_before_loop_mib"] > 0

@@ -6,11 +6,14 @@ page-faults on every byte of them, every step, a large share of a CPU training s
 (docs/results/performance.md, `benchmarks/eval_batched.py --allocator both`). With mmap and trimming
 off, freed blocks go back to the heap and the next step reuses them.
 Cost: the process keeps its peak heap until it exits. Off by `reuse_host_memory=false`.
+
+`peak_resident_mib` reads that peak for the benchmarks that report host memory.
 """
 
 from __future__ import annotations
 
 import ctypes
+import resource
 import sys
 
 _M_TRIM_THRESHOLD = -1  # <malloc.h>: return the heap top to the OS above this many free bytes
@@ -37,3 +40,19 @@ def reuse_freed_memory(enable: bool = True) -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     settings = {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: _NEVER} if enable else _GLIBC_DEFAULTS
     return all(mallopt(option, value) == 1 for option, value in settings.items())
+
+
+def peak_resident_mib() -> float:
+    """This program's peak resident set in MiB: on Linux VmHWM of /proc/self/status, the high
+    water mark of the memory the program has had since it started. Not getrusage's ru_maxrss:
+    Linux carries a parent's peak over to a child through fork and exec, so a small child of a
+    large process reads the parent's peak. Elsewhere ru_maxrss (bytes on macOS, KiB others)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
