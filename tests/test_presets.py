@@ -173,9 +173,9 @@ def test_rded_presets_hold_the_authors_values(dataset: str, ipc: int) -> None:
 # repositories) differ in lr_img (100 at CIFAR-10 IPC 1) and lr_teacher (0.001 at CIFAR-10 IPC 10
 # and 50); these follow the paper, but for CIFAR-10 IPC 10's lr_img: the table's 100000 is a typo,
 # its author says (mtt-distillation issue 31, where 100000 makes the step size explode), without
-# the value he used; 1000 is the table's at every other CIFAR setting. Iterations 5,000, init real, 1,000 evaluation epochs and the
-# experts' 100 x 50 epochs are distill.py's and buffer.py's defaults; 20 evaluation networks, as
-# every preset of the project (distill.py evaluates 5).
+# the value he used; 1000 is the table's at every other CIFAR setting. Iterations 5,000, init
+# real, 1,000 evaluation epochs and the experts' 100 x 50 epochs are distill.py's and buffer.py's
+# defaults; 20 evaluation networks, as every preset of the project (distill.py evaluates 5).
 MTT = {
     ("cifar10", 1): (50, 2, 2, None, True, 1000, 1e-07, 0.01),
     ("cifar10", 10): (30, 2, 20, None, True, 1000, 1e-04, 0.01),
