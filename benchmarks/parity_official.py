@@ -445,12 +445,23 @@ def pool_loop_setup(args: argparse.Namespace, folder: str) -> tuple:
     return data, Path(args.copy).resolve(), work, mean, std, unit
 
 
+def efficientnet_stand_in() -> list[str]:
+    """IDC-based code (NCFM's, DANCE's) imports efficientnet_pytorch and uses it for no ConvNet:
+    where it is not installed, an empty stand-in; the stand-ins made, for the row's edits."""
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("efficientnet_pytorch") is not None:
+        return []
+    sys.modules["efficientnet_pytorch"] = types.SimpleNamespace(EfficientNet=None)
+    return ["efficientnet_pytorch"]
+
+
 def run_ncfm(args: argparse.Namespace) -> dict:
     """Run their condense_script.py as __main__ (one process, gloo, CPU) on the saved data with
     our pool; returns the synthetic set and the timing."""
     import importlib
     import random
-    import types
 
     import numpy as np
     import torch
@@ -466,10 +477,7 @@ def run_ncfm(args: argparse.Namespace) -> dict:
     config = work / "config.yaml"
     config.write_text(yaml.safe_dump(ncfm_config(args, data, "pretrained", work / "results")))
 
-    stand_ins = []
-    if importlib.util.find_spec("efficientnet_pytorch") is None:  # imported, used for no ConvNet
-        sys.modules["efficientnet_pytorch"] = types.SimpleNamespace(EfficientNet=None)
-        stand_ins.append("efficientnet_pytorch")
+    stand_ins = efficientnet_stand_in()
     sys.path.insert(0, str(copy))
     statistics = importlib.import_module("data.dataset_statistics")
     init_script = importlib.import_module("utils.init_script")
@@ -600,7 +608,6 @@ def run_dance(args: argparse.Namespace) -> dict:
     and `efficientnet_pytorch`, imported for no ConvNet, is a stand-in where absent."""
     import importlib
     import random
-    import types
 
     import numpy as np
     import torch
@@ -609,10 +616,7 @@ def run_dance(args: argparse.Namespace) -> dict:
     nclass = len(data["class_names"])
     pool_files = write_their_pool(Path(args.pool), args.pool_size, work / "pretrained")
 
-    stand_ins = []
-    if importlib.util.find_spec("efficientnet_pytorch") is None:
-        sys.modules["efficientnet_pytorch"] = types.SimpleNamespace(EfficientNet=None)
-        stand_ins.append("efficientnet_pytorch")
+    stand_ins = efficientnet_stand_in()
     sys.path.insert(0, str(copy))
     their_data = importlib.import_module("data")
     common = importlib.import_module("common")
