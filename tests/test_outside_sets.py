@@ -22,7 +22,7 @@ from dmcondense.data.spec import DatasetSpec
 from dmcondense.errors import ConfigError
 from dmcondense.evaluation.protocol import Protocol, epoch_targets
 from dmcondense.io import load_synthetic
-from dmcondense.sets import fit_set, read_set
+from dmcondense.sets import ReadSet, fit_set, read_set
 
 TINY_EVAL = ["model.width=8", "eval.epochs=1", "eval.num_models=1"]
 OLD = Path(__file__).resolve().parent / "fixtures" / "old_synthetic"
@@ -309,6 +309,21 @@ def test_wrong_class_count_channel_count_or_pixel_range_is_one_line(tmp_path) ->
         with pytest.raises(ConfigError, match=re.escape(message)) as raised:
             fit_set(read, SPEC, pixels or ("normalised" if n < 3 else None))
         assert "\n" not in str(raised.value)
+
+
+def test_a_whitened_set_read_back_in_pixel_units_may_span_several_units_past_0_1() -> None:
+    """MTT with ZCA at lr_img 1000 moves pixels in the whitened space; unwhitened, both its
+    authors' set and ours span about [-6, 6] in [0, 1] units after 200 iterations on CIFAR-10.
+    That is a learned set, not a 0-255 scale (which reaches 255): it is read, and one pixel on
+    a 0-255 scale still is not."""
+    images, labels = torch.zeros(20, 1, 28, 28), torch.arange(10).repeat_interleave(2)
+    images[0, 0, 0, :2] = torch.tensor([-6.0, 6.0])
+    read = ReadSet(Path("learned.pt"), "tensors", [(images, labels)], "unit", "learned")
+    (fitted, _), = fit_set(read, SPEC)
+    assert fitted.shape == images.shape
+    images[0, 0, 0, 2] = 255.0
+    with pytest.raises(ConfigError, match=re.escape("far outside [0, 1]")):
+        fit_set(ReadSet(Path("scaled.pt"), "tensors", [(images, labels)], "unit", "scaled"), SPEC)
 
 
 # --- old files ---

@@ -41,8 +41,9 @@ from dmcondense.synthetic import SyntheticImages
 FORMATS = ("auto", "dmcondense", "imagefolder", "tensors", "dc_res")
 PIXELS = ("normalised", "unit", "zca")
 # Pixels further than this outside [0, 1] (in [0, 1] units) are not pixels of the data set: a
-# 0-255 scale, or a set normalised with other constants. Learned sets leave [0, 1] by far less.
-RANGE_MARGIN = 4.0
+# 0-255 scale reaches 255. Learned sets leave [0, 1] by far less, though a set learned in the
+# whitened space (MTT with ZCA) spans several units past it once unwhitened.
+RANGE_MARGIN = 32.0
 LabelledSet = tuple[Tensor, Tensor]
 DC_RES = re.compile(r"res_.*\.pt$")
 
