@@ -319,7 +319,7 @@ def test_a_whitened_set_read_back_in_pixel_units_may_span_several_units_past_0_1
     images, labels = torch.zeros(20, 1, 28, 28), torch.arange(10).repeat_interleave(2)
     images[0, 0, 0, :2] = torch.tensor([-6.0, 6.0])
     read = ReadSet(Path("learned.pt"), "tensors", [(images, labels)], "unit", "learned")
-    (fitted, _), = fit_set(read, SPEC)
+    ((fitted, _),) = fit_set(read, SPEC)
     assert fitted.shape == images.shape
     images[0, 0, 0, 2] = 255.0
     with pytest.raises(ConfigError, match=re.escape("far outside [0, 1]")):
