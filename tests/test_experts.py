@@ -117,3 +117,53 @@ def test_the_experts_job_refuses_a_size_of_zero_in_one_line(tmp_path: Path) -> N
     assert result.stderr.strip().splitlines() == [
         "error: experts.size must be 1 or more, got 0; set experts.size=N"
     ]
+
+
+def test_a_job_with_its_experts_built_does_not_wait_for_another_key_being_built(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Ranks of one job take turns at one folder; jobs for different keys (another recipe, data
+    set or width) under the same root do not wait on each other: a job whose experts are all
+    there reads them at once while another key trains for an hour."""
+    import threading
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from dmcondense.jobs import network_store
+
+    images, labels = tiny_data()
+    monkeypatch.setattr(
+        network_store, "load_test", lambda dm, dataset: SimpleNamespace(images=None, labels=None)
+    )
+    monkeypatch.setattr(network_store.build, "eval_device", lambda cfg: "cpu")
+    cfg = OmegaConf.create({"experts": {"size": 1, "seed": 0}, "dataset": {}})
+    dm = SimpleNamespace(train_set=SimpleNamespace(images=images, labels=labels))
+    spec = SimpleNamespace(normaliser=SimpleNamespace(to_input_fused=None))
+    inside, release = threading.Event(), threading.Event()
+
+    def training(store, **_):
+        inside.set()
+        release.wait(timeout=60)
+        return 1
+
+    def fill(folder: str, build_members) -> threading.Thread:
+        store = ExpertStore(
+            tmp_path / folder, experts_manifest(DATASET, "convnet", KNOBS, RECIPE, 0)
+        )
+        thread = threading.Thread(
+            target=network_store.fill,
+            args=(cfg, dm, spec, store, build_members, RECIPE, None, 1, "the experts job"),
+        )
+        thread.start()
+        return thread
+
+    other = fill("other-key", training)
+    try:
+        assert inside.wait(timeout=30)
+        ready = fill("ready-key", lambda store, **_: 0)
+        ready.join(timeout=10)
+        assert not ready.is_alive(), "a job waited on another key's build"
+    finally:
+        release.set()
+        other.join(timeout=30)

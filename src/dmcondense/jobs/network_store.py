@@ -40,7 +40,8 @@ def fill(
     test = load_test(dm, cfg.dataset)
     # Every rank of a SLURM job (and each rank Lightning's launcher starts) runs the job's
     # pre-fit code: one trains the members on its own GPU, the others wait, then find them built.
-    with exclusive(store.folder.parent):
+    # The lock is the key's folder, not the root: jobs of other keys need not wait.
+    with exclusive(store.folder):
         return build_members(
             store,
             make_network=lambda: build.embedding_network(cfg, spec),
