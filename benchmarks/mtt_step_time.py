@@ -1,20 +1,27 @@
-"""MTT's seconds per iteration and memory, ours against the authors' distill.py, in one run.
+"""MTT's (and DATM's) seconds per iteration and memory, ours against the authors' code, in one
+run.
 
     python benchmarks/mtt_step_time.py --official /path/to/mtt-distillation --ipc 10 \
         --steps 6 --width 32 --experts-size 4 --experts-epochs 4 --syn-steps 10 \
         --expert-epochs 2 --max-start-epoch 2 --threads 1 --rounds 2
 
-The budget flags are benchmarks/parity.py's (same defaults, same experts, same data, same
-thread count: OMP_NUM_THREADS, MKL_NUM_THREADS and, their side, torch.set_num_threads), and so
-are both runs: ours is the train job through benchmarks/clocked_train.py, theirs their script
-through benchmarks/parity_official.py. The sides alternate, ours first, `--rounds` times, so a
-change of the machine's load falls on both. Each iteration is timed from the end of the one
-before, in wall and in process CPU seconds; each side's first iteration (start-up, first-use
-costs) is left out. parity.py's seconds per step divide a whole fit (ours) or loop (theirs) by
-its updates, start-up included, in wall time only: on a shared machine that measures the
-neighbours as much as the code. Memory: the growth of the process's peak resident set over the
-loop (ours from the fit's start, theirs from before their first update, after their replay
-buffer is loaded).
+`--method datm` (default mtt) measures DATM the same way against their distill/DATM.py
+(--official: a checkout of NUS-HPC-AI-Lab/DATM), on the experts of `--expert-recipe` (gsam:
+their buffer_FTD.py's), with DATM's own flags (--lr-y, --threshold, --initial-max-start-epoch,
+...) given to both sides as parity.py gives them. Their DATM loop makes `steps` updates where
+their MTT loop makes `steps + 1`; ours makes `steps` either way.
+
+The budget flags are benchmarks/parity.py's (same defaults, same experts, same data, same thread
+count: OMP_NUM_THREADS, MKL_NUM_THREADS and, their side, torch.set_num_threads), and so are both
+runs: ours is the train job through benchmarks/clocked_train.py, theirs their script through
+benchmarks/parity_official.py (parity_datm.py for DATM). The sides alternate, ours first,
+`--rounds` times, so a change of the machine's load falls on both. Each iteration is timed from
+the end of the one before, in wall and in process CPU seconds; each side's first iteration
+(start-up, first-use costs) is left out. parity.py's seconds per step divide a whole fit (ours)
+or loop (theirs) by its updates, start-up included, in wall time only: on a shared machine that
+measures the neighbours as much as the code. Memory: the growth of the process's peak resident
+set over the loop (ours from the fit's start, theirs from before their first update, after their
+replay buffer is loaded and, DATM, their soft labels are initialised).
 
 Printed: each round's medians, then each side's median over all its iterations, its least CPU
 time an iteration (the least disturbed by the neighbours), and the ratios ours / theirs of each.
@@ -56,7 +63,7 @@ def ours(args, overrides: list[str], run_dir: Path, env: dict, memory: str) -> d
 
 
 def theirs(args, copy: Path, data: Path, out: Path, env: dict, experts: Path) -> dict:
-    """Their distill.py through the adapter; its timing JSON as {wall, cpu, rss_growth_mib}."""
+    """Their script through the adapter; its timing JSON as {wall, cpu, rss_growth_mib}."""
     parity.condense_theirs(args, copy, data, out, args.seed, env, None, experts)
     timing = json.loads(out.with_suffix(".json").read_text())
     return {
@@ -88,21 +95,22 @@ def summary(rounds: dict[str, list[dict]]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--method", choices=("mtt", "datm"), default="mtt")
     extra.add_argument("--rounds", type=int, default=2, help="ours, theirs: this many times")
     extra.add_argument("--memory", choices=("unroll", "checkpoint"), default="unroll",
                        help="ours: method.memory")  # fmt: skip
     known, rest = extra.parse_known_args(argv)
-    args = parity.parse_args(["--method", "mtt", *rest])
+    args = parity.parse_args(["--method", known.method, *rest])
     if known.rounds < 1 or args.steps < 3:
         raise parity.UsageError("--rounds must be 1 or more and --steps 3 or more")
-    problem = parity.missing_files(args.official, "mtt")
+    problem = parity.missing_files(args.official, args.method)
     if problem:
         raise parity.UsageError(problem)
-    scratch = args.scratch or Path(tempfile.mkdtemp(prefix="dmcondense-mtt-time-"))
+    scratch = args.scratch or Path(tempfile.mkdtemp(prefix=f"dmcondense-{args.method}-time-"))
     scratch = scratch.resolve()
     scratch.mkdir(parents=True, exist_ok=True)
     copy = scratch / "official"
-    parity.prepare_copy(args.official, copy, "mtt")
+    parity.prepare_copy(args.official, copy, args.method)
     overrides = parity.dataset_overrides(args.dataset, args.data_cache)
     overrides += parity.budget_overrides(args)
     env = parity.subprocess_env(args.threads)
@@ -122,7 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{len(run['wall'])}; peak RSS +{run['rss_growth_mib']:.0f} MiB over the loop",
                   flush=True)  # fmt: skip
     result = summary(rounds)
-    print(f"MTT {args.dataset} IPC {args.ipc}, width {args.width}, syn_steps {args.syn_steps}, "
+    budget = (f", {parity.parity_datm.budget_tokens(args)[1]}" if args.method == "datm"
+              else f", syn_steps {args.syn_steps}")  # fmt: skip
+    print(f"{args.method.upper()} {args.dataset} IPC {args.ipc}, width {args.width}{budget}, "
           f"{args.threads} thread(s), ours method.memory={known.memory}, {known.rounds} "
           f"round(s) of {args.steps} steps, first iteration of each run left out")  # fmt: skip
     for side, figures in result["sides"].items():

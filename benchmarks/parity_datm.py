@@ -16,7 +16,9 @@ budget's values, replaces or wraps a few of their functions and runs their scrip
     wandb                        a stand-in: `init` keeps the config their script rebuilds its
                                  arguments from; the first `log` of their loop keeps the
                                  initial images, soft labels and step size (`--score-init`),
-                                 `finish` the final ones
+                                 `finish` the final ones; each iteration's `log` of its step
+                                 size, and `finish`, mark the clock of each iteration
+                                 (benchmarks/mtt_step_time.py --method datm)
     yacs, kornia                 small stand-ins where they are not installed (their CfgNode's
                                  merge_from_file; kornia is imported for ZCA only)
 
@@ -102,13 +104,20 @@ class CfgNode(dict):
 class WandbStandIn(types.ModuleType):
     """Stand-in for wandb: keeps the config (their script rebuilds `args` from
     `wandb.config._items`), the state of their loop at its first `log` inside the loop and at
-    `finish` (the locals of the calling frame)."""
+    `finish` (the locals of the calling frame), and a clock mark (parity_official.clock_mark)
+    when each iteration logs its step size (before that iteration's update) and at `finish`."""
 
     def __init__(self) -> None:
         super().__init__("wandb")
         self.config = types.SimpleNamespace(_items={})
         self.run = types.SimpleNamespace(name="parity")
         self.states: dict[str, dict] = {}
+        self.marks: list[tuple[float, float, float]] = []  # (wall, cpu, peak MiB)
+
+    def _mark(self) -> None:
+        from parity_official import clock_mark  # its neighbour (imports this one)
+
+        self.marks.append(clock_mark())
 
     def init(self, config=None, **_) -> types.SimpleNamespace:
         items = dict(vars(config)) if config is not None else {}
@@ -124,8 +133,11 @@ class WandbStandIn(types.ModuleType):
     def log(self, data: dict, step=None, **_) -> None:
         if "Progress" in data and "initial" not in self.states:
             self._keep("initial", inspect.currentframe().f_back)
+        if "Synthetic_LR" in data:
+            self._mark()
 
     def finish(self) -> None:
+        self._mark()
         self._keep("final", inspect.currentframe().f_back)
 
     @staticmethod
@@ -245,7 +257,7 @@ def run_datm(args: argparse.Namespace) -> dict:
         return (channels, (size, size), num_classes, data["class_names"], data["mean"],
                 data["std"], train, test, loader, None, identity, identity)  # fmt: skip
 
-    from parity_official import replace_loop_functions  # its neighbour (imports this one)
+    from parity_official import iteration_clock, replace_loop_functions  # its neighbour
 
     loop_utils.get_dataset = get_dataset
     started = replace_loop_functions(loop_utils, args.width)
@@ -272,6 +284,7 @@ def run_datm(args: argparse.Namespace) -> dict:
         "factor": 1,
         "loop_seconds": seconds,
         "seconds_per_step": seconds / args.steps,
+        **iteration_clock(wandb.marks),
         "argv": argv,
         "stand_ins": stand_ins,
         "buffers": buffers,
