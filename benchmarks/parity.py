@@ -333,8 +333,8 @@ def condense_theirs(
             "--max-start-epoch", str(args.max_start_epoch), "--lr-lr", str(args.lr_lr),
             "--lr-teacher", str(args.lr_teacher), "--batch-syn", str(args.batch_syn),
         ]  # fmt: skip
-    if args.method == "datm":  # and DATM's own settings
-        command += parity_datm.adapter_flags(args)
+    if args.method == "datm":  # and DATM's own settings, and whether the data are whitened
+        command += parity_datm.adapter_flags(args) + (["--zca"] if args.zca else [])
     run(command, env, out.with_suffix(".log"))
     return json.loads(out.with_suffix(".json").read_text())["seconds_per_step"]
 
@@ -490,7 +490,7 @@ def changed_settings(args: argparse.Namespace) -> list[tuple[str, str]]:
         if args.net_generate_interval != idm_generate_interval(args.ipc):
             interval = args.net_generate_interval
             changed.append((f"gen{interval}", f"net_generate_interval {interval}"))
-    if args.method == "mtt" and args.zca:
+    if args.method in ("mtt", "datm") and args.zca:
         changed.append(("zca", "ZCA"))
     if args.seed != 0:
         changed.append((f"seed{args.seed}", f"seed {args.seed}"))
@@ -579,7 +579,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr-lr", type=float, default=1e-5, help="MTT: step size's lr")
     parser.add_argument("--lr-teacher", type=float, default=0.01, help="MTT: initial step size")
     parser.add_argument("--batch-syn", type=int, default=0, help="MTT: 0: all images")
-    parser.add_argument("--zca", action="store_true", help="MTT: ZCA-whitened data, both sides")
+    parser.add_argument(
+        "--zca", action="store_true", help="MTT, DATM: ZCA-whitened data, both sides"
+    )
     parser.add_argument("--num-freqs", type=int, default=4096, help="NCFM: frequencies")
     parser.add_argument("--num-crop", type=int, default=5, help="RDED: crops scored an image")
     parser.add_argument(

@@ -153,15 +153,18 @@ def install_stand_ins() -> tuple[WandbStandIn, list[str]]:
     """wandb always (their script needs a run); yacs and kornia where not installed."""
     import importlib.util
 
+    def missing(name: str) -> bool:  # a stand-in from an earlier run in this process counts
+        return name not in sys.modules and importlib.util.find_spec(name) is None
+
     installed = ["wandb"]
     wandb = WandbStandIn()
     sys.modules["wandb"] = wandb
-    if importlib.util.find_spec("yacs") is None:
+    if missing("yacs"):
         yacs = types.ModuleType("yacs")
         yacs.config = types.SimpleNamespace(CfgNode=CfgNode)
         sys.modules["yacs"], sys.modules["yacs.config"] = yacs, yacs.config
         installed.append("yacs")
-    if importlib.util.find_spec("kornia") is None:
+    if missing("kornia"):
         sys.modules["kornia"] = types.ModuleType("kornia")
         installed.append("kornia")
     return wandb, installed
@@ -220,6 +223,13 @@ def datm_config(args: argparse.Namespace, buffer_path: Path, num_classes: int) -
     return config
 
 
+def their_buffer_folder(args: argparse.Namespace) -> str:
+    """The folder their loop reads the experts from: CIFAR's name says whether the data are
+    whitened (theirs: `<dataset>_NO_ZCA` without ZCA)."""
+    unwhitened = args.their_dataset in ("CIFAR10", "CIFAR100") and not args.zca
+    return args.their_dataset + ("_NO_ZCA" if unwhitened else "")
+
+
 def run_datm(args: argparse.Namespace) -> dict:
     """Run their DATM.py as __main__ on the saved data with our experts; returns the synthetic
     set (images, hard labels, soft labels, step size) and the timing."""
@@ -238,7 +248,7 @@ def run_datm(args: argparse.Namespace) -> dict:
     work = Path(args.out).resolve().parent / "official_datm"
     buffer_path = work / "buffers"
     num_classes = len(data["class_names"])
-    buffers = write_their_buffers(experts, buffer_path / args.their_dataset / "ConvNet")
+    buffers = write_their_buffers(experts, buffer_path / their_buffer_folder(args) / "ConvNet")
     config = work / "config.yaml"
     config.write_text(yaml.safe_dump(datm_config(args, buffer_path, num_classes)))
 

@@ -57,7 +57,10 @@ def main(args):
     args = type("", (), {})()
     for key in wandb.config._items:
         setattr(args, key, wandb.config._items[key])
-    folder = os.path.join(args.buffer_path, args.dataset, args.model)
+    folder = os.path.join(args.buffer_path, args.dataset)
+    if args.dataset in ["CIFAR10", "CIFAR100"] and not args.zca:
+        folder += "_NO_ZCA"
+    folder = os.path.join(folder, args.model)
     files = sorted(f for f in os.listdir(folder) if f.startswith("replay_buffer_"))
     buffers = [torch.load(os.path.join(folder, f)) for f in files]
     experts = [e for b in buffers for e in b]
@@ -110,7 +113,13 @@ def write_datm_stub(folder: Path) -> Path:
     return folder
 
 
-def test_the_adapter_runs_their_loop_on_our_data_and_experts(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("their_dataset, zca", [("MNIST", False), ("CIFAR10", False),
+                                                ("CIFAR10", True)])  # fmt: skip
+def test_the_adapter_runs_their_loop_on_our_data_and_experts(
+    tmp_path, monkeypatch, their_dataset, zca
+) -> None:
+    """Their loop finds the experts where it looks (CIFAR's folder says whether the data are
+    whitened) and is told whether they are."""
     official = load_benchmark("parity_official")
     checkout = write_datm_stub(tmp_path / "checkout")
     assert official.missing_files(checkout, "datm") is None
@@ -134,12 +143,12 @@ def test_the_adapter_runs_their_loop_on_our_data_and_experts(tmp_path, monkeypat
     steps, out = 3, tmp_path / "theirs.pt"
     official.main([
         "--method", "datm", "--copy", str(tmp_path / "copy"), "--data", str(tmp_path / "data.pt"),
-        "--out", str(out), "--their-dataset", "MNIST", "--ipc", "2", "--steps", str(steps),
+        "--out", str(out), "--their-dataset", their_dataset, "--ipc", "2", "--steps", str(steps),
         "--batch-real", "1", "--width", "8", "--lr-img", "100", "--init", "correct",
         "--strategy", "color_crop", "--seed", "3", "--experts", str(folder), "--experts-size", "12",
         "--syn-steps", "7", "--expert-epochs", "2", "--max-start-epoch", "3",
         "--initial-max-start-epoch", "2", "--expansion-end", "50", "--lr-y", "5.0",
-        "--threshold", "1.1", "--lr-lr", "1e-07",
+        "--threshold", "1.1", "--lr-lr", "1e-07", *(["--zca"] if zca else []),
     ])  # fmt: skip
     record = json.loads((tmp_path / "official_datm" / "stub_record.json").read_text())
     given = record["args"]
@@ -149,6 +158,7 @@ def test_the_adapter_runs_their_loop_on_our_data_and_experts(tmp_path, monkeypat
     assert given["Sequential_Generation"] is True and given["pix_init"].startswith("samples")
     assert (given["lr_y"], given["threshold"], given["lr_lr"], given["ipc"]) == (5.0, 1.1, 1e-7, 2)
     assert given["batch_syn"] == 6 and given["dsa_strategy"] == "color_crop"
+    assert given["zca"] is zca and given["dataset"] == their_dataset
     assert record["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert record["width"] == 8 and record["torch_seed"] == 3
     # 12 experts in files of 10, each snapshot one flat tensor of the trajectory
@@ -208,3 +218,25 @@ def test_the_harness_end_to_end_scores_each_set_at_its_own_rate(tmp_path, monkey
     initial = torch.load(tmp_path / "scratch" / "ours_0_init.pt", weights_only=False)
     assert initial["soft_labels"].shape == ours["soft_labels"].shape
     assert not torch.equal(initial["soft_labels"], ours["soft_labels"])  # ours learned labels
+
+
+def test_the_harness_tells_their_datm_loop_whether_the_data_are_whitened(
+    tmp_path, monkeypatch
+) -> None:
+    parity = load_benchmark("parity")
+    commands = []
+
+    def run(command, env, log):
+        commands.append(command)
+        Path(command[command.index("--out") + 1]).with_suffix(".json").write_text(
+            json.dumps({"seconds_per_step": 1.0})
+        )
+
+    monkeypatch.setattr(parity, "run", run)
+    for zca in (False, True):
+        args = parity.parse_args(["--method", "datm", "--official", str(tmp_path),
+                                  "--dataset", "cifar10", *(["--zca"] if zca else [])])  # fmt: skip
+        parity.condense_theirs(args, tmp_path, tmp_path / "data.pt", tmp_path / "theirs.pt", 0,
+                               {}, experts=tmp_path / "experts")  # fmt: skip
+        assert ("--zca" in commands[-1]) is zca
+        assert ("zca" in parity.results_name("parity_datm", args)) is zca
