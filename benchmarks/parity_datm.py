@@ -403,7 +403,7 @@ def initial_fields(record: dict, experts: Path, images) -> dict:
     from dmcondense.methods.datm import initial_soft_labels
 
     cfg = OmegaConf.create(record["config"])
-    spec = DatasetSpec.from_config(cfg.dataset)
+    spec = DatasetSpec.from_config(cfg.dataset, zca=record.get("zca"))  # the run's whitening
     net = build.embedding_network(cfg, spec)
     trajectories = load_trajectories(experts, int(cfg.experts.size))
     labels = torch.arange(len(record["class_names"])).repeat_interleave(record["ipc"])

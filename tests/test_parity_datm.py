@@ -184,7 +184,8 @@ def test_the_adapter_runs_their_loop_on_our_data_and_experts(
     assert timing["rss_after_loop_mib"] >= timing["rss_before_loop_mib"] > 0
 
 
-def test_the_harness_end_to_end_scores_each_set_at_its_own_rate(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("zca", [False, True])
+def test_the_harness_end_to_end_scores_each_set_at_its_own_rate(tmp_path, monkeypatch, zca) -> None:
     from test_parity import ours_in_process
 
     from dmcondense.io import read_synthetic
@@ -202,9 +203,10 @@ def test_the_harness_end_to_end_scores_each_set_at_its_own_rate(tmp_path, monkey
         "--max-start-epoch", "2", "--experts-size", "2", "--experts-epochs", "2",
         "--lr-lr", "0.001", "--threshold", "10", "--lr-img", "100", "--score-init",
         "--scratch", str(tmp_path / "scratch"), "--data-cache", str(tmp_path / "cache"),
-        "--results-dir", str(tmp_path / "results"),
+        "--results-dir", str(tmp_path / "results"), *(["--zca"] if zca else []),
     ])  # fmt: skip
     record = json.loads((tmp_path / "scratch" / "official_datm" / "stub_record.json").read_text())
+    assert record["args"]["zca"] is zca
     ours = read_synthetic(tmp_path / "scratch" / "ours_0")
     # Both sides match the same experts: ours, written as their replay buffer.
     assert record["experts"] == 2 and record["snapshots"] == [3, 3]
