@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import sys
 import time
@@ -135,6 +136,23 @@ def budget_overrides(args: argparse.Namespace) -> tuple[list[str], list[str], li
     return shared, condense, evaluate
 
 
+def set_digest(overrides: list[str]) -> str | None:
+    """A digest of the condensed set a job reads (`condensed=PATH`: its synthetic.pt, else every
+    file of PATH), None for a job that reads none: an evaluation of a set condensed again, at
+    another budget into the same folder, is not the old set's."""
+    path = next((Path(o.split("=", 1)[1]) for o in overrides if o.startswith("condensed=")), None)
+    if path is None:
+        return None
+    if (path / "synthetic.pt").is_file():
+        path = path / "synthetic.pt"
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
 class ReusingFinished:
     """`run`, but a job whose folder already holds its results.json from the same module and
     overrides (or, for a job that writes none, its record) is read back instead of run again: a
@@ -148,7 +166,7 @@ class ReusingFinished:
     def __call__(self, module: str, overrides: list[str]) -> dict:
         run_dir = run_folder(overrides)
         record, results = run_dir / "board_job.json", run_dir / "results.json"
-        job = {"module": module, "overrides": overrides}
+        job = {"module": module, "overrides": overrides, "reads": set_digest(overrides)}
         if record.is_file():
             done = json.loads(record.read_text())
             if {key: done.get(key) for key in job} == job and (

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers.inprocess import ENTRY_POINTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -107,16 +108,26 @@ def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_
                               str(missing)], run=must_not_run)  # fmt: skip
     assert again == rows
     assert minutes_of_jobs(out) == f"{recorded / 60:.0f}"  # the reused jobs' time still counts
-    # A job recorded with other overrides is run again: the first one the board asks for.
-    record = out / "mnist_sample_ipc1_dm" / "condense" / "board_job.json"
-    job = json.loads(record.read_text())
-    record.write_text(json.dumps({**job, "overrides": [*job["overrides"], "seed=1"]}))
+    # A set condensed again (another budget, the same folder) is scored again, not read back.
+    condensed = out / "mnist_sample_ipc1_dm" / "condense"
+    synthetic = torch.load(condensed / "synthetic.pt", weights_only=True)
+    torch.save({**synthetic, "images": synthetic["images"] + 0.01}, condensed / "synthetic.pt")
     asked = []
 
     def record_and_stop(module: str, overrides: list[str]) -> dict:
         asked.append((module, overrides))
         raise KeyboardInterrupt
 
+    with pytest.raises(KeyboardInterrupt):
+        leaderboard.main(["--tiny", "--ipcs", "1", "--out", str(out), "--archive", str(missing)],
+                         run=record_and_stop)  # fmt: skip
+    assert asked[0][0] == "dmcondense.evaluate" and f"condensed={condensed}" in asked[0][1]
+    torch.save(synthetic, condensed / "synthetic.pt")
+    # A job recorded with other overrides is run again: the first one the board asks for.
+    record = out / "mnist_sample_ipc1_dm" / "condense" / "board_job.json"
+    job = json.loads(record.read_text())
+    record.write_text(json.dumps({**job, "overrides": [*job["overrides"], "seed=1"]}))
+    asked.clear()
     with pytest.raises(KeyboardInterrupt):
         leaderboard.main(["--tiny", "--ipcs", "1", "--out", str(out), "--archive", str(missing)],
                          run=record_and_stop)  # fmt: skip
