@@ -107,13 +107,14 @@ def first_correct(correct: Tensor, labels: Tensor, positions: Tensor, ipc: int) 
 def flat_forward(net: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
     """forward(params [P], images) -> logits: `net` run with one flat parameter vector (in
     `named_parameters()` order, as the experts' trajectories store them)."""
-    shapes = [(name, p.shape, p.numel()) for name, p in net.named_parameters()]
+    shapes = [(name, p.shape) for name, p in net.named_parameters()]
+    numels = [p.numel() for p in net.parameters()]
 
     def forward(params: Tensor, images: Tensor) -> Tensor:
-        views, start = {}, 0
-        for name, shape, numel in shapes:
-            views[name] = params[start : start + numel].view(shape)
-            start += numel
+        pieces = params.split(numels)
+        views = {
+            name: piece.view(shape) for (name, shape), piece in zip(shapes, pieces, strict=True)
+        }
         return torch.func.functional_call(net, views, (images,))
 
     return forward

@@ -230,13 +230,17 @@ class TrajectoryMatching(CondensationMethod):
 
     # --- the step ------------------------------------------------------------------------------
     def student_forward(self) -> Forward:
-        net, shapes = self.embed_net, self._shapes
+        net = self.embed_net
+        names = [(name, shape) for name, shape, _ in self._shapes]
+        numels = [numel for _, _, numel in self._shapes]
 
         def forward(params: Tensor, x: Tensor) -> Tensor:
-            views, start = {}, 0
-            for name, shape, numel in shapes:
-                views[name] = params[start : start + numel].view(shape)
-                start += numel
+            # One split, not a slice a tensor: its backward is one concatenation, where slices'
+            # each scatter into a zero vector of every parameter, summed (the same values).
+            pieces = params.split(numels)
+            views = {
+                name: piece.view(shape) for (name, shape), piece in zip(names, pieces, strict=True)
+            }
             return functional_call(net, views, (x,))
 
         return forward
