@@ -90,7 +90,7 @@ def test_pool_is_built_by_one_process_at_a_time(tmp_path: Path, monkeypatch) -> 
     seen = []
 
     def build_pool(pool, **kwargs):
-        seen.append(pool.folder.parent.is_dir() and locked_by_another(pool.folder.parent))
+        seen.append(pool.folder.is_dir() and locked_by_another(pool.folder))  # its key's folder
         raise Stop  # the rest of the run is not this test's
 
     monkeypatch.setattr(pretrain_job, "build_pool", build_pool)
@@ -112,7 +112,7 @@ def test_experts_are_built_by_one_process_at_a_time(tmp_path: Path, monkeypatch)
     seen = []
 
     def build_experts(store, **kwargs):
-        seen.append(store.folder.parent.is_dir() and locked_by_another(store.folder.parent))
+        seen.append(store.folder.is_dir() and locked_by_another(store.folder))  # its key's folder
         raise Stop  # the rest of the run is not this test's
 
     monkeypatch.setattr(experts_job, "build_experts", build_experts)
