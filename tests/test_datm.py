@@ -326,7 +326,7 @@ def test_init_correct_starts_from_images_the_experts_classify_correctly(
 ) -> None:
     from dmcondense.jobs import build
     from dmcondense.methods.datm import initial_soft_labels
-    from dmcondense.methods.datm_parts import flat_forward
+    from dmcondense.methods.mtt import flat_forward
 
     run = tmp_path / "run"
     # threshold -1: every loss passes it, so nothing steps and the set stays at its start

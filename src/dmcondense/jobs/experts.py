@@ -13,7 +13,8 @@ from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.spec import DatasetSpec
 from dmcondense.errors import ConfigError
 from dmcondense.jobs import build, network_store
-from dmcondense.methods.datm_parts import correct_only_indices, flat_forward
+from dmcondense.methods.datm_parts import correct_only_indices
+from dmcondense.methods.mtt import flat_forward
 from dmcondense.models.experts import ExpertStore, build_experts, expert_bytes
 from dmcondense.rng import generator
 

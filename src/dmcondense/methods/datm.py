@@ -42,7 +42,6 @@ from dmcondense.errors import ConfigError
 from dmcondense.methods.datm_parts import (
     check_window,
     expert_logits,
-    flat_forward,
     keep_update,
     restore_unless,
     snapshot,
@@ -53,6 +52,7 @@ from dmcondense.methods.mtt import (
     StepSize,
     TrajectoryMatching,
     checkpointed_loss_and_grads,
+    flat_forward,
     unrolled_loss,
 )
 from dmcondense.rng import generator

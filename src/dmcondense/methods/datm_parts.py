@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from dmcondense.errors import ConfigError
 
@@ -102,22 +102,6 @@ def first_correct(correct: Tensor, labels: Tensor, positions: Tensor, ipc: int) 
     # Their index list is kept in shuffled order (a set of small positions, then index_select).
     within = torch.argsort(rank[chosen], dim=1)
     return torch.gather(chosen, 1, within)
-
-
-def flat_forward(net: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
-    """forward(params [P], images) -> logits: `net` run with one flat parameter vector (in
-    `named_parameters()` order, as the experts' trajectories store them)."""
-    shapes = [(name, p.shape) for name, p in net.named_parameters()]
-    numels = [p.numel() for p in net.parameters()]
-
-    def forward(params: Tensor, images: Tensor) -> Tensor:
-        pieces = params.split(numels)
-        views = {
-            name: piece.view(shape) for (name, shape), piece in zip(shapes, pieces, strict=True)
-        }
-        return torch.func.functional_call(net, views, (images,))
-
-    return forward
 
 
 @torch.no_grad()

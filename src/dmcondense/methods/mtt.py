@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call
 
 from dmcondense.errors import ConfigError
@@ -45,6 +45,24 @@ MEMORY_MODES = ("unroll", "checkpoint")
 Forward = Callable[[Tensor, Tensor], Tensor]
 # batch(i) -> (augmented images, labels) of inner step i, differentiable w.r.t. the images
 Batch = Callable[[int], tuple[Tensor, Tensor]]
+
+
+def flat_forward(net: nn.Module) -> Forward:
+    """forward(params [P], images) -> logits: `net` run with one flat parameter vector (in
+    `named_parameters()` order, as the experts' trajectories store them)."""
+    names = [(name, p.shape) for name, p in net.named_parameters()]
+    numels = [p.numel() for p in net.parameters()]
+
+    def forward(params: Tensor, images: Tensor) -> Tensor:
+        # One split, not a slice a tensor: its backward is one concatenation, where slices'
+        # each scatter into a zero vector of every parameter, summed (the same values).
+        pieces = params.split(numels)
+        views = {
+            name: piece.view(shape) for (name, shape), piece in zip(names, pieces, strict=True)
+        }
+        return functional_call(net, views, (images,))
+
+    return forward
 
 
 @full_precision
@@ -200,7 +218,6 @@ class TrajectoryMatching(CondensationMethod):
                 "the experts were trained on another network (their parameters differ from "
                 "the model's); train them with this run's model= settings"
             )
-        self._shapes = [(n, p.shape, p.numel()) for n, p in self.embed_net.named_parameters()]
         self._experts = self.register_part(
             "experts",
             ExpertTrajectories([e["trajectory"] for e in experts]),
@@ -230,20 +247,7 @@ class TrajectoryMatching(CondensationMethod):
 
     # --- the step ------------------------------------------------------------------------------
     def student_forward(self) -> Forward:
-        net = self.embed_net
-        names = [(name, shape) for name, shape, _ in self._shapes]
-        numels = [numel for _, _, numel in self._shapes]
-
-        def forward(params: Tensor, x: Tensor) -> Tensor:
-            # One split, not a slice a tensor: its backward is one concatenation, where slices'
-            # each scatter into a zero vector of every parameter, summed (the same values).
-            pieces = params.split(numels)
-            views = {
-                name: piece.view(shape) for (name, shape), piece in zip(names, pieces, strict=True)
-            }
-            return functional_call(net, views, (x,))
-
-        return forward
+        return flat_forward(self.embed_net)
 
     def draw(self, step: int) -> tuple[Tensor, Tensor]:
         """theta_start and theta_target of `step`: an expert and a start epoch drawn from
