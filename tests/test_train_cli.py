@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import torch
+from helpers.inprocess import tiny, train
 from helpers.shared_runs import (
     TINY_RUN_EVAL_EPOCHS,
     TINY_RUN_EVAL_NETWORKS,
@@ -79,3 +81,21 @@ def test_train_writes_synthetic_set_picture_and_results(tiny_run) -> None:
     total = epochs * networks
     assert f"dm/convnet: {total}/{total} epochs (100%)" in result.stdout
     assert f"random/convnet: {total}/{total} epochs (100%)" in result.stdout
+
+
+def test_a_fit_shorter_than_a_tenth_of_a_second_keeps_its_seconds(tmp_path, monkeypatch) -> None:
+    """A run's timings keep milliseconds: a 2-step fit on a fast machine took under 0.05 s, was
+    written as 0.0 and broke every figure divided by it (the parity harness's seconds a step,
+    the paper table's steps a second)."""
+    tick = iter(range(1000))
+
+    def clock() -> float:  # the job's wall clock, 0.02 s further at every reading
+        return 0.02 * next(tick)
+
+    monkeypatch.setattr("dmcondense.jobs.train.time", SimpleNamespace(time=clock))
+    run_dir = tmp_path / "run"
+    assert train(*tiny("iterations=1"), f"hydra.run.dir={run_dir}").returncode == 0
+    results = json.loads((run_dir / "results.json").read_text())
+    # the clock is read at the start, after loading, before and after the fit, and at the end
+    assert results["condense_seconds"] == 0.02
+    assert (results["load_seconds"], results["total_seconds"]) == (0.02, 0.08)
