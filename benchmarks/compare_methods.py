@@ -19,11 +19,15 @@ runs (`--pool-size` networks x `--pool-epochs` epochs, under `--pool-root`) and 
 
 MTT and DATM match expert trajectories (trajectory.py): before a data set's runs, the experts job
 (`python -m dmcondense.experts`) makes each method's experts (MTT's SGD recipe, DATM's GSAM one;
-`--experts-size` x `--experts-epochs`, under `--experts-root`, by default <out>/experts), with
-their seconds and peak memory measured; an invocation into the same --out reads that cost back
-from <out>/<data set>_experts_<method>.json instead of running the job again. Making the experts
-is outside the budget: under `--budget seconds=S` each run still condenses for S seconds, and
-the experts' seconds and memory are shown beside the run's, in their own columns, not inside S.
+`--experts-size` x `--experts-epochs`, under `--experts-root`, by default <out>/experts), or
+finds them made; its results.json (in <out>/<data set>_experts_<method>/) reports what making
+them cost as their store recorded it: the experts' seconds summed and the peak memory of the
+process that made them. Where the store has no such record (made before records were kept),
+the job's own measured seconds and peak stand in, marked, with a note under the table. An
+invocation into the same --out reads that cost back from <out>/<data set>_experts_<method>.json
+instead of running the job again. Making the experts is outside the budget: under `--budget
+seconds=S` each run still condenses for S seconds, and the experts' seconds and memory are shown
+beside the run's, in their own columns, not inside S.
 Both read no real batch (they keep their batch_real of 1) and are scored by the same DSA protocol
 as the rest (`eval.protocol=dsa`, not their own, which trains at the learned step size: the
 board, leaderboard.py, has it); DATM's set trains on its learned soft labels, as every
@@ -32,7 +36,7 @@ evaluation of it does (docs/methods/datm.md).
 Each run goes through benchmarks/clocked_train.py (the train job with a clock on the fit): its
 seconds an iteration (median over the fit, the first iteration left out) and its peak resident
 memory at the end of the fit, each also as a ratio to DM's in the same data set and IPC, which
-ran in the same invocation; for MTT and DATM, the experts' seconds and peak memory beside them.
+ran in the same invocation; for MTT and DATM, what making their experts cost beside them.
 CIFAR-10 is the shared JPEG copy (../shared/datasets); without it only mnist_sample runs. Prints
 a Markdown table and writes it to <out>/table.md, the rows to <out>/rows.json.
 """
@@ -49,10 +53,15 @@ from pathlib import Path
 from cifar10 import ARCHIVE, REPO, unpack
 from measured import run_job
 from trajectory import (
+    EXPERTS_COST,
     EXPERTS_MODULE,
+    JOB_OWN,
+    JOB_OWN_NOTE,
     METHOD_OVERRIDES,
     MIN_EXPERT_EPOCHS,
+    experts_cost,
     experts_overrides,
+    job_own_mark,
     uses_experts,
 )
 
@@ -121,19 +130,24 @@ def pretrain_pool(data: list[str], common: list[str], pool: list[str], log: Path
 
 
 def make_experts(overrides: list[str], record: Path) -> dict:
-    """The experts of one data set and method, made by the experts job with `overrides`; their
-    cost ({"experts s", "experts MiB"}: wall seconds and the job's peak RSS). The cost is kept
-    in `record` and read back, without running the job, when it was made with the same
-    overrides."""
+    """The experts of one data set and method, made (or found made) by the experts job with
+    `overrides`, in the run folder `record` less its suffix; their cost (trajectory.experts_cost:
+    {"experts s", "experts MiB"}, what making them cost as their store recorded it, or the job's
+    wall seconds and peak RSS where it has no record, and where they come from). The cost is
+    kept in `record` and read back, without running the job, when it was made with the same
+    overrides (a record from before the making cost was read runs the job again)."""
     if record.is_file():
         done = json.loads(record.read_text())
-        if done["overrides"] == overrides:
+        if done["overrides"] == overrides and EXPERTS_COST in done["cost"]:
             print(f"reusing the experts (and their cost) recorded in {record}", flush=True)
             return done["cost"]
+    run_dir = record.with_suffix("")
     started = time.time()
-    peak = run_job([sys.executable, "-m", EXPERTS_MODULE, *overrides],
+    peak = run_job([sys.executable, "-m", EXPERTS_MODULE, *overrides, f"hydra.run.dir={run_dir}"],
                    record.with_suffix(".stderr"))  # fmt: skip
-    cost = {"experts s": time.time() - started, "experts MiB": peak}
+    results = run_dir / "results.json"
+    made = json.loads(results.read_text()) if results.is_file() else {}
+    cost = experts_cost(made, (time.time() - started, peak))
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"overrides": overrides, "cost": cost}) + "\n")
     return cost
@@ -146,8 +160,9 @@ def ratio(value: float, reference: float | None) -> str:
 def table(rows: list[dict]) -> list[str]:
     """Markdown rows; the ratios are to DM's run of the same data set and IPC. "fit added": the
     peak at the end of the fit less the peak when it started (what the fit itself added).
-    "experts s", "experts MiB": the experts job's wall seconds and peak RSS, for the methods
-    that match experts (- for the rest)."""
+    "experts s", "experts MiB": what making the experts cost (seconds summed, peak RSS), for
+    the methods that match experts (- for the rest); marked where they are the experts job's
+    own (JOB_OWN), with JOB_OWN_NOTE under the table."""
     lines = [
         "| data set | IPC | method | decoded a class | accuracy % | random real % | steps | "
         "s/it | s/it / DM's | fit peak MiB | / DM's | fit added MiB | condense s | wall s | "
@@ -165,8 +180,11 @@ def table(rows: list[dict]) -> list[str]:
             f"{r['steps']} | {r['s/it']:.3f} | {ratio(r['s/it'], ref and ref['s/it'])} | "
             f"{r['fit MiB']:.0f} | {ratio(r['fit MiB'], ref and ref['fit MiB'])} | "
             f"{r['fit MiB'] - r['before fit MiB']:.0f} | {r['condense s']:.0f} | "
-            f"{r['wall s']:.0f} | {figure(r.get('experts s'))} | {figure(r.get('experts MiB'))} |"
+            f"{r['wall s']:.0f} | {figure(r.get('experts s'))}{job_own_mark(r)} | "
+            f"{figure(r.get('experts MiB'))}{job_own_mark(r)} |"
         )
+    if any(r.get(EXPERTS_COST) == JOB_OWN for r in rows):
+        lines += ["", JOB_OWN_NOTE]
     return lines
 
 
@@ -192,8 +210,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help=f"epochs of each expert, at least {MIN_EXPERT_EPOCHS}")  # fmt: skip
     parser.add_argument("--experts-root", type=Path,
                         help="where the experts live (default <out>/experts); experts already "
-                        "there are reused, and the cost shown is then that of checking "
-                        "them")  # fmt: skip
+                        "there are reused, and the cost shown is still that of making them, "
+                        "as their store recorded it (where it has none, that of checking "
+                        "them, marked)")  # fmt: skip
     parser.add_argument("--tiny", action="store_true",
                         help="toy size (mnist_sample, IPC 1, width 8, 1 network x 1 epoch, 1 "
                         "expert x 3 epochs); figures mean nothing")  # fmt: skip
@@ -268,7 +287,8 @@ def header(args: argparse.Namespace, minutes: float) -> str:
     experts = (
         f"; {' and '.join(trajectory)} experts {args.experts_size} x {args.experts_epochs} "
         f"epochs, made once a data set before the runs and outside the budget of {value} "
-        f"{kind}: their seconds and peak memory are the experts columns, beside the run's"
+        f"{kind}: what making them cost (seconds summed, peak memory, as their store recorded "
+        f"it, whenever made) is the experts columns, beside the run's"
         if trajectory
         else ""
     )

@@ -18,8 +18,11 @@ taken from `--condensed METHOD=PATH`, then scored by `python -m dmcondense.evalu
             is trained once per data set, model and protocol and cached under <out>/whole
   cost      a table of its own: the iterations each condensation made, its seconds (the fit,
             which --budget bounds) and the train job's peak resident memory, and for MTT and
-            DATM the seconds and peak resident memory of the experts job, beside them and
-            outside the budget
+            DATM the seconds and peak resident memory of making their experts (as the experts
+            job's results.json reports the store's records, made now or earlier), beside them
+            and outside the budget; where there is no such record (a store made before records
+            were kept), the experts job's own, marked with a note: a job that found its experts
+            made checked them, and did not make them
 Soft labels come from network 0 of the data set's pretrained pool (<out>/pools, built when
 missing; --pool-size and --pool-epochs set its budget, which on CIFAR-10 is 20 networks x 60
 epochs by default).
@@ -62,10 +65,15 @@ from pathlib import Path
 from cifar10 import ARCHIVE, REPO, run_folder, unpack
 from measured import run_job
 from trajectory import (
+    EXPERTS_COST,
     EXPERTS_MODULE,
+    JOB_OWN,
+    JOB_OWN_NOTE,
     METHOD_OVERRIDES,
     MIN_EXPERT_EPOCHS,
+    experts_cost,
     experts_overrides,
+    job_own_mark,
     uses_experts,
 )
 
@@ -89,8 +97,8 @@ OWN_LABELS = {
 }
 COLUMNS = ("common hard", "common soft", "own hard", "own soft")
 COST = ("steps", "condense s", "condense MiB", "experts s", "experts MiB")
-# A runner returns the job's results.json ({} for a job that writes none, the experts job); one
-# that measures the job adds its own peak resident memory under PEAK.
+# A runner returns the job's results.json ({} for a job that writes none); one that measures
+# the job adds its own peak resident memory under PEAK.
 Runner = Callable[[str, list[str]], dict]
 PEAK = "job peak MiB"
 
@@ -239,7 +247,7 @@ def board_row(
         "whole common": acc("dsa hard", "whole:hard"),
         "LRS common": score("dsa", "lrs"), "ARS common": score("dsa", "ars"),
         "LRS own": score(own, "lrs"), "ARS own": score(own, "ars"),
-        **{key: (cost or {}).get(key) for key in COST},
+        **{key: (cost or {}).get(key) for key in (*COST, EXPERTS_COST)},
     }  # fmt: skip
 
 
@@ -257,23 +265,32 @@ def cell(key: str, value: object) -> str:
 
 def table(rows: list[dict], keys: list[str]) -> list[str]:
     lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
-    return lines + ["| " + " | ".join(cell(k, row[k]) for k in keys) + " |" for row in rows]
+    return lines + ["| " + " | ".join(marked(k, row) for k in keys) + " |" for row in rows]
+
+
+def marked(key: str, row: dict) -> str:
+    """The cell, marked after an experts figure that is the experts job's own (JOB_OWN)."""
+    own = key.startswith("experts ") and row[key] is not None
+    return cell(key, row[key]) + (job_own_mark(row) if own else "")
 
 
 COST_NOTE = (
     "What each set cost: the iterations its condensation made, its seconds (the fit, which the "
-    "budget bounds) and the train job's peak resident memory; for MTT and DATM, the seconds and "
-    "peak resident memory of the experts job that made the experts they match, outside the "
-    "budget (made once per data set and method, shown in each row that matches them); - where "
-    "the board did not make it."
+    "budget bounds) and the train job's peak resident memory; for MTT and DATM, the seconds "
+    "(all experts' summed) and peak resident memory of making the experts they match, as their "
+    "store recorded it, whether the experts job made them now or found them made earlier, "
+    "outside the budget (made once per data set and method, shown in each row that matches "
+    "them); - where the board did not make it."
 )
 
 
 def markdown(rows: list[dict], skipped: list[str], note: str) -> str:
     lines = [note, ""]
     if rows:
-        lines += table(rows, [key for key in rows[0] if key not in COST])
+        lines += table(rows, [key for key in rows[0] if key not in (*COST, EXPERTS_COST)])
         lines += ["", COST_NOTE, "", *table(rows, ["data set", "IPC", "method", *COST])]
+        if any(row.get(EXPERTS_COST) == JOB_OWN for row in rows):
+            lines += ["", JOB_OWN_NOTE]
         shown = dict.fromkeys(row["method"].split(" ")[0] for row in rows)
         notes = [f"- {method}: {OWN_LABELS[method]}" for method in shown if method in OWN_LABELS]
         lines += ["", *notes] if notes else []
@@ -419,21 +436,23 @@ def condense(
 ) -> dict:
     """Condense one set into `run_dir` (`common`: the data set's, the budget's and the stores'
     overrides; `condense_only`: the condensation's), after the experts job for MTT and DATM
-    (made once per data set and method, then read back); the set's COST cells."""
-    matched, experts_job = [], None
+    (made once per data set and method, then read back); the set's COST cells and, for MTT and
+    DATM, where the experts cells come from (EXPERTS_COST)."""
+    matched, experts_job, made = [], None, {}
     if uses_experts(method):
         experts, trajectory = trajectory_overrides(args)
         matched = [*experts, *trajectory]
         experts_job = [*common, f"method={method}", *experts,
                        f"hydra.run.dir={args.out / f'{dataset}_experts_{method}'}"]  # fmt: skip
-        run(EXPERTS_MODULE, experts_job)
+        made = run(EXPERTS_MODULE, experts_job)
     train = [*common, *condense_only, f"method={method}", f"ipc={ipc}",
              *CONDENSE_EXTRA.get(method, []), *matched, f"hydra.run.dir={run_dir}"]  # fmt: skip
     results = run("dmcondense.train", train)
     cost = {"steps": results.get("steps"), "condense s": results.get("condense_seconds"),
             "condense MiB": run.cost(train)[1]}  # fmt: skip
-    seconds, peak = run.cost(experts_job) if experts_job else (None, None)
-    return {**cost, "experts s": seconds, "experts MiB": peak}
+    if experts_job is None:
+        return {**cost, "experts s": None, "experts MiB": None, EXPERTS_COST: None}
+    return {**cost, **experts_cost(made, run.cost(experts_job))}
 
 
 def main(argv: list[str] | None = None, run: Runner = run_in_child) -> list[dict]:

@@ -1,6 +1,8 @@
 """benchmarks/compare_methods.py: its budget (`seconds=S` or `steps=N`, a malformed one answered
 in one line before anything runs), the ratios to DM in its table, and MTT's and DATM's rows with
-the cost of their experts beside the run's, outside the budget."""
+the cost of making their experts beside the run's, outside the budget, whether the experts job
+made them now or found them made (where their store has no record of it, the job's own cost,
+marked)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,17 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from helpers.experts_job import made_earlier
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "compare_methods.py"
 sys.path.insert(0, str(SCRIPT.parent))
 
 import compare_methods  # noqa: E402
+from trajectory import JOB_OWN, JOB_OWN_NOTE, MADE  # noqa: E402
 
 
 def test_budget_kinds_give_their_overrides():
@@ -125,4 +130,65 @@ def test_tiny_comparison_shows_mtt_and_datm_with_their_experts_cost(tmp_path, mo
 
     monkeypatch.setattr(compare_methods, "run_job", must_not_run)
     again = compare_methods.make_experts(overrides, out / "mnist_sample_experts_mtt.json")
-    assert again == {"experts s": mtt["experts s"], "experts MiB": mtt["experts MiB"]}
+    assert again == {"experts s": mtt["experts s"], "experts MiB": mtt["experts MiB"],
+                     "experts cost": MADE}  # fmt: skip
+    # what making the experts cost, as the experts job's results.json reports it
+    for method, r in (("mtt", mtt), ("datm", datm)):
+        made = json.loads((out / f"mnist_sample_experts_{method}" / "results.json").read_text())
+        assert made["trained_now"] == 1 and r["experts cost"] == MADE
+        assert (r["experts s"], r["experts MiB"]) == (
+            made["making_seconds"],
+            made["making_peak_mib"],
+        )
+
+
+def experts_job_writing(results: dict | None, ran: list) -> object:
+    """A stand-in for run_job: the experts job writes `results` (None: nothing) as its
+    results.json into its hydra.run.dir; its peak is 900 MiB."""
+
+    def run_job(command: list[str], log: Path) -> float:
+        ran.append(command)
+        run_dir = Path(next(c.split("=", 1)[1] for c in command if c.startswith("hydra.run.dir=")))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if results is not None:
+            (run_dir / "results.json").write_text(json.dumps(results))
+        return 900.0
+
+    return run_job
+
+
+def clock_of(*readings: float) -> SimpleNamespace:
+    values = iter(readings)
+    return SimpleNamespace(time=lambda: next(values))
+
+
+def test_reused_experts_show_what_making_them_cost(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(
+        compare_methods, "run_job", experts_job_writing(made_earlier(68.0, 1710.0), ran)
+    )
+    monkeypatch.setattr(compare_methods, "time", clock_of(100.0, 109.5))  # the job: 9.5 s
+    record = tmp_path / "mnist_sample_experts_mtt.json"
+    cost = compare_methods.make_experts(["method=mtt"], record)
+    assert cost == {"experts s": 68.0, "experts MiB": 1710.0, "experts cost": MADE}
+    assert ran[0][-1] == f"hydra.run.dir={tmp_path / 'mnist_sample_experts_mtt'}"
+    lines = compare_methods.table([{**row("mnist_sample", 1, "mtt", 0.5, 1000.0), **cost}])
+    assert lines[2].endswith("| 68 | 1710 |") and JOB_OWN_NOTE not in lines
+
+
+@pytest.mark.parametrize("results", [made_earlier(None, None), None])
+def test_experts_without_a_making_record_show_the_jobs_own_cost_marked(
+    tmp_path, monkeypatch, results
+):
+    ran = []
+    monkeypatch.setattr(compare_methods, "run_job", experts_job_writing(results, ran))
+    monkeypatch.setattr(compare_methods, "time", clock_of(100.0, 109.5))
+    record = tmp_path / "mnist_sample_experts_mtt.json"
+    # a record from before the making cost was read is not read back: the job runs again
+    record.write_text(json.dumps({"overrides": ["method=mtt"],
+                                  "cost": {"experts s": 3.0, "experts MiB": 500.0}}))  # fmt: skip
+    cost = compare_methods.make_experts(["method=mtt"], record)
+    assert len(ran) == 1
+    assert cost == {"experts s": 9.5, "experts MiB": 900.0, "experts cost": JOB_OWN}
+    lines = compare_methods.table([{**row("mnist_sample", 1, "mtt", 0.5, 1000.0), **cost}])
+    assert lines[2].endswith("| 10* | 900* |") and lines[-1] == JOB_OWN_NOTE

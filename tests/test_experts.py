@@ -1,10 +1,14 @@
 """Expert trajectories (python -m dmcondense.experts): a killed run resumes with the experts it
 lacks and ends with the trajectories an unbroken run writes; a truncated file stops in one line
-naming it; finished experts are reused; the job refuses bad sizes in one line."""
+naming it; finished experts are reused; what making each expert cost is kept beside it, and the
+job's results.json reports it whether the experts were made now or by an earlier job (a garbled
+record reads as unknown and stops nothing); the job refuses bad sizes in one line."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +16,7 @@ from helpers.inprocess import experts
 
 from dmcondense.errors import ConfigError
 from dmcondense.models import experts as expert_module
+from dmcondense.models import network_store as store_module
 from dmcondense.models.experts import (
     ExpertRecipe,
     ExpertStore,
@@ -97,6 +102,75 @@ def test_a_truncated_expert_stops_with_one_line_naming_it(tmp_path: Path) -> Non
         build(store, 3)
     assert "\n" not in str(error.value) and "experts command" in str(error.value)
     assert {p.name: p.read_bytes() for p in store.folder.iterdir()} == before
+
+
+def test_what_making_each_expert_cost_is_kept_beside_it_and_a_garbled_record_stops_nothing(
+    tmp_path: Path,
+) -> None:
+    store = store_in(tmp_path / "experts")
+    build(store, 2)
+    assert sorted(p.name for p in store.folder.glob("*.cost.json")) == [
+        "expert_000.cost.json",
+        "expert_001.cost.json",
+    ]
+    first = store.making_cost(0)
+    assert set(first) == {"seconds", "peak_mib"} and first["peak_mib"] > 0
+    store.cost_path(1).write_text('{"index": 1, "seco')  # truncated
+    assert store.making_cost(1) is None
+    assert build(store, 3) == 1  # the build reads no cost: it trains the missing expert only
+    assert store.making_total(3) == {"seconds": None, "peak_mib": None, "unrecorded": [1]}
+    store.cost_path(2).write_text('{"index": 0, "seconds": 5.0, "peak_mib": 10.0}\n')
+    assert store.making_cost(2) is None  # another member's record is not this one's
+    store.cost_path(2).write_text('{"index": 2, "seconds": "5", "peak_mib": 10.0}\n')
+    assert store.making_cost(2) is None
+    assert len(store.trajectories(3)) == 3  # the run reads its experts as before
+
+
+def tick_clock(step: float) -> SimpleNamespace:
+    """A clock that moves `step` seconds at every reading."""
+    now = [0.0]
+
+    def read() -> float:
+        now[0] += step
+        return now[0]
+
+    return SimpleNamespace(time=read)
+
+
+def test_a_second_experts_job_reports_what_making_the_experts_cost_not_checking_them(
+    tmp_path: Path, monkeypatch
+) -> None:
+    job = ["model.width=8", "experts.size=2", "experts.epochs=1", "experts.augment=none",
+           f"experts.root={tmp_path / 'experts'}"]  # fmt: skip
+    # Each expert reads the clock as it starts and as its training ends: 1000 s an expert.
+    monkeypatch.setattr(store_module, "time", tick_clock(1000.0))
+    made = experts(*job, f"hydra.run.dir={tmp_path / 'made'}")
+    assert made.returncode == 0, made.stderr
+    first = json.loads((tmp_path / "made" / "results.json").read_text())
+    assert (first["size"], first["trained_now"], first["reused"]) == (2, 2, 0)
+    assert first["making_seconds"] == 2000.0 and first["unrecorded"] == []
+    assert first["making_peak_mib"] > 0 and first["job_peak_mib"] >= first["making_peak_mib"]
+    monkeypatch.undo()
+    again = experts(*job, f"hydra.run.dir={tmp_path / 'again'}")
+    assert again.returncode == 0, again.stderr
+    second = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert (second["trained_now"], second["reused"]) == (0, 2)
+    assert (
+        second["folder"]
+        == first["folder"]
+        == again.stdout.strip().splitlines()[-1].split(": ", 1)[1]
+    )
+    assert second["making_seconds"] == 2000.0  # the making, not this job's few seconds
+    assert second["making_peak_mib"] == first["making_peak_mib"]
+    assert second["job_seconds"] < 1000.0
+    # A store made before the records were kept: its making cost is unknown, not zero.
+    for path in Path(first["folder"]).glob("*.cost.json"):
+        path.unlink()
+    old = experts(*job, f"hydra.run.dir={tmp_path / 'old'}")
+    assert old.returncode == 0, old.stderr
+    third = json.loads((tmp_path / "old" / "results.json").read_text())
+    assert third["making_seconds"] is None and third["making_peak_mib"] is None
+    assert third["unrecorded"] == [0, 1]
 
 
 def test_batchnorm_experts_keep_their_running_statistics(tmp_path: Path) -> None:

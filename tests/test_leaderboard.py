@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.experts_job import made_earlier
 from helpers.inprocess import ENTRY_POINTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import leaderboard  # noqa: E402
-
-pytestmark = pytest.mark.slow  # ten methods condensed, two experts jobs, 34 evaluate jobs
+from trajectory import JOB_OWN, JOB_OWN_NOTE, MADE  # noqa: E402
 
 
 def in_process(module: str, overrides: list[str]) -> dict:
@@ -37,6 +37,7 @@ def minutes_of_jobs(out: Path) -> str:
     return re.search(r"; (\d+) min of jobs in all", (out / "board.md").read_text()).group(1)
 
 
+@pytest.mark.slow  # ten methods condensed, two experts jobs, 34 evaluate jobs
 def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_path) -> None:
     out = tmp_path / "board"
     missing = tmp_path / "no-cifar.tar.gz"
@@ -56,6 +57,15 @@ def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_
         if row["method"] in ("mtt", "datm"):
             assert row["own protocol"] == "mtt"
             assert (row["experts s"] or 0) > 0 and (row["experts MiB"] or 0) > 0, row
+            # what making the experts cost, as the experts job's results.json reports it
+            made = json.loads(
+                (out / f"mnist_sample_experts_{row['method']}" / "results.json").read_text()
+            )
+            assert row["experts cost"] == MADE
+            assert (row["experts s"], row["experts MiB"]) == (
+                made["making_seconds"],
+                made["making_peak_mib"],
+            )
         else:
             assert row["experts s"] is None and row["experts MiB"] is None
     # MTT and DATM: each method's experts made once by the experts job, under the board's folder
@@ -132,6 +142,77 @@ def test_the_tiny_board_scores_every_method_and_writes_table_csv_and_figure(tmp_
         leaderboard.main(["--tiny", "--ipcs", "1", "--out", str(out), "--archive", str(missing)],
                          run=record_and_stop)  # fmt: skip
     assert asked == [(job["module"], job["overrides"])]
+
+
+def stub_job(experts_results: dict | None) -> leaderboard.Runner:
+    """A runner that writes each job's results.json: the experts job's `experts_results` (None:
+    it writes none), a train job's steps and seconds; its peak is 900 MiB."""
+
+    def run(module: str, overrides: list[str]) -> dict:
+        found = {"steps": 5, "condense_seconds": 1.5}
+        if module == leaderboard.EXPERTS_MODULE:
+            found = experts_results
+        run_dir = leaderboard.run_folder(overrides)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if found is not None:
+            (run_dir / "results.json").write_text(json.dumps(found))
+        return {**(found or {}), leaderboard.PEAK: 900.0}
+
+    return run
+
+
+def cost_rows(cost: dict) -> list[str]:
+    row = {"data set": "mnist_sample", "IPC": 1, "method": "mtt", **cost}
+    return leaderboard.markdown([row], [], "note").splitlines()
+
+
+def test_the_cost_table_shows_what_making_reused_experts_cost(tmp_path: Path) -> None:
+    """The experts job found its experts made: the board shows what making them cost, as their
+    store recorded it, not the job's seconds of checking them."""
+    args = leaderboard.parse(["--out", str(tmp_path)])
+    run = leaderboard.ReusingFinished(stub_job(made_earlier(68.0, 1710.0)))
+    condensed = tmp_path / "mnist_sample_ipc1_mtt" / "condense"
+    cost = leaderboard.condense(run, args, "mnist_sample", 1, "mtt", [], [], condensed)
+    assert cost == {"steps": 5, "condense s": 1.5, "condense MiB": 900.0, "experts s": 68.0,
+                    "experts MiB": 1710.0, "experts cost": MADE}  # fmt: skip
+    lines = cost_rows(cost)
+    assert "| mnist_sample | 1 | mtt | 5 | 1.5 | 900 | 68.0 | 1710 |" in lines
+    assert JOB_OWN_NOTE not in lines
+
+
+@pytest.mark.parametrize("results", [made_earlier(None, None), None])
+def test_experts_without_a_making_record_show_the_jobs_own_cost_marked(
+    tmp_path: Path, results: dict | None
+) -> None:
+    """A store made before the records were kept (or an experts job read back from before it
+    wrote results.json): the job's own seconds and peak, read back from its board record, each
+    marked, with the note that says they are not the making's."""
+    args = leaderboard.parse(["--out", str(tmp_path)])
+    experts_job = tmp_path / "mnist_sample_experts_mtt"
+    experts_job.mkdir()
+    run = leaderboard.ReusingFinished(stub_job(results))
+    overrides = [*leaderboard.trajectory_overrides(args)[0], f"hydra.run.dir={experts_job}"]
+    record = {
+        "module": leaderboard.EXPERTS_MODULE,
+        "overrides": ["method=mtt", *overrides],
+        "reads": None,
+        "seconds": 9.5,
+        "peak_mib": 800.0,
+        "results": results is not None,
+    }
+    (experts_job / "board_job.json").write_text(json.dumps(record))  # fmt: skip
+    if results is not None:
+        (experts_job / "results.json").write_text(json.dumps(results))
+    condensed = tmp_path / "mnist_sample_ipc1_mtt" / "condense"
+    cost = leaderboard.condense(run, args, "mnist_sample", 1, "mtt", [], [], condensed)
+    assert (cost["experts s"], cost["experts MiB"], cost["experts cost"]) == (
+        9.5,
+        800.0,
+        JOB_OWN,
+    )
+    lines = cost_rows(cost)
+    assert "| mnist_sample | 1 | mtt | 5 | 1.5 | 900 | 9.5* | 800* |" in lines
+    assert JOB_OWN_NOTE in lines
 
 
 def test_the_pool_budget_reaches_every_job_only_when_given() -> None:

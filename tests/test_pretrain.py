@@ -63,7 +63,8 @@ def test_a_finished_pool_is_reused(tmp_path: Path, count_trainings) -> None:
     pool = pool_in(tmp_path / "pool")
     assert build(pool, 2) == 2 and count_trainings == [0, 1]
     written = {p.name: p.read_bytes() for p in pool.folder.iterdir()}
-    assert set(written) == {"pool.json", "network_000.pt", "network_001.pt"}
+    assert set(written) == {"pool.json", "network_000.pt", "network_001.pt",
+                            "network_000.cost.json", "network_001.cost.json"}  # fmt: skip
     assert build(pool, 2) == 0 and count_trainings == [0, 1]  # nothing trained again
     assert {p.name: p.read_bytes() for p in pool.folder.iterdir()} == written
     pairs = pool.load(2)
@@ -125,6 +126,17 @@ def test_a_pool_of_another_data_set_stops_with_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"another pool: dataset.name \(this run: 'other'"):
         build(other, 2)
     assert {p.name: p.read_bytes() for p in other.folder.iterdir()} == before
+
+
+def test_the_pretrain_job_reports_what_making_its_pool_cost(tmp_path: Path) -> None:
+    job = ["model.width=8", "pool.size=1", "pool.epochs=1", f"pool.root={tmp_path / 'pools'}"]
+    result = pretrain(*job, f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr
+    found = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert (found["job"], found["size"], found["trained_now"], found["reused"]) == ("pool", 1, 1, 0)
+    made = PretrainedPool(found["folder"], {}).making_cost(0)
+    assert found["making_seconds"] == made["seconds"] and found["unrecorded"] == []
+    assert found["making_peak_mib"] == made["peak_mib"]
 
 
 def test_the_pretrain_job_refuses_a_size_of_zero_in_one_line(tmp_path: Path) -> None:

@@ -1,22 +1,25 @@
 """What the pretrain and experts jobs share: fill a keyed folder of trained networks
 (models/network_store.py) from the run's config, every member already there checked first, and
-the job around it."""
+the job around it, which leaves results.json in its run folder: the folder, how many members
+were trained now and reused, and what making them cost as their records say, whenever made."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dmcondense.atomic import exclusive
+from dmcondense.atomic import atomic_write, exclusive
 from dmcondense.augment import DSA
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.imageset import ImageSet
 from dmcondense.data.spec import DatasetSpec, resolve_spec
 from dmcondense.errors import ConfigError
-from dmcondense.hostmem import reuse_freed_memory
+from dmcondense.hostmem import peak_resident_mib, reuse_freed_memory
 from dmcondense.jobs import build
 from dmcondense.jobs.common import load_data, load_test, quiet_library_chatter
 from dmcondense.models.network_store import NetworkStore
@@ -74,7 +77,9 @@ def run(
     footnote: Callable[[DictConfig, DatasetSpec], str] = lambda cfg, spec: "",
 ) -> Path:
     """The job: check `group`'s sizes, load the data, `make` the store (the members it lacks),
-    then say how many of `what` it trained (and `footnote`) and, last, where the store is."""
+    write results.json (`summary`) into the run folder, then say how many of `what` it trained
+    (and `footnote`) and, last, where the store is."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     started = time.time()
     build.check_cached_group(cfg, group)  # a bad size answers before the data loads
     quiet_library_chatter()
@@ -84,9 +89,33 @@ def run(
     spec = resolve_spec(cfg.dataset, dm.train_set)
     store, trained = make(cfg, dm, spec)
     size = int(cfg[group].size)
+    results = summary(group, store, size, trained, time.time() - started)
+    text = json.dumps(results, indent=2) + "\n"
+    atomic_write(run_dir / "results.json", lambda tmp: Path(tmp).write_text(text))
     print(
         f"{size} {what} ({trained} trained now, {size - trained} reused) in "
         f"{time.time() - started:.0f} s{footnote(cfg, spec)}"
     )
     print(f"{group}: {store.folder}")
     return store.folder
+
+
+def summary(group: str, store: NetworkStore, size: int, trained: int, seconds: float) -> dict:
+    """The job's results.json: the store, how many members it trained now and reused, what
+    making members 0..size-1 cost (`making_seconds` summed, `making_peak_mib` the largest
+    building process's peak: None where a member has no readable record, `unrecorded` names
+    them), and the job's own seconds and peak, which for reused members is the cost of checking
+    them."""
+    making = store.making_total(size)
+    return {
+        "job": group,
+        "folder": str(store.folder),
+        "size": size,
+        "trained_now": trained,
+        "reused": size - trained,
+        "making_seconds": making["seconds"],
+        "making_peak_mib": making["peak_mib"],
+        "unrecorded": making["unrecorded"],
+        "job_seconds": round(seconds, 3),
+        "job_peak_mib": round(peak_resident_mib(), 1),
+    }

@@ -7,6 +7,7 @@ the folder, its checks, the resumable build), whose key always names the data se
     <root>/<data set>-<model>-<digest>/
         experts.json      what made the experts (the manifest); written before the first expert
         expert_000.pt     {"manifest", "index", "names", "trajectory", "buffers", "test_accuracy"}
+        expert_000.cost.json  what making it cost: {"index", "seconds", "peak_mib"}
         expert_001.pt     ...
 
 `trajectory` is float32 [epochs + 1, P]: the network's parameters flattened in

@@ -11,6 +11,13 @@ extend 5 and a stopped build resumes with its first missing member. Each member'
 its training ends: a killed build loses at most the member in progress; a file that cannot be
 read, or one made with another manifest, stops the build with one line and nothing is
 overwritten.
+
+What making a member cost, {"index", "seconds", "peak_mib"} (its training and test in wall
+seconds; the building process's peak resident memory when it ended, so the peak so far), is
+written beside its file, in <member>_<index>.cost.json, just before it: a report reads the cost
+of a hundred members without loading their tensors. The record only informs: one that is
+missing (a folder made before the records were kept) or unreadable reads as unknown, and never
+stops a build or a run.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from torch import Tensor, nn
 
 from dmcondense.atomic import atomic_write
 from dmcondense.errors import ConfigError
+from dmcondense.hostmem import peak_resident_mib
 from dmcondense.models.init import reset_parameters
 from dmcondense.rng import generator
 
@@ -187,6 +195,43 @@ class NetworkStore:
         record = {"manifest": self.manifest, "index": index, **fields}
         return atomic_write(self.network_path(index), lambda tmp: torch.save(record, tmp))
 
+    def cost_path(self, index: int) -> Path:
+        return self.folder / f"{self.member}_{index:03d}.cost.json"
+
+    def save_cost(self, index: int, seconds: float, peak_mib: float) -> Path:
+        """Write what making member `index` cost: its wall seconds and the building process's
+        peak resident MiB."""
+        record = {"index": index, "seconds": round(seconds, 3), "peak_mib": round(peak_mib, 1)}
+        text = json.dumps(record) + "\n"
+        return atomic_write(self.cost_path(index), lambda tmp: Path(tmp).write_text(text))
+
+    def making_cost(self, index: int) -> dict | None:
+        """What making member `index` cost ({"seconds", "peak_mib"}), or None where its record
+        is missing or unreadable: the cost informs, the member's file is what a run needs."""
+        try:
+            record = json.loads(self.cost_path(index).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("index") != index:
+            return None
+        found = {key: record.get(key) for key in ("seconds", "peak_mib")}
+        if not all(isinstance(value, int | float) for value in found.values()):
+            return None
+        return found
+
+    def making_total(self, count: int) -> dict:
+        """What making members 0..count-1 cost: {"seconds": summed, "peak_mib": the largest},
+        each None where any member lacks a readable record, and "unrecorded": those members."""
+        costs = [self.making_cost(index) for index in range(count)]
+        unrecorded = [index for index, cost in enumerate(costs) if cost is None]
+        if unrecorded:
+            return {"seconds": None, "peak_mib": None, "unrecorded": unrecorded}
+        return {
+            "seconds": round(sum(cost["seconds"] for cost in costs), 3),
+            "peak_mib": max(cost["peak_mib"] for cost in costs),
+            "unrecorded": [],
+        }
+
 
 @torch.no_grad()
 def test_accuracy(
@@ -218,7 +263,8 @@ def build_members(
     log: Callable[[str], None] = print,
 ) -> int:
     """Train the members 0..size-1 the folder lacks (each written when it finishes) after
-    checking every one it holds; returns how many were trained. Member i's network is
+    checking every one it holds; returns how many were trained (each with what making it cost,
+    `store.save_cost`, written just before its file). Member i's network is
     initialised from generator(seed, f"{store.draws}-init", i) and trained on `device` by
     `store.train_member` with `normalise`, `augment` (the kind's augmentation), `recipe` and
     `seed`; the test accuracy is measured when `test` is given."""
@@ -236,6 +282,9 @@ def build_members(
         net = net.to(device).requires_grad_(True)
         fields = store.train_member(net, images, labels, normalise, augment, recipe, seed, index)
         accuracy = None if test is None else test_accuracy(net, *test, normalise)
+        # Before the member's file: a finished member always has its cost beside it, and a cost
+        # left by a build killed before the file is written again with the member.
+        store.save_cost(index, time.time() - started, peak_resident_mib())
         path = store.save(index, {**fields, "test_accuracy": accuracy})
         scored = "" if accuracy is None else f", test accuracy {accuracy:.2f}%"
         log(

@@ -7,6 +7,7 @@ resumable build); one network's file holds its weights before and after training
     <root>/<data set>-<model>-<digest>/
         pool.json          what made the pool (the manifest); written before the first network
         network_000.pt     {"manifest", "index", "initial", "trained", "test_accuracy"}
+        network_000.cost.json  what making it cost: {"index", "seconds", "peak_mib"}
         network_001.pt     ...
 
 The recipe is the NCFM authors' pretraining: SGD (lr 0.01, momentum 0.9, weight decay 5e-4),
