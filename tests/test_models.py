@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -234,3 +236,29 @@ def test_reset_parameters_covers_every_pool_model() -> None:
     for name in MODELS:
         model = build_model(name, 3, 10, 32, **NARROW.get(name, {}))
         reset_parameters(model, generator(0, name))  # raises if any layer type is unknown
+
+
+@pytest.mark.parametrize("make", [ConvNet, ConvNetBN])
+def test_convnet_relu_runs_in_place_with_the_same_values_and_second_order_gradients(make) -> None:
+    """In place as the reference ConvNet (one activation map fewer a block, which MTT's unroll
+    keeps for every inner step); the norm before it saves its input, not its output."""
+    torch.manual_seed(0)
+    net = make(3, 10, 32, width=8)
+    relus = [m for m in net.modules() if isinstance(m, nn.ReLU)]
+    assert relus and all(m.inplace for m in relus)
+    out_of_place = copy.deepcopy(net)
+    for m in out_of_place.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    x = torch.randn(6, 3, 32, 32)
+    grads = []
+    for model in (net, out_of_place):
+        images = x.clone().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(images), torch.arange(6))
+        params = list(model.parameters())
+        first = torch.autograd.grad(loss, params, create_graph=True)
+        second = torch.autograd.grad(sum(g.square().sum() for g in first), images)[0]
+        grads.append((loss.detach(), [g.detach() for g in first], second))
+    (loss_a, first_a, second_a), (loss_b, first_b, second_b) = grads
+    assert torch.equal(loss_a, loss_b) and torch.equal(second_a, second_b)
+    assert all(torch.equal(a, b) for a, b in zip(first_a, first_b, strict=True))

@@ -42,8 +42,8 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
 
 def activation_layer(kind: str) -> nn.Module:
     _check_choice("activation", kind, ACTIVATIONS)
-    if kind == "relu":
-        return nn.ReLU()
+    if kind == "relu":  # in place, as the reference ConvNet: the norm's backward reads its input
+        return nn.ReLU(inplace=True)
     if kind == "leakyrelu":
         return nn.LeakyReLU(negative_slope=0.01)
     return nn.Sigmoid()
