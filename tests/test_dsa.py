@@ -306,31 +306,3 @@ def test_one_family_a_batch_shares_the_family_and_keeps_each_images_parameters()
     # The families over many batches still cover the strategy.
     firsts = {int(dsa.sample(4, _gen(s), one_family=True)["family"][0]) for s in range(60)}
     assert firsts == set(range(len(FAMILIES)))
-
-
-def test_one_family_a_batch_on_the_cpu_selects_and_gathers_nothing(monkeypatch) -> None:
-    """A network's training draw (and each of MTT's inner steps) has one family for every
-    image: applied as that family on the whole batch, with no `nonzero` selection and no
-    indexing for autograd to undo, and the values and gradients of the selecting path."""
-    dsa = DSA()
-    x = torch.randn(12, 3, 16, 16, generator=_gen(3))
-    for seed in range(12):  # the first draws cover every family
-        params = dsa.sample(12, _gen(seed), one_family=True)
-        expected_leaf = x.clone().requires_grad_(True)
-        expected = dsa.apply(expected_leaf, params, sync_free=True)
-        expected.square().sum().backward()
-        with monkeypatch.context() as patched:
-            for name in ("nonzero", "cat"):  # the per-family path's selection and regrouping
-                patched.setattr(torch, name, lambda *a, _n=name, **k: pytest.fail(f"torch.{_n}"))
-            leaf = x.clone().requires_grad_(True)
-            out = dsa.apply(leaf, params)
-        assert out.grad_fn is None or "Index" not in type(out.grad_fn).__name__
-        torch.testing.assert_close(out, expected, rtol=0, atol=0)
-        out.square().sum().backward()
-        torch.testing.assert_close(leaf.grad, expected_leaf.grad, rtol=0, atol=0)
-
-
-def test_draws_shorter_than_the_batch_are_refused() -> None:
-    dsa = DSA()
-    with pytest.raises(ValueError, match="8 images but fewer draws"):
-        dsa.apply(torch.zeros(8, 3, 8, 8), dsa.sample(4, _gen(0)))
