@@ -54,6 +54,8 @@ DATM_FILES = (
     "reparam_module.py",
 )
 EXPERTS_A_FILE = 10  # their buffer script's save_interval
+# Marks the modules install_stand_ins made, so a second run in one process knows them.
+STAND_IN = "_dmcondense_stand_in"
 # Edits of their files in the scratch copy (file, pattern, replacement, why), added to
 # parity_official.COMPAT_EDITS.
 DATM_EDITS: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
@@ -150,23 +152,25 @@ class WandbStandIn(types.ModuleType):
 
 
 def install_stand_ins() -> tuple[WandbStandIn, list[str]]:
-    """wandb always (their script needs a run); yacs and kornia where not installed."""
+    """wandb always (their script needs a run); yacs and kornia where not installed. A stand-in
+    an earlier run in this process installed is still the module their script imports, so it is
+    listed again."""
     import importlib.util
-
-    def missing(name: str) -> bool:  # a stand-in from an earlier run in this process counts
-        return name not in sys.modules and importlib.util.find_spec(name) is None
 
     installed = ["wandb"]
     wandb = WandbStandIn()
     sys.modules["wandb"] = wandb
-    if missing("yacs"):
-        yacs = types.ModuleType("yacs")
-        yacs.config = types.SimpleNamespace(CfgNode=CfgNode)
-        sys.modules["yacs"], sys.modules["yacs.config"] = yacs, yacs.config
-        installed.append("yacs")
-    if missing("kornia"):
-        sys.modules["kornia"] = types.ModuleType("kornia")
-        installed.append("kornia")
+    for name in ("yacs", "kornia"):
+        if getattr(sys.modules.get(name), STAND_IN, False):
+            installed.append(name)
+        elif name not in sys.modules and importlib.util.find_spec(name) is None:
+            module = types.ModuleType(name)
+            setattr(module, STAND_IN, True)
+            sys.modules[name] = module
+            if name == "yacs":
+                module.config = types.SimpleNamespace(CfgNode=CfgNode)
+                sys.modules["yacs.config"] = module.config
+            installed.append(name)
     return wandb, installed
 
 

@@ -11,6 +11,7 @@ the test can check that the budget, the experts and the edits reached it.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -242,3 +243,24 @@ def test_the_harness_tells_their_datm_loop_whether_the_data_are_whitened(
                                {}, experts=tmp_path / "experts")  # fmt: skip
         assert ("--zca" in commands[-1]) is zca
         assert ("zca" in parity.results_name("parity_datm", args)) is zca
+
+
+def test_a_second_run_in_one_process_lists_the_stand_ins_it_reuses(monkeypatch) -> None:
+    """Their script imports yacs and kornia; where neither is installed, the first run's stand-ins
+    are the modules a second run's script imports, so its record names them too."""
+    adapter = load_benchmark("parity_datm")
+    for name in ("wandb", "yacs", "yacs.config", "kornia"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    real_find_spec = importlib.util.find_spec
+    absent = {"yacs", "kornia"}
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in absent else real_find_spec(name, *a),
+    )
+    first = adapter.install_stand_ins()[1]
+    second = adapter.install_stand_ins()[1]
+    assert first == second == ["wandb", "yacs", "kornia"]
+    from yacs.config import CfgNode  # the stand-in's, still importable
+
+    assert CfgNode is adapter.CfgNode
