@@ -306,3 +306,40 @@ def test_one_family_a_batch_shares_the_family_and_keeps_each_images_parameters()
     # The families over many batches still cover the strategy.
     firsts = {int(dsa.sample(4, _gen(s), one_family=True)["family"][0]) for s in range(60)}
     assert firsts == set(range(len(FAMILIES)))
+
+
+def _graph_names(tensor: torch.Tensor) -> set[str]:
+    """The names of the autograd nodes `tensor` was made through."""
+    names, todo = set(), [tensor.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and type(node).__name__ not in names:
+            names.add(type(node).__name__)
+            todo += [next_node for next_node, _ in node.next_functions]
+    return names
+
+
+def test_one_family_a_batch_on_the_cpu_gathers_nothing_for_autograd_to_undo() -> None:
+    """A network's training draw (and each of MTT's inner steps) has one family for every
+    image: that family runs on the whole batch, without selecting its images and putting them
+    back in order, with the values and gradients of the sync-free path."""
+    dsa = DSA()
+    x = torch.randn(12, 3, 16, 16, generator=_gen(3))
+    for seed in range(12):  # the first draws cover every family
+        params = dsa.sample(12, _gen(seed), one_family=True)
+        outputs, grads = [], []
+        for sync_free in (False, True):
+            leaf = x.clone().requires_grad_(True)
+            out = dsa.apply(leaf, params, sync_free=sync_free)
+            out.square().sum().backward()
+            outputs.append(out)
+            grads.append(leaf.grad)
+        assert "IndexBackward0" not in _graph_names(outputs[0]), _graph_names(outputs[0])
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+        torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+
+
+def test_draws_shorter_than_the_batch_are_refused() -> None:
+    dsa = DSA()
+    with pytest.raises(ValueError, match="8 images but fewer draws"):
+        dsa.apply(torch.zeros(8, 3, 8, 8), dsa.sample(4, _gen(0)))

@@ -166,14 +166,18 @@ class DSA:
         a host-device sync on a GPU, but about half the work). None: sync-free off the CPU.
         """
         n = x.shape[0]
-        if index is None:
-            index = torch.arange(n, device=x.device)
-        index = index.to(device=x.device, dtype=torch.long)
-        if index.shape != (n,):
-            raise ValueError(f"index must have shape ({n},), got {tuple(index.shape)}")
+        if index is None:  # image i is group i: the draws are one a row already, no gather
+            short = [key for key, value in params.items() if value.shape[0] < n]
+            if short:
+                raise ValueError(f"{n} images but fewer draws of {short[0]!r}")
+            per_image = {key: value.to(x.device)[:n] for key, value in params.items()}
+        else:
+            index = index.to(device=x.device, dtype=torch.long)
+            if index.shape != (n,):
+                raise ValueError(f"index must have shape ({n},), got {tuple(index.shape)}")
+            per_image = {key: value.to(x.device)[index] for key, value in params.items()}
         if n == 0:
             return x
-        per_image = {key: value.to(x.device)[index] for key, value in params.items()}
         if sync_free is None:
             sync_free = x.device.type != "cpu"
         apply_drawn = self._apply_selecting if sync_free else self._apply_by_family
@@ -231,6 +235,8 @@ class DSA:
         pieces, positions = [], []
         for name in self.drawn:
             where = torch.nonzero(p["family"] == FAMILIES.index(name)).squeeze(1)
+            if where.numel() == n:  # one family for every image (a network's training draw)
+                return self._family(name, x, p)
             if where.numel() == 0:
                 continue
             pieces.append(self._family(name, x[where], {k: v[where] for k, v in p.items()}))
