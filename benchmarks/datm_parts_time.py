@@ -55,7 +55,7 @@ def their_modules(official: Path) -> tuple:
     missing = [name for name in NEEDED if not (official / name).is_file()]
     if missing:
         raise UsageError(f"--official {official} has no {missing[0]}: give a DATM checkout")
-    parity_datm.install_stand_ins()  # their utils import kornia at the top
+    parity_datm.install_missing(("kornia",))  # their utils import it at the top
     for folder in (official, official / "utils"):
         sys.path.insert(0, str(folder))
     for name in ("networks", "reparam_module", "utils_baseline"):  # this checkout's, not another's

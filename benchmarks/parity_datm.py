@@ -152,15 +152,20 @@ class WandbStandIn(types.ModuleType):
 
 
 def install_stand_ins() -> tuple[WandbStandIn, list[str]]:
-    """wandb always (their script needs a run); yacs and kornia where not installed. A stand-in
-    an earlier run in this process installed is still the module their script imports, so it is
-    listed again."""
-    import importlib.util
-
-    installed = ["wandb"]
+    """wandb always (their script needs a run); yacs and kornia where not installed."""
     wandb = WandbStandIn()
     sys.modules["wandb"] = wandb
-    for name in ("yacs", "kornia"):
+    return wandb, ["wandb", *install_missing(("yacs", "kornia"))]
+
+
+def install_missing(names: tuple[str, ...]) -> list[str]:
+    """Stand-ins for those of `names` (yacs, kornia) that are not installed; returns the names
+    stood in for. A stand-in an earlier run in this process installed is still the module their
+    script imports, so it is listed again."""
+    import importlib.util
+
+    installed = []
+    for name in names:
         if getattr(sys.modules.get(name), STAND_IN, False):
             installed.append(name)
         elif name not in sys.modules and importlib.util.find_spec(name) is None:
@@ -171,7 +176,7 @@ def install_stand_ins() -> tuple[WandbStandIn, list[str]]:
                 module.config = types.SimpleNamespace(CfgNode=CfgNode)
                 sys.modules["yacs.config"] = module.config
             installed.append(name)
-    return wandb, installed
+    return installed
 
 
 def write_their_buffers(experts: list, folder: Path) -> list[str]:
