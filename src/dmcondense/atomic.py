@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -30,6 +31,12 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def atomic_write_json(path: str | Path, value: Any, **dumps: Any) -> Path:
+    """`value` as JSON (json.dumps with `dumps`, then a newline), written atomically."""
+    text = json.dumps(value, **dumps) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 @contextlib.contextmanager

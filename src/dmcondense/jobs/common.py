@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dmcondense.atomic import atomic_write_json
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.imageset import TrainingSplit
 from dmcondense.data.spec import DatasetSpec, inferred_facts, resolve_spec
@@ -179,10 +179,7 @@ def write_results(
 ) -> None:
     """results.json (the summary) and results.csv (the rows, one a line, under `columns`, or
     the first row's keys), each atomically."""
-    atomic_write(
-        run_dir / "results.json",
-        lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"),
-    )
+    atomic_write_json(run_dir / "results.json", summary, indent=2)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns or list(rows[0]))
     writer.writeheader()

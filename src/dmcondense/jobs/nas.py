@@ -39,7 +39,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dmcondense.atomic import atomic_write
+from dmcondense.atomic import atomic_write, atomic_write_json
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.spec import DatasetSpec, resolve_spec
 from dmcondense.errors import ConfigError
@@ -149,8 +149,7 @@ def read_json(path: Path) -> dict | None:
 
 
 def write_json(path: Path, value: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=2) + "\n"))
+    atomic_write_json(path, value, indent=2)
 
 
 def first_difference(stored: dict, wanted: dict) -> str | None:

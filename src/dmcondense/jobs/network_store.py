@@ -5,7 +5,6 @@ were trained now and reused, and what making them cost as their records say, whe
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dmcondense.atomic import atomic_write, exclusive
+from dmcondense.atomic import atomic_write_json, exclusive
 from dmcondense.augment import DSA
 from dmcondense.data.datamodule import ClassBatchDataModule
 from dmcondense.data.imageset import ImageSet
@@ -89,12 +88,13 @@ def run(
     spec = resolve_spec(cfg.dataset, dm.train_set)
     store, trained = make(cfg, dm, spec)
     size = int(cfg[group].size)
-    results = summary(group, store, size, trained, time.time() - started)
-    text = json.dumps(results, indent=2) + "\n"
-    atomic_write(run_dir / "results.json", lambda tmp: Path(tmp).write_text(text))
+    seconds = time.time() - started
+    atomic_write_json(
+        run_dir / "results.json", summary(group, store, size, trained, seconds), indent=2
+    )
     print(
         f"{size} {what} ({trained} trained now, {size - trained} reused) in "
-        f"{time.time() - started:.0f} s{footnote(cfg, spec)}"
+        f"{seconds:.0f} s{footnote(cfg, spec)}"
     )
     print(f"{group}: {store.folder}")
     return store.folder

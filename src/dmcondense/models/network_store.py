@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dmcondense.atomic import atomic_write
+from dmcondense.atomic import atomic_write, atomic_write_json
 from dmcondense.errors import ConfigError
 from dmcondense.hostmem import peak_resident_mib
 from dmcondense.models.init import reset_parameters
@@ -187,8 +187,9 @@ class NetworkStore:
 
     def write_manifest(self) -> None:
         if not (self.folder / self.manifest_name).exists():
-            text = json.dumps(self.manifest, indent=2, sort_keys=True) + "\n"
-            atomic_write(self.folder / self.manifest_name, lambda tmp: Path(tmp).write_text(text))
+            atomic_write_json(
+                self.folder / self.manifest_name, self.manifest, indent=2, sort_keys=True
+            )
 
     def save(self, index: int, fields: dict) -> Path:
         """Write member `index`'s record: the manifest, the index, then `fields`."""
@@ -202,8 +203,7 @@ class NetworkStore:
         """Write what making member `index` cost: its wall seconds and the building process's
         peak resident MiB."""
         record = {"index": index, "seconds": round(seconds, 3), "peak_mib": round(peak_mib, 1)}
-        text = json.dumps(record) + "\n"
-        return atomic_write(self.cost_path(index), lambda tmp: Path(tmp).write_text(text))
+        return atomic_write_json(self.cost_path(index), record)
 
     def making_cost(self, index: int) -> dict | None:
         """What making member `index` cost ({"seconds", "peak_mib"}), or None where its record
